@@ -1,0 +1,171 @@
+"""Model I/O (external data, atomic writes, >2 GB), shape inference and small helpers over onnx-graphsurgeon.
+
+gs.Graph is the IR the passes edit; onnx.ModelProto is what moves between passes.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from .errors import SlimError
+
+TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load a model with its external data, refusing anything that is not a readable ONNX model."""
+    path = Path(path)
+    if not path.exists():
+        raise SlimError(f"{path}: no such file")
+    if path.is_dir():
+        raise SlimError(f"{path}: is a folder, not an ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as err:
+        raise SlimError(f"{path}: not an ONNX model or the file is corrupt ({type(err).__name__})") from None
+    except Exception as err:  # protobuf raises several private error types on truncated files
+        raise SlimError(f"{path}: cannot be parsed as ONNX ({type(err).__name__}: {err})") from None
+    if not model.graph.node and not model.graph.output:
+        raise SlimError(f"{path}: not an ONNX model (no graph found)")
+    _load_external_data(model, path.parent)
+    try:
+        onnx.checker.check_model(model, full_check=False) if model.ByteSize() < TWO_GB else None
+    except onnx.checker.ValidationError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
+        raise SlimError(f"{path}: invalid ONNX model: {first}") from None
+    return model
+
+
+def _external_tensors(model: onnx.ModelProto):
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if onnx.external_data_helper.uses_external_data(tensor):
+            yield tensor
+
+
+def _load_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
+    base = base_dir.resolve()
+    for tensor in _external_tensors(model):
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        # A model is untrusted input: its data may only come from beside it.
+        if os.path.isabs(location) or base not in target.parents:
+            raise SlimError(f"external data '{location}' of tensor '{tensor.name}' points outside the model's folder; refusing to read it")
+        if not target.is_file():
+            raise SlimError(f"external data file '{location}' of tensor '{tensor.name}' is missing")
+        offset = int(info.get("offset", 0) or 0)
+        length = info.get("length")
+        with open(target, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(int(length)) if length else fh.read()
+        if length and len(data) != int(length):
+            raise SlimError(f"external data file '{location}' is truncated (tensor '{tensor.name}')")
+        tensor.raw_data = data
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: str | os.PathLike | None = None) -> None:
+    """Write atomically (temp file + rename); models over 2 GB get their weights in `<name>.data` beside them."""
+    path = Path(path)
+    if input_path is not None and _same_file(path, Path(input_path)):
+        raise SlimError(f"output {path} is the input model; refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() >= TWO_GB if _all_inline(model) else True
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if large:
+            data_name = path.name + ".data"
+            tmp_data = path.parent / f".{data_name}.tmp"
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            onnx.save_model(copy, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=tmp_data.name, size_threshold=1024)
+            # the proto names the data file; point it at its final name before the rename
+            final = onnx.load(tmp, load_external_data=False)
+            for tensor in _external_tensors(final):
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = data_name
+            with open(tmp, "wb") as fh:
+                fh.write(final.SerializeToString())
+            os.replace(tmp_data, path.parent / data_name)
+        else:
+            with open(tmp, "wb") as fh:
+                fh.write(model.SerializeToString())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _all_inline(model: onnx.ModelProto) -> bool:
+    return not any(True for _ in _external_tensors(model))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def model_bytes(model: onnx.ModelProto) -> int:
+    """Serialized size: weights plus graph."""
+    return model.ByteSize()
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference that also works past 2 GB (onnx's in-memory path refuses such protos)."""
+    if model.ByteSize() < TWO_GB:
+        try:
+            return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        except Exception:
+            return onnx.shape_inference.infer_shapes(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
+        onnx.save_model(model, src, save_as_external_data=True, location="in.data")
+        onnx.shape_inference.infer_shapes_path(src, dst)
+        return onnx.load(dst)
+
+
+def to_graph(model: onnx.ModelProto) -> gs.Graph:
+    return gs.import_onnx(model)
+
+
+def to_model(graph: gs.Graph, like: onnx.ModelProto | None = None) -> onnx.ModelProto:
+    """Export a gs.Graph, keeping the original's opset imports and metadata."""
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph, do_type_check=False)
+    if like is not None:
+        del model.opset_import[:]
+        model.opset_import.extend(like.opset_import)
+        model.ir_version = like.ir_version
+        model.producer_name = like.producer_name or model.producer_name
+        del model.metadata_props[:]
+        model.metadata_props.extend(like.metadata_props)
+    return model
+
+
+def clear_intermediate_shapes(graph: gs.Graph) -> None:
+    """Forget inferred shapes of inner tensors so a later inference recomputes them after a rewrite."""
+    keep = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
+    for name, tensor in graph.tensors().items():
+        if isinstance(tensor, gs.Variable) and name not in keep:
+            tensor.shape = None
+
+
+def static_shape(tensor) -> tuple[int, ...] | None:
+    """The tensor's shape if every dim is a known int, else None."""
+    shape = getattr(tensor, "shape", None)
+    if shape is None or any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
