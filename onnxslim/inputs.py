@@ -1,0 +1,172 @@
+"""Model input specs and feeds: --input-shape parsing, random feeds, and .npy/.npz files checked against the model.
+
+A *feed set* is a list of dicts {input name: array}, one dict per batch, ready for onnxruntime.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .errors import SlimError
+
+_NP_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.BOOL: np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple  # ints, or str/None for dynamic dims
+
+
+def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs that are not initializers (older exporters list weights as inputs too)."""
+    inits = {i.name for i in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        if tt.elem_type not in _NP_TYPES:
+            raise SlimError(f"input '{vi.name}' has element type {onnx.TensorProto.DataType.Name(tt.elem_type)}, which onnxslim cannot feed")
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+        specs.append(InputSpec(vi.name, np.dtype(_NP_TYPES[tt.elem_type]), dims))
+    return specs
+
+
+def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
+    """`name:1,3,224,224` (repeatable) -> {name: (1, 3, 224, 224)}."""
+    shapes = {}
+    for item in items or ():
+        name, sep, dims = str(item).rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d <= 0 for d in shape):
+            raise SlimError(f"--input-shape '{item}': expected NAME:D1,D2,... with positive integers")
+        shapes[name] = shape
+    return shapes
+
+
+def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch: int = 1) -> dict[str, tuple[int, ...]]:
+    """A concrete shape per input: the override if given, else the model's dims with dynamic ones resolved.
+
+    A dynamic first dim is taken as the batch; any other dynamic dim needs --input-shape.
+    """
+    overrides = dict(overrides or {})
+    specs = model_inputs(model)
+    unknown = set(overrides) - {s.name for s in specs}
+    if unknown:
+        raise SlimError(f"--input-shape names {sorted(unknown)}, but the model's inputs are {[s.name for s in specs]}")
+    shapes = {}
+    for spec in specs:
+        if spec.name in overrides:
+            shape = overrides[spec.name]
+            _check_shape_fits(spec, shape, "--input-shape")
+            shapes[spec.name] = tuple(shape)
+            continue
+        dims = []
+        for axis, d in enumerate(spec.shape):
+            if isinstance(d, int) and d > 0:
+                dims.append(d)
+            elif axis == 0:
+                dims.append(batch)
+            else:
+                raise SlimError(f"input '{spec.name}' has a dynamic dim {axis} ({d}); give it with --input-shape {spec.name}:" + ",".join(str(x) if isinstance(x, int) and x > 0 else "N" for x in spec.shape))
+        shapes[spec.name] = tuple(dims)
+    return shapes
+
+
+def _check_shape_fits(spec: InputSpec, shape, what: str) -> None:
+    if len(shape) != len(spec.shape):
+        raise SlimError(f"{what}: input '{spec.name}' has rank {len(spec.shape)} in the model, got shape {tuple(shape)}")
+    for axis, (want, got) in enumerate(zip(spec.shape, shape)):
+        if isinstance(want, int) and want > 0 and want != got:
+            raise SlimError(f"{what}: input '{spec.name}' needs {want} on axis {axis}, got shape {tuple(shape)}")
+
+
+def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: int = 1, seed: int = 0) -> list[dict]:
+    """`count` random batches: floats ~ N(0,1); integer inputs in [0, 100) (token ids, masks get 1)."""
+    rng = np.random.default_rng(seed)
+    resolved = resolve_shapes(model, shapes)
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for spec in model_inputs(model):
+            shape = resolved[spec.name]
+            if np.issubdtype(spec.dtype, np.floating):
+                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif spec.dtype == np.bool_:
+                feed[spec.name] = np.ones(shape, dtype=np.bool_)
+            elif "mask" in spec.name.lower():
+                feed[spec.name] = np.ones(shape, dtype=spec.dtype)
+            elif "type" in spec.name.lower() or "segment" in spec.name.lower():
+                feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
+            else:
+                feed[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
+        feeds.append(feed)
+    return feeds
+
+
+def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Arrays from .npy (one-input models) or .npz (keys = input names), checked against the model's inputs.
+
+    The first axis of every array is the sample axis (it is the model's batch axis).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SlimError(f"{path}: no such data file")
+    specs = model_inputs(model)
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+            if len(specs) != 1:
+                raise SlimError(f"{path}: an .npy holds one array but the model has {len(specs)} inputs {[s.name for s in specs]}; use an .npz keyed by input name")
+            arrays = {specs[0].name: arr}
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        else:
+            raise SlimError(f"{path}: data must be .npy or .npz")
+    except SlimError:
+        raise
+    except Exception as err:
+        raise SlimError(f"{path}: cannot read arrays ({type(err).__name__}: {err})") from None
+    missing = [s.name for s in specs if s.name not in arrays]
+    if missing:
+        raise SlimError(f"{path}: no array for model input(s) {missing}; it has {sorted(arrays)}")
+    out, count = {}, None
+    for spec in specs:
+        arr = arrays[spec.name]
+        if arr.ndim != len(spec.shape):
+            raise SlimError(f"{path}: '{spec.name}' has shape {arr.shape}, the model wants rank {len(spec.shape)} {spec.shape}")
+        for axis, want in enumerate(spec.shape):
+            if axis and isinstance(want, int) and want > 0 and arr.shape[axis] != want:
+                raise SlimError(f"{path}: '{spec.name}' has shape {arr.shape}, the model wants {want} on axis {axis} ({spec.shape})")
+        if arr.dtype != spec.dtype:
+            same_kind = np.issubdtype(arr.dtype, np.floating) == np.issubdtype(spec.dtype, np.floating)
+            if not same_kind:
+                raise SlimError(f"{path}: '{spec.name}' is {arr.dtype}, the model wants {spec.dtype}")
+            arr = arr.astype(spec.dtype)
+        if count is not None and arr.shape[0] != count:
+            raise SlimError(f"{path}: arrays have different sample counts ({count} and {arr.shape[0]})")
+        count = arr.shape[0]
+        out[spec.name] = arr
+    if not count:
+        raise SlimError(f"{path}: holds no samples")
+    return out
+
+
+def batched(arrays: dict[str, np.ndarray], batch_size: int, limit: int | None = None) -> list[dict]:
+    """Split sample arrays into feeds of `batch_size` samples (the last may be smaller)."""
+    n = next(iter(arrays.values())).shape[0]
+    n = min(n, limit) if limit else n
+    return [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
