@@ -1,0 +1,194 @@
+"""Normalization before analysis: constant folding (Shape-derived subgraphs included where dims are static),
+static Reshape shapes, Identity/Dropout removal, unique node names, and BatchNorm folding into Conv.
+
+Every later pass assumes this form: weights are gs.Constant inputs, Reshape shapes are constants, every node
+has a unique name.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxslim.context import Context, PassResult
+from onnxslim.graph import infer_shapes, to_graph, to_model
+
+logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
+gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # its folding chatter is not for our users
+
+
+@dataclass
+class CleanupConfig:
+    fold_bn: bool = True  # False keeps BatchNormalization nodes (the `bn` importance criterion reads them)
+
+
+def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Context | None = None) -> PassResult:
+    config = config or CleanupConfig()
+    nodes_before = len(model.graph.node)
+    graph = to_graph(infer_shapes(model))
+    graph.toposort()
+    # partitioning keeps one unfoldable corner from blocking every other fold
+    graph.fold_constants(fold_shapes=True, partitioning="basic", error_ok=True)
+    graph.cleanup()
+    removed_identity = _remove_passthrough(graph)
+    folded_bn = _fold_batchnorm(graph) if config.fold_bn else 0
+    _name_nodes(graph)
+    model_out = to_model(graph, like=model)
+    graph = to_graph(infer_shapes(model_out))
+    static_reshapes = _static_reshape_shapes(graph, model_out)
+    model_out = infer_shapes(to_model(graph, like=model))
+    report = {
+        "nodes_before": nodes_before,
+        "nodes_after": len(model_out.graph.node),
+        "batchnorm_folded": folded_bn,
+        "identity_removed": removed_identity,
+        "reshape_shapes_made_static": static_reshapes,
+    }
+    return PassResult(model_out, report)
+
+
+def _remove_passthrough(graph: gs.Graph) -> int:
+    """Bypass Identity and inference-mode Dropout (only their first output is ever meaningful)."""
+    outputs = {id(t) for t in graph.outputs}
+    removed = 0
+    for node in list(graph.nodes):
+        if node.op not in ("Identity", "Dropout") or not node.inputs:
+            continue
+        if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
+            continue  # the mask is used: leave it
+        src, dst = node.inputs[0], node.outputs[0]
+        if id(dst) in outputs:
+            if isinstance(src, gs.Constant) or id(src) in outputs or src in graph.inputs:
+                continue  # a graph output must stay a distinct produced tensor
+            # rename: the producer now writes the graph output directly
+            producer = src.inputs[0] if src.inputs else None
+            if producer is None:
+                continue
+            for consumer in list(src.outputs):
+                if consumer is node:
+                    continue
+                consumer.inputs = [dst if t is src else t for t in consumer.inputs]
+            producer.outputs = [dst if t is src else t for t in producer.outputs]
+            node.outputs.clear()
+            node.inputs.clear()
+        else:
+            for consumer in list(dst.outputs):
+                consumer.inputs = [src if t is dst else t for t in consumer.inputs]
+            node.outputs.clear()
+            node.inputs.clear()
+        removed += 1
+    graph.cleanup()
+    return removed
+
+
+def _fold_batchnorm(graph: gs.Graph) -> int:
+    """Conv -> BN with the Conv output used only by BN: W' = W * s, b' = (b - mean) * s + beta, s = gamma/sqrt(var+eps)."""
+    folded = 0
+    outputs = {id(t) for t in graph.outputs}
+    for bn in list(graph.nodes):
+        if bn.op != "BatchNormalization" or len(bn.outputs) != 1 and any(o.outputs for o in bn.outputs[1:]):
+            continue
+        x = bn.inputs[0]
+        conv = x.inputs[0] if len(x.inputs) == 1 else None
+        if conv is None or conv.op not in ("Conv", "ConvTranspose") or len(x.outputs) != 1 or id(x) in outputs:
+            continue
+        params = bn.inputs[1:5]
+        if not all(isinstance(p, gs.Constant) for p in params) or not isinstance(conv.inputs[1], gs.Constant):
+            continue
+        gamma, beta, mean, var = (p.values.astype(np.float64) for p in params)
+        eps = float(bn.attrs.get("epsilon", 1e-5))
+        scale = gamma / np.sqrt(var + eps)
+        w = conv.inputs[1].values.astype(np.float64)
+        if conv.op == "Conv":
+            w = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
+        else:  # ConvTranspose weight is [Cin, Cout/g, ...]; only groups=1 is folded
+            if int(conv.attrs.get("group", 1)) != 1:
+                continue
+            w = w * scale.reshape(1, -1, *([1] * (w.ndim - 2)))
+        bias = conv.inputs[2].values.astype(np.float64) if len(conv.inputs) > 2 and isinstance(conv.inputs[2], gs.Constant) else np.zeros_like(mean)
+        if len(conv.inputs) > 2 and not isinstance(conv.inputs[2], gs.Constant):
+            continue
+        bias = (bias - mean) * scale + beta
+        dtype = conv.inputs[1].values.dtype
+        conv.inputs[1] = gs.Constant(conv.inputs[1].name + "_bnfold", w.astype(dtype))
+        b_const = gs.Constant((conv.name or "conv") + "_bias_bnfold", bias.astype(dtype))
+        if len(conv.inputs) > 2:
+            conv.inputs[2] = b_const
+        else:
+            conv.inputs.append(b_const)
+        y = bn.outputs[0]
+        conv.outputs = [y]
+        bn.inputs.clear()
+        bn.outputs.clear()
+        folded += 1
+    graph.cleanup()
+    return folded
+
+
+def _name_nodes(graph: gs.Graph) -> None:
+    """Every node gets a unique, non-empty name: reports and --exclude refer to nodes by name."""
+    seen = set()
+    for i, node in enumerate(graph.nodes):
+        name = node.name or f"{node.op}_{i}"
+        base, k = name, 1
+        while name in seen:
+            name = f"{base}_{k}"
+            k += 1
+        node.name = name
+        seen.add(name)
+
+
+def _concrete_shapes(model: onnx.ModelProto, sizes: list[int]) -> dict[str, tuple]:
+    """Shapes inferred with every dynamic input dim set to a concrete size (sizes taken in turn)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    by_param: dict[str, int] = {}  # inputs that share a named dim (batch, sequence) must get one size
+    for vi in probe.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value") or d.dim_value <= 0:
+                key = d.dim_param or f"anon{len(by_param)}"
+                size = by_param.setdefault(key, sizes[len(by_param) % len(sizes)])
+                d.Clear()
+                d.dim_value = size
+    shapes = {}
+    inferred = infer_shapes(probe)
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        dims = vi.type.tensor_type.shape.dim
+        if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = tuple(d.dim_value for d in dims)
+    return shapes
+
+
+def _static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
+    """Replace a run-time computed Reshape shape by a constant: dims that do not move when the dynamic input
+    dims change are static, dims that follow the input's same dim become 0 (copy), at most one other -1.
+    Two shape inferences with different sizes for the dynamic dims tell which is which. Channel pruning
+    can then rewrite the constant."""
+    todo = [n for n in graph.nodes if n.op == "Reshape" and not isinstance(n.inputs[1], gs.Constant)
+            and not int(n.attrs.get("allowzero", 0))]
+    if not todo:
+        return 0
+    first, second = _concrete_shapes(model, [7, 11, 13]), _concrete_shapes(model, [17, 19, 23])
+    changed = 0
+    for node in todo:
+        x, y = node.inputs[0].name, node.outputs[0].name
+        if not all(t in s for t in (x, y) for s in (first, second)):
+            continue
+        dims, unknown = [], 0
+        for i, (a, b) in enumerate(zip(first[y], second[y])):
+            if a == b:
+                dims.append(a)
+            elif i < len(first[x]) and first[x][i] == a and second[x][i] == b:
+                dims.append(0)
+            else:
+                dims.append(-1)
+                unknown += 1
+        if unknown > 1 or (0 in dims and 0 in first[y]):
+            continue  # a true zero-sized dim would be read as "copy"
+        node.inputs[1] = gs.Constant(f"{node.name}_static_shape", np.array(dims, dtype=np.int64))
+        changed += 1
+    graph.cleanup()
+    return changed
