@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 
 from onnxslim.context import Context, PassResult
 from onnxslim.graph import infer_shapes, to_graph, to_model
 
 logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
+ort.set_default_logger_severity(3)  # folding sessions warn about graph rewrites our users cannot act on
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # its folding chatter is not for our users
 
 
@@ -28,11 +30,7 @@ class CleanupConfig:
 def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Context | None = None) -> PassResult:
     config = config or CleanupConfig()
     nodes_before = len(model.graph.node)
-    graph = to_graph(infer_shapes(model))
-    graph.toposort()
-    # partitioning keeps one unfoldable corner from blocking every other fold
-    graph.fold_constants(fold_shapes=True, partitioning="basic", error_ok=True)
-    graph.cleanup()
+    graph = _fold(model)
     removed_identity = _remove_passthrough(graph)
     folded_bn = _fold_batchnorm(graph) if config.fold_bn else 0
     _name_nodes(graph)
@@ -48,6 +46,21 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
         "reshape_shapes_made_static": static_reshapes,
     }
     return PassResult(model_out, report)
+
+
+def _fold(model: onnx.ModelProto, rounds: int = 4) -> gs.Graph:
+    """Fold constants, re-infer shapes, repeat: each round can make more Shape-derived values static."""
+    graph = to_graph(infer_shapes(model))
+    for _ in range(rounds):
+        before = len(graph.nodes)
+        graph.toposort()
+        # partitioning keeps one unfoldable corner from blocking every other fold
+        graph.fold_constants(fold_shapes=True, partitioning="basic", error_ok=True)
+        graph.cleanup()
+        if len(graph.nodes) == before:
+            break
+        graph = to_graph(infer_shapes(to_model(graph, like=model)))
+    return graph
 
 
 def _remove_passthrough(graph: gs.Graph) -> int:

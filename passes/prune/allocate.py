@@ -1,0 +1,118 @@
+"""How many channels each group keeps, and which: uniform ratio, or a MACs budget met by ranking
+importance across groups (global) or by one ratio for all (uniform), with aligned widths.
+
+MACs of a plan are estimated from each compute node's unpruned MACs times the kept fraction of its output
+channel space and of its contracted (exit) spaces; that is exact for Conv/Gemm/MatMul, so a budget search
+needs no graph rewrite per step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxslim.channels import EXIT, Analysis, Group
+from onnxslim.errors import SlimError
+
+
+@dataclass
+class Alignment:
+    round_to: int = 1
+    min_channels: int = 1
+
+    def keep_count(self, group: Group, wanted: float) -> int:
+        """Kept classes for a group: rounded to a multiple of round_to (never below it), at least
+        min_channels and the frozen ones, at most the width."""
+        n = group.n_classes
+        k = int(round(wanted))
+        if self.round_to > 1 and n >= self.round_to:
+            k = max(self.round_to, int(round(k / self.round_to)) * self.round_to)
+        k = max(k, self.min_channels, int(group.frozen.sum()), 1)
+        return min(k, n)
+
+
+def choose(group: Group, score: np.ndarray, keep: int) -> np.ndarray:
+    """Keep the frozen classes and the `keep` best-scoring classes overall."""
+    mask = group.frozen.copy()
+    free = np.flatnonzero(~group.frozen)
+    extra = keep - int(mask.sum())
+    if extra > 0:
+        best = free[np.argsort(-score[free], kind="stable")[:extra]]
+        mask[best] = True
+    return mask
+
+
+def uniform_plan(groups: list[Group], scores: dict, ratio: float, align: Alignment) -> dict:
+    return {g.id: choose(g, scores[g.id], align.keep_count(g, g.n_classes * (1 - ratio))) for g in groups}
+
+
+class MacModel:
+    """Estimated MACs of a plan: sum over compute nodes of base MACs x kept fractions of its spaces."""
+
+    def __init__(self, analysis: Analysis, node_macs: dict[str, int]):
+        self.total = float(sum(node_macs.values()))
+        self.terms = []  # (base macs, [(group, class_of array)])
+        by_tensor = {}
+        for (tensor, _axis), space in analysis.act_spaces.items():
+            by_tensor.setdefault(tensor, []).append(space)
+        exits = {}
+        for space in analysis.spaces:
+            if space.role == EXIT:
+                exits.setdefault(space.node, []).append(space)
+        for node in analysis.graph.nodes:
+            macs = node_macs.get(node.name)
+            if not macs:
+                continue
+            spaces = [s for t in node.outputs for s in by_tensor.get(t.name, [])] + exits.get(node.name, [])
+            factors = [(analysis.group_of(s), analysis.group_of(s).class_of[s.id]) for s in spaces]
+            self.terms.append((float(macs), factors))
+
+    def macs(self, plan: dict) -> float:
+        total = self.total
+        for base, factors in self.terms:
+            frac = 1.0
+            for group, class_of in factors:
+                mask = plan.get(group.id)
+                if mask is not None:
+                    frac *= mask[class_of].mean()
+            total -= base * (1.0 - frac)
+        return total
+
+
+def budget_plan(groups: list[Group], scores: dict, target: float, macs: MacModel, align: Alignment,
+                method: str = "global") -> dict:
+    """The plan with the most channels whose estimated MACs are <= target (a fraction of the original),
+    found by bisection on one knob: the uniform ratio, or a threshold on normalized importance."""
+    goal = target * macs.total
+    if method == "uniform":
+        plan_for = lambda r: uniform_plan(groups, scores, r, align)  # noqa: E731
+    elif method == "global":
+        norm = {g.id: scores[g.id] / (np.mean(scores[g.id][~g.frozen]) + 1e-12) if g.prunable else scores[g.id] for g in groups}
+        plan_for = lambda r: _threshold_plan(groups, norm, r, align)  # noqa: E731
+    else:
+        raise SlimError(f"unknown allocation '{method}'")
+    lowest = macs.macs(plan_for(1.0))
+    if lowest > goal * (1 + 1e-9):
+        raise SlimError(f"--target-macs {target:g} is out of reach: pruning every prunable group to its minimum "
+                        f"leaves {lowest / macs.total:.3f} of the MACs")
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if macs.macs(plan_for(mid)) <= goal:
+            hi = mid
+        else:
+            lo = mid
+    return plan_for(hi)
+
+
+def _threshold_plan(groups, norm, level, align):
+    """level in [0,1]: the fraction of all prunable classes (ranked by normalized importance) removed."""
+    pool = np.concatenate([norm[g.id][~g.frozen] for g in groups]) if groups else np.zeros(0)
+    if not len(pool):
+        return {}
+    cut = np.quantile(pool, level) if level < 1 else np.inf
+    plan = {}
+    for g in groups:
+        keep = int(g.frozen.sum() + (norm[g.id][~g.frozen] > cut).sum())
+        plan[g.id] = choose(g, norm[g.id], align.keep_count(g, keep))
+    return plan

@@ -1,0 +1,70 @@
+"""Rewrite a graph for a keep plan: slice every member constant, fix shape-carrying attributes/constants,
+and build the *masked* model that is the correctness oracle (DESIGN.md): the original with removed channels
+zeroed at every exit."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxslim.channels import EXIT, Analysis
+from onnxslim.graph import clear_intermediate_shapes, infer_shapes, to_model
+
+Plan = dict  # group id -> bool mask over the group's classes (True = keep)
+
+
+def kept_positions(analysis: Analysis, plan: Plan) -> dict[int, np.ndarray]:
+    """Space id -> kept positions, for spaces of groups that lose at least one class."""
+    keep = {}
+    for group in analysis.groups:
+        mask = plan.get(group.id)
+        if mask is None or mask.all():
+            continue
+        if (~mask & group.frozen).any():
+            raise ValueError(f"plan removes frozen channels of group {group.id}")
+        for space in group.spaces:
+            keep[space.id] = np.flatnonzero(mask[group.class_of[space.id]])
+    return keep
+
+
+def _nodes_by_name(graph: gs.Graph) -> dict[str, gs.Node]:
+    return {n.name: n for n in graph.nodes}
+
+
+def apply_plan(analysis: Analysis, plan: Plan, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Prune `analysis.graph` in place and return the new model (shapes re-inferred)."""
+    keep = kept_positions(analysis, plan)
+    if not keep:
+        return like
+    nodes = _nodes_by_name(analysis.graph)
+    per_use: dict[tuple[str, int], list] = {}
+    for space in analysis.spaces:
+        if space.is_constant and space.id in keep:
+            per_use.setdefault((space.node, space.input_index), []).append(space)
+    for (node_name, index), spaces in per_use.items():
+        node = nodes[node_name]
+        values = node.inputs[index].values
+        for space in spaces:
+            values = np.take(values, keep[space.id], axis=space.axis)
+        node.inputs[index] = gs.Constant(f"{node.inputs[index].name}__{node_name}_pruned", np.ascontiguousarray(values))
+    for node, fix in analysis.rewrites:
+        fix(keep)
+    clear_intermediate_shapes(analysis.graph)
+    return infer_shapes(to_model(analysis.graph, like=like))
+
+
+def masked_model(analysis: Analysis, plan: Plan, like: onnx.ModelProto) -> onnx.ModelProto:
+    """The original with the removed channels zeroed at every exit (the oracle the pruned model must match)."""
+    keep = kept_positions(analysis, plan)
+    nodes = _nodes_by_name(analysis.graph)
+    for space in analysis.spaces:
+        if space.role != EXIT or space.id not in keep:
+            continue
+        node = nodes[space.node]
+        values = node.inputs[space.input_index].values.copy()
+        removed = np.setdiff1d(np.arange(space.size), keep[space.id])
+        index = [slice(None)] * values.ndim
+        index[space.axis] = removed
+        values[tuple(index)] = 0
+        node.inputs[space.input_index] = gs.Constant(f"{node.inputs[space.input_index].name}__{space.node}_masked", values)
+    return to_model(analysis.graph, like=like)
