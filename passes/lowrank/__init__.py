@@ -1,0 +1,242 @@
+"""Low-rank splits of Gemm/MatMul and Conv layers (weight SVD or data-aware SVD), with rank selection.
+
+`run(model, LowRankConfig(...), ctx) -> PassResult`. See factor.py for the math, select.py for rank choice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxslim.activations import TensorTap
+from onnxslim.context import Context, PassResult
+from onnxslim.errors import SlimError
+from onnxslim.inputs import random_feeds
+
+from . import factor
+from .layers import Layer, find_layers
+from .rewrite import Editor
+from .select import Option, allocate, by_energy, candidate_ranks, layer_macs, options_for, schemes_for, split_macs
+from .stats import find_token_mask, original_stats, paired_stats, probe_shapes
+
+ALL_OPS = ("matmul", "gemm", "conv")
+
+
+@dataclass
+class LowRankConfig:
+    energy: float | None = None          # keep this fraction of each layer's spectral energy
+    target_macs: float | None = None     # or: factorized kinds' MACs at most this fraction of the original
+    ops: tuple = ALL_OPS                 # subset of {"matmul", "gemm", "conv"}
+    exclude: tuple = ()                  # node names left alone
+    conv_svd: str = "auto"               # "channel" | "spatial" | "auto"
+    round_to: int = 8                    # ranks are multiples of this
+    data_aware: bool | None = None       # None: True when ctx.calibration is real data
+    sequential: bool = True              # data-aware: fit each layer on the already-compressed model's inputs
+    ridge: float = 1e-3                  # sequential refit: shrinkage towards "no correction", x mean eigenvalue
+    max_error: float | None = None       # never offer a rank whose relative output error exceeds this
+    token_mask: str | None = "auto"      # input marking padding positions to ignore in statistics
+    batch_size: int = 16
+    ranks: dict = field(default_factory=dict)          # explicit {node name: rank}, overriding the selection
+    layer_weights: dict = field(default_factory=dict)  # {node name: weight of its error in the allocation}
+
+    def check(self) -> None:
+        if (self.energy is None) == (self.target_macs is None) and not self.ranks:
+            raise SlimError("low-rank: give exactly one of --lowrank ENERGY or --lowrank-target-macs F")
+        if self.energy is not None and not 0.0 < self.energy <= 1.0:
+            raise SlimError(f"--lowrank: energy must be in (0, 1], got {self.energy}")
+        if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
+            raise SlimError(f"--lowrank-target-macs must be in (0, 1], got {self.target_macs}")
+        bad = set(self.ops) - set(ALL_OPS)
+        if bad or not self.ops:
+            raise SlimError(f"--lowrank-ops: unknown kind(s) {sorted(bad)}; choose from matmul,gemm,conv")
+        if self.conv_svd not in ("channel", "spatial", "auto"):
+            raise SlimError(f"--conv-svd must be channel, spatial or auto, got {self.conv_svd!r}")
+        if int(self.round_to) < 1:
+            raise SlimError(f"--round-to must be a positive integer, got {self.round_to}")
+
+
+def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = None) -> PassResult:
+    config.check()
+    ctx = ctx or Context()
+    layers, skipped = find_layers(model, set(config.ops), set(config.exclude))
+    calib = ctx.calibration
+    data_aware = config.data_aware if config.data_aware is not None else bool(calib is not None and getattr(calib, "real", False))
+    if data_aware and calib is None:
+        raise SlimError("low-rank: data-aware SVD needs calibration data (--calib)")
+    report = {"pass": "lowrank", "mode": "energy" if config.energy is not None else "target_macs",
+              "energy": config.energy, "target_macs": config.target_macs, "data_aware": data_aware,
+              "sequential": bool(data_aware and config.sequential), "round_to": int(config.round_to),
+              "conv_svd": config.conv_svd, "layers": [], "skipped": skipped}
+    if not layers:
+        report.update(macs_before=0, macs_after=0, fraction=1.0)
+        return PassResult(model, report)
+
+    probe = next(iter(calib.batches(config.batch_size))) if calib is not None else random_feeds(model, ctx.input_shapes, seed=ctx.seed)[0]
+    shapes = probe_shapes(model, layers, probe)
+    mask = find_token_mask(model, config.token_mask) if data_aware else None
+    report["token_mask"] = mask
+    stats = {}
+    if data_aware:
+        with ctx.progress("low-rank statistics", total=_batches(calib, config.batch_size)) as bar:
+            stats = original_stats(model, layers, calib.batches(config.batch_size), mask, bar)
+
+    curves = {layer.name: _curves(layer, stats.get(layer.name), config) for layer in layers}
+    chosen = _choose(layers, shapes, curves, config, report)
+    plan = [layer for layer in layers if chosen[layer.name].scheme is not None]
+
+    fitted_errors = {}
+    if plan:
+        model_out, fitted_errors = _apply(model, plan, chosen, stats, data_aware, config, ctx)
+    else:
+        model_out = model
+    _report_layers(report, layers, shapes, curves, chosen, stats, fitted_errors, config)
+    return PassResult(model_out, report)
+
+
+def _batches(calib, batch_size) -> int:
+    return -(-len(calib) // batch_size)
+
+
+def _curves(layer: Layer, stats, config) -> dict[str, np.ndarray]:
+    """Relative error at every rank, per scheme: output error on the data if data-aware, else weight error."""
+    out = {}
+    for scheme in schemes_for(layer, config.conv_svd):
+        if scheme == "spatial":
+            out[scheme] = factor.spatial_errors(layer.kernel)
+        elif stats is not None:
+            out[scheme] = factor.reduced_rank_fit(stats, config.ridge).errors
+        else:
+            out[scheme] = factor.weight_svd_errors(layer.weight, None)[1]
+    return out
+
+
+def _choose(layers, shapes, curves, config, report) -> dict[str, Option]:
+    chosen = {}
+    options = {}
+    for layer in layers:
+        base = layer_macs(layer, shapes[layer.name])
+        keep = Option(None, 0, base, 0.0)
+        if not curves[layer.name]:
+            chosen[layer.name] = keep
+            report["skipped"].append({"name": layer.name, "op": layer.node.op_type, "reason": f"--conv-svd {config.conv_svd} does not apply to a {'x'.join(map(str, layer.kernel.shape[2:]))} kernel"})
+            continue
+        if layer.name in config.ranks:
+            scheme, curve = next(iter(curves[layer.name].items()))
+            r = int(config.ranks[layer.name])
+            macs = split_macs(layer, shapes[layer.name], scheme, r)
+            chosen[layer.name] = Option(scheme, r, macs, float(curve[min(r, len(curve) - 1)])) if macs < base else keep
+        elif config.energy is not None:
+            ranks = by_energy(curves[layer.name], config.energy, config.round_to)
+            best = min((Option(s, r, split_macs(layer, shapes[layer.name], s, r), float(curves[layer.name][s][r]))
+                        for s, r in ranks.items()), key=lambda o: o.macs)
+            chosen[layer.name] = best if best.macs < base else keep
+        else:
+            options[layer.name] = options_for(layer, shapes[layer.name], curves[layer.name], config.round_to, config.max_error)
+    if options:
+        fixed = sum(o.macs for o in chosen.values())
+        total = fixed + sum(opts[0].macs for opts in options.values())
+        budget = config.target_macs * total - fixed
+        chosen.update(allocate(options, budget, config.layer_weights))
+    return chosen
+
+
+def _apply(model, plan, chosen, stats, data_aware, config, ctx):
+    """Rewrite the planned layers; data-aware + sequential goes level by level on the compressed model."""
+    dtypes = {t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
+              if t.name in {layer.node.input[1] for layer in plan}}
+    fitted = {}
+    if not (data_aware and config.sequential):
+        editor = Editor(model)
+        for layer in plan:
+            _split(editor, layer, chosen[layer.name], stats.get(layer.name), config, dtypes, fitted)
+        return editor.finish(), fitted
+    calib = ctx.calibration
+    mask = find_token_mask(model, config.token_mask)
+    original = TensorTap(model, [layer.out_tensor for layer in plan])
+    current = model
+    levels = sorted({layer.level for layer in plan})
+    with ctx.progress("low-rank sequential fit", total=len(levels)) as bar:
+        for level in levels:
+            group = [layer for layer in plan if layer.level == level]
+            needs_data = [layer for layer in group if chosen[layer.name].scheme != "spatial"]
+            paired = paired_stats(original, current, needs_data, calib.batches(config.batch_size), mask) if needs_data else {}
+            editor = Editor(current)
+            for layer in group:
+                _split(editor, layer, chosen[layer.name], paired.get(layer.name), config, dtypes, fitted)
+            current = editor.finish()
+            bar.update(1)
+    return current, fitted
+
+
+def _split(editor: Editor, layer: Layer, option: Option, stats, config, dtypes, fitted) -> None:
+    dtype = dtypes.get(layer.node.input[1], np.float32)
+    r = option.rank
+    if option.scheme == "spatial":
+        vertical, horizontal, _ = factor.spatial_factors(layer.kernel, r)
+        editor.split_conv_spatial(layer, vertical, horizontal, layer.bias, dtype)
+        return
+    if stats is not None:
+        fit = factor.reduced_rank_fit(stats, config.ridge)
+        left, right, shift = factor.projection_at(fit, stats, r)
+        fitted[layer.name] = float(fit.errors[r])
+    else:
+        v, _ = factor.weight_svd_errors(layer.weight, None)
+        left, right, shift = v[:, :r], v[:, :r].T, np.zeros(layer.out_features)
+    a, b = factor.output_space_factors(layer.weight, left, right)
+    bias = None if layer.bias is None else layer.bias + shift
+    if layer.kind == "conv":
+        editor.split_conv_channels(layer, a, b, bias, dtype)
+    else:
+        editor.split_matmul(layer, a, b, bias, dtype)
+
+
+def _report_layers(report, layers, shapes, curves, chosen, stats, fitted, config) -> None:
+    before = after = 0
+    ratios = []
+    for layer in layers:
+        option = chosen[layer.name]
+        base = layer_macs(layer, shapes[layer.name])
+        before += base
+        after += option.macs
+        entry = {"name": layer.name, "op": layer.node.op_type, "in": layer.in_features, "out": layer.out_features,
+                 "scheme": option.scheme, "rank": option.rank if option.scheme else None,
+                 "full_rank": min(layer.in_features, layer.out_features), "macs_before": int(base), "macs_after": int(option.macs)}
+        # the error at every rank tried (those that save MACs), per scheme
+        entry["errors_by_rank"] = {
+            scheme: {int(r): round(float(curve[r]), 6) for r in candidate_ranks(len(curve) - 1, config.round_to)
+                     if split_macs(layer, shapes[layer.name], scheme, r) < base}
+            for scheme, curve in curves[layer.name].items()}
+        if option.scheme is None:
+            entry["kept_because"] = _keep_reason(layer, entry, config)
+        else:
+            entry["error"] = round(option.error, 6)
+            st = stats.get(layer.name)
+            if st is not None and option.scheme != "spatial":
+                weight_err = float(factor.weight_svd_errors(layer.weight, st.czz)[1][option.rank])
+                entry["error_weight_svd"] = round(weight_err, 6)
+                entry["error_data_aware"] = round(option.error, 6)
+                if weight_err > 1e-9:
+                    ratios.append(option.error / weight_err)
+            if layer.name in fitted:
+                entry["error_fitted"] = round(fitted[layer.name], 6)
+        report["layers"].append(entry)
+    report["macs_before"] = int(before)
+    report["macs_after"] = int(after)
+    report["fraction"] = round(after / before, 4) if before else 1.0
+    report["factorized"] = sum(1 for layer in layers if chosen[layer.name].scheme is not None)
+    if ratios:
+        report["data_aware_over_weight_svd_error"] = {"median": round(float(np.median(ratios)), 4),
+                                                      "max": round(float(np.max(ratios)), 4)}
+
+
+def _keep_reason(layer, entry, config) -> str:
+    tried = entry["errors_by_rank"]
+    if not any(tried.values()):
+        return "no rank saves MACs for this shape"
+    if layer.name in config.exclude:
+        return "excluded"
+    if config.energy is not None:
+        return f"the rank keeping {config.energy:.0%} of the energy saves no MACs (flat spectrum)"
+    return "every rank that saves MACs costs more error per MAC than the budget's price (flat spectrum)"

@@ -1,0 +1,137 @@
+"""The linear algebra of low-rank splits, on plain matrices (no graphs here).
+
+Every factorizable layer is seen as y = x W (+ bias) with W of shape [in, out]: a MatMul's weight, a Gemm's
+(transposed) weight, or a Conv weight reshaped to [Cin*kh*kw, Cout] acting on im2col patches.
+
+Weight SVD keeps the top right-singular directions of W: W_r = W V_r V_r^T.
+
+Data-aware SVD minimizes the *output* error E||x W - x W'||^2 over rank-r W'. With C the input covariance
+and S = C^(1/2), the optimum is the truncated SVD of S W mapped back; its column space is spanned by the top
+eigenvectors V_r of the output covariance F = W^T C W, so W' = W V_r V_r^T. Working on the output side
+needs only an out x out matrix, which for a Conv avoids the (Cin*k*k)^2 covariance of im2col patches.
+
+Sequential correction: when the layer's input already carries the error of earlier compressed layers
+(x_c instead of x_o), let z = x_c W (the original layer on the compressed model's input) and
+y = x_o W (the original model's output). Reduced-rank regression fits y ~ z T with rank(T) <= r:
+T_ls = argmin E||y - z T||^2 (ridge-shrunk towards I), then T = T_ls V_r V_r^T with V_r the top eigenvectors
+of the fitted covariance T_ls^T C_zz T_ls. The layer becomes x (W T_ls V_r) (V_r^T). Without earlier error,
+z = y, T_ls = I and this is exactly data-aware SVD.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class OutputStats:
+    """Second-order statistics of a layer's output, on the output side (all out x out, float64).
+
+    czz: covariance of z (the original layer applied to the current model's input);
+    czy: cross-covariance of z with y (the original model's output of this layer);
+    cyy: covariance of y; mean_z, mean_y: means. Centered when the layer has a bias that can absorb the
+    mean correction, else raw second moments with zero means.
+    """
+    czz: np.ndarray
+    czy: np.ndarray
+    cyy: np.ndarray
+    mean_z: np.ndarray
+    mean_y: np.ndarray
+
+    @classmethod
+    def same(cls, cov: np.ndarray, mean: np.ndarray) -> "OutputStats":
+        """Stats for a layer whose input carries no earlier error (z = y)."""
+        return cls(cov, cov, cov, mean, mean)
+
+
+@dataclass
+class Fit:
+    """A rank-r projection of the output space: W' = W @ left @ right (+ bias_shift added to the bias)."""
+    left: np.ndarray        # [out, r]  (T_ls V_r)
+    right: np.ndarray       # [r, out]  (V_r^T)
+    bias_shift: np.ndarray  # [out]
+    errors: np.ndarray      # errors[r] = relative output error at rank r, for r = 0..out
+
+
+def ridge_towards_identity(czz: np.ndarray, czy: np.ndarray, ridge: float) -> np.ndarray:
+    """argmin_T E||y - z T||^2 + lam ||T - I||^2, with lam = ridge * mean eigenvalue of C_zz.
+
+    Shrinking towards I (not 0) means "leave the output alone" where the calibration data says little.
+    """
+    d = czz.shape[0]
+    lam = ridge * max(np.trace(czz) / d, 1e-30)
+    return np.eye(d) + np.linalg.solve(czz + lam * np.eye(d), czy - czz)
+
+
+def reduced_rank_fit(stats: OutputStats, ridge: float = 1e-3) -> Fit:
+    """Output-space reduced-rank regression; `errors` gives the relative error at every rank."""
+    exact = stats.czz is stats.czy
+    t_ls = np.eye(stats.czz.shape[0]) if exact else ridge_towards_identity(stats.czz, stats.czy, ridge)
+    fitted = t_ls.T @ stats.czz @ t_ls
+    fitted = (fitted + fitted.T) / 2
+    eigvals, eigvecs = np.linalg.eigh(fitted)
+    order = np.argsort(eigvals)[::-1]
+    v = eigvecs[:, order]
+    # E||y - z T_ls P_r||^2 = tr(Cyy) - 2 tr(P_r T_ls^T Czy) + tr(P_r F), summed direction by direction
+    cross = np.einsum("ij,ik,kj->j", v, t_ls.T @ stats.czy, v)
+    own = np.einsum("ij,ik,kj->j", v, fitted, v)
+    total = max(float(np.trace(stats.cyy)), 1e-30)
+    err = float(np.trace(stats.cyy)) - np.concatenate([[0.0], np.cumsum(2 * cross - own)])
+    errors = np.maximum(err, 0.0) / total
+    return Fit(left=t_ls @ v, right=v.T, bias_shift=np.zeros(0), errors=errors)
+
+
+def projection_at(fit: Fit, stats: OutputStats, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(left_r [out, r], right_r [r, out], bias shift [out]) so that y ~ z @ left_r @ right_r + shift."""
+    left, right = fit.left[:, :rank], fit.right[:rank]
+    shift = stats.mean_y - stats.mean_z @ left @ right
+    return left, right, shift
+
+
+def weight_svd_errors(w: np.ndarray, cov: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Right singular vectors of W [in, out] (columns, by decreasing sigma) and relative errors per rank.
+
+    With `cov` (the output covariance W^T C W) the errors are output errors on that data, tr(P_perp F)/tr(F);
+    without, the weight's own relative Frobenius error.
+    """
+    _, s, vt = np.linalg.svd(w, full_matrices=True)
+    v = vt.T
+    if cov is None:
+        energy = np.zeros(v.shape[1])
+        energy[: s.size] = s**2
+    else:
+        energy = np.einsum("ij,ik,kj->j", v, cov, v)
+    total = max(float(energy.sum()), 1e-30)
+    errors = np.concatenate([[total], total - np.cumsum(energy)]) / total
+    return v, np.maximum(errors, 0.0)
+
+
+def output_space_factors(w: np.ndarray, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W [in, out] ~ A [in, r] @ B [r, out] with A = W @ left, B = right."""
+    return w @ left, right
+
+
+def spatial_factors(kernel: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Jaderberg-style split of a Conv kernel [Cout, Cin, kh, kw] into a kh x 1 and a 1 x kw Conv.
+
+    Returns (vertical [r, Cin, kh, 1], horizontal [Cout, r, 1, kw], relative weight error per rank). The
+    kernel as a matrix M[(c, i), (o, j)] = W[o, c, i, j] has rank <= r exactly when the split is exact.
+    """
+    cout, cin, kh, kw = kernel.shape
+    m = kernel.transpose(1, 2, 0, 3).reshape(cin * kh, cout * kw)
+    u, s, vt = np.linalg.svd(m, full_matrices=False)
+    root = np.sqrt(s[:rank])
+    vertical = (u[:, :rank] * root).T.reshape(rank, cin, kh, 1)
+    horizontal = (root[:, None] * vt[:rank]).reshape(rank, cout, kw).transpose(1, 0, 2)[:, :, None, :]
+    energy = s**2
+    total = max(float(energy.sum()), 1e-30)
+    errors = np.maximum(np.concatenate([[total], total - np.cumsum(energy)]) / total, 0.0)
+    return vertical, horizontal, errors
+
+
+def spatial_errors(kernel: np.ndarray) -> np.ndarray:
+    cout, cin, kh, kw = kernel.shape
+    s = np.linalg.svd(kernel.transpose(1, 2, 0, 3).reshape(cin * kh, cout * kw), compute_uv=False)
+    total = max(float((s**2).sum()), 1e-30)
+    return np.maximum(np.concatenate([[total], total - np.cumsum(s**2)]) / total, 0.0)

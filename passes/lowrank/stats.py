@@ -1,0 +1,105 @@
+"""Shapes and output statistics of the candidate layers, streamed from onnxruntime batch by batch."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxslim.activations import CrossGramAccumulator, GramAccumulator, TensorTap
+from onnxslim.inputs import model_inputs
+
+from .factor import OutputStats
+from .layers import Layer
+
+
+def find_token_mask(model: onnx.ModelProto, setting: str | None) -> str | None:
+    """The input whose zeros mark positions to ignore (padding tokens), or None.
+
+    "auto" picks a 2-D integer/bool input with "mask" in its name (a transformer's attention_mask).
+    """
+    if not setting:
+        return None
+    specs = {s.name: s for s in model_inputs(model)}
+    if setting != "auto":
+        return setting if setting in specs else None
+    for spec in specs.values():
+        if "mask" in spec.name.lower() and len(spec.shape) == 2 and (np.issubdtype(spec.dtype, np.integer) or spec.dtype == np.bool_):
+            return spec.name
+    return None
+
+
+def _row_weights(layer: Layer, array: np.ndarray, feed: dict, mask_name: str | None):
+    """Per-position weights for the layer's output rows: the token mask when its shape matches."""
+    if mask_name is None or layer.feature_axis not in (-1, array.ndim - 1):
+        return None
+    mask = feed.get(mask_name)
+    if mask is None or tuple(array.shape[:-1]) != tuple(mask.shape):
+        return None
+    return mask.astype(np.float64)
+
+
+def _pre_bias(layer: Layer, array: np.ndarray) -> np.ndarray:
+    if not layer.bias_in_output:
+        return array
+    shape = [1] * array.ndim
+    shape[layer.feature_axis] = -1
+    return array - layer.bias.reshape(shape)
+
+
+def probe_shapes(model: onnx.ModelProto, layers: list[Layer], feed: dict) -> dict[str, dict]:
+    """Per layer: per-sample input and output shapes measured on one batch (batch axis dropped)."""
+    names = [n for layer in layers for n in (layer.node.input[0], layer.out_tensor)]
+    values = TensorTap(model, names)(feed)
+    batch = int(next(iter(feed.values())).shape[0])
+    shapes = {}
+    for layer in layers:
+        x, y = values[layer.node.input[0]], values[layer.out_tensor]
+        shapes[layer.name] = {"input": tuple(x.shape), "output": tuple(y.shape), "batch": batch}
+    return shapes
+
+
+def original_stats(model: onnx.ModelProto, layers: list[Layer], batches, mask_name, progress=None) -> dict[str, OutputStats]:
+    """Output covariance (centered when the layer has a bias to absorb the mean) of every layer, one pass."""
+    tap = TensorTap(model, [layer.out_tensor for layer in layers])
+    accs = {layer.name: GramAccumulator(layer.feature_axis) for layer in layers}
+    for feed in batches:
+        values = tap(feed)
+        for layer in layers:
+            y = _pre_bias(layer, values[layer.out_tensor])
+            accs[layer.name].update(y, _row_weights(layer, y, feed, mask_name))
+        if progress is not None:
+            progress.update(1)
+    out = {}
+    for layer in layers:
+        acc = accs[layer.name]
+        if layer.bias is not None:
+            out[layer.name] = OutputStats.same(acc.covariance, acc.mean)
+        else:
+            out[layer.name] = OutputStats.same(acc.second_moment, np.zeros_like(acc.mean))
+    return out
+
+
+def paired_stats(original: TensorTap, current: onnx.ModelProto, layers: list[Layer], batches, mask_name) -> dict[str, OutputStats]:
+    """Stats of z (the layer as it still is, on the compressed model's input) against y (the original's output)."""
+    tap = TensorTap(current, [layer.out_tensor for layer in layers])
+    zz = {layer.name: GramAccumulator(layer.feature_axis) for layer in layers}
+    yy = {layer.name: GramAccumulator(layer.feature_axis) for layer in layers}
+    zy = {layer.name: CrossGramAccumulator(layer.feature_axis) for layer in layers}
+    for feed in batches:
+        now, then = tap(feed), original(feed)
+        for layer in layers:
+            z = _pre_bias(layer, now[layer.out_tensor])
+            y = _pre_bias(layer, then[layer.out_tensor])
+            w = _row_weights(layer, z, feed, mask_name)
+            zz[layer.name].update(z, w)
+            yy[layer.name].update(y, w)
+            zy[layer.name].update(z, y, w)
+    out = {}
+    for layer in layers:
+        a, b, c = zz[layer.name], yy[layer.name], zy[layer.name]
+        if layer.bias is not None:
+            out[layer.name] = OutputStats(a.covariance, c.cross_covariance, b.covariance, a.mean, b.mean)
+        else:
+            n = max(a.count, 1.0)
+            zero = np.zeros_like(a.mean)
+            out[layer.name] = OutputStats(a.second_moment, c.cross / n, b.second_moment, zero, zero)
+    return out
