@@ -389,80 +389,105 @@ def slice_(b: Builder, node, tensor, axis):
     b.on_rewrite(node, fix)
 
 
-def _merge_block(in_shape, out_shape, a):
-    """For input axis a, the (a0, a1, bo) such that input axes a0..a1 (a within) are merged into output
-    axis bo with everything before them unchanged in product; None if a is split instead."""
-    def prefix(shape, n):
-        known, sym = 1, []
-        for d in shape[:n]:
-            if _is_int(d):
-                known *= int(d)
+def _blocks(in_shape, out_shape):
+    """Pair input and output axes into blocks of equal size, left to right: ([input axes], [output axes]).
+    Unknown dims pair only with unknown dims (the batch); None if the shapes cannot be aligned."""
+    blocks, i, j = [], 0, 0
+    while i < len(in_shape) or j < len(out_shape):
+        if i < len(in_shape) and in_shape[i] == 1 and (j >= len(out_shape) or out_shape[j] != 1):
+            blocks.append(([i], []))
+            i += 1
+            continue
+        if j < len(out_shape) and out_shape[j] == 1 and (i >= len(in_shape) or in_shape[i] != 1):
+            blocks.append(([], [j]))
+            j += 1
+            continue
+        if i >= len(in_shape) or j >= len(out_shape):
+            return None
+        if not _is_int(in_shape[i]) or not _is_int(out_shape[j]):
+            if _is_int(in_shape[i]) or _is_int(out_shape[j]):
+                return None
+            blocks.append(([i], [j]))
+            i, j = i + 1, j + 1
+            continue
+        ins, outs, pi, pj = [i], [j], int(in_shape[i]), int(out_shape[j])
+        while pi != pj:
+            if pi < pj:
+                i += 1
+                if i >= len(in_shape) or not _is_int(in_shape[i]):
+                    return None
+                pi *= int(in_shape[i])
+                ins.append(i)
             else:
-                sym.append(str(d))
-        return known, sorted(sym)
-
-    for a0 in range(a, -1, -1):
-        p = prefix(in_shape, a0)
-        for bo in range(len(out_shape)):
-            if prefix(out_shape, bo) != p:
-                continue
-            target = out_shape[bo]
-            if not _is_int(target):
-                continue
-            prod = 1
-            for a1 in range(a0, len(in_shape)):
-                d = in_shape[a1]
-                if not _is_int(d):
-                    break
-                prod *= int(d)
-                if prod == target and a1 >= a:
-                    return a0, a1, bo
-                if prod > target:
-                    break
-    return None
+                j += 1
+                if j >= len(out_shape) or not _is_int(out_shape[j]):
+                    return None
+                pj *= int(out_shape[j])
+                outs.append(j)
+        blocks.append((ins, outs))
+        i, j = i + 1, j + 1
+    return blocks
 
 
-def _block_positions(in_shape, a0, a1, a):
-    """Positions on the merged axis of each index on input axis a: array [dim_a, positions]."""
-    dims = [int(d) for d in in_shape[a0:a1 + 1]]
+def _carrier(axes, shape):
+    """The axis of a block that carries the channel identity: the largest (innermost on ties)."""
+    return max(axes, key=lambda a: (int(shape[a]), a))
+
+
+def _positions_of(dims, pos):
+    """For each index on axis `pos` of a block of `dims`, the flat positions in the merged axis."""
     grid = np.arange(int(np.prod(dims))).reshape(dims)
-    return np.moveaxis(grid, a - a0, 0).reshape(dims[a - a0], -1)
+    return np.moveaxis(grid, pos, 0).reshape(dims[pos], -1)
 
 
 def reshape(b: Builder, node, tensor, axis):
-    """Reshape/Flatten that keeps the channel axis or merges it with neighbours (Flatten into Gemm): each
-    channel maps to a block of positions. A Reshape that splits the channel axis freezes it."""
+    """Reshape/Flatten. A kept axis maps one to one; a channel axis merged with neighbours (Flatten into
+    Gemm) maps each channel to a block of positions; a channel axis split into several (channel shuffle,
+    heads) is carried by the largest new axis, so a removal takes the same index from every slice."""
     x, y = node.inputs[0], node.outputs[0]
     in_shape, out_shape = _shape(x), _shape(y)
     if node.op == "Reshape" and not isinstance(node.inputs[1], gs.Constant):
         raise Frozen("Reshape shape computed at run time")
-    if _same(tensor, y):
-        # reached from below: only an axis that is one input axis exactly can be followed
-        for a in range(len(in_shape)):
-            found = _merge_block(in_shape, out_shape, a)
-            if found and found[2] == axis and found[0] == found[1] == a:
-                b.link(b.act(x, a), b.act(y, axis))
-                return
-        raise Frozen("Reshape output axis merges several input axes")
-    found = _merge_block(in_shape, out_shape, axis)
-    if found is None:
-        raise Frozen("Reshape splits the channel axis")
-    a0, a1, bo = found
-    xs, ys = b.act(x, axis), b.act(y, bo)
-    if a0 == a1:
+    blocks = _blocks(in_shape, out_shape)
+    if blocks is None:
+        raise Frozen("Reshape between shapes that cannot be aligned")
+    from_x = _same(tensor, x)
+    block = next((bl for bl in blocks if axis in (bl[0] if from_x else bl[1])), None)
+    if block is None or not block[0] or not block[1]:
+        raise Frozen("axis of size 1 inserted or removed")
+    ins, outs = block
+    if len(ins) > 1 and len(outs) > 1:
+        raise Frozen("Reshape regroups the channel axis with others")
+    if len(ins) == 1 and len(outs) == 1:
+        xs, ys = b.act(x, ins[0]), b.act(y, outs[0])
         b.link(xs, ys)
-    else:
-        positions = _block_positions(in_shape, a0, a1, axis)
-        per = positions.shape[1]
-        b.link(xs, ys, np.repeat(np.arange(xs.size), per), positions.reshape(-1))
+    elif len(outs) == 1:  # merge: input axes -> one output axis
+        a = axis if from_x else _carrier(ins, in_shape)
+        xs, ys = b.act(x, a), b.act(y, outs[0])
+        dims = [int(in_shape[i]) for i in ins]
+        positions = _positions_of(dims, ins.index(a))
+        b.link(xs, ys, np.repeat(np.arange(xs.size), positions.shape[1]), positions.reshape(-1))
+    else:  # split: one input axis -> output axes
+        carrier = _carrier(outs, out_shape)
+        if not from_x and axis != carrier:
+            raise Frozen("Reshape splits the channel axis and this part does not carry it")
+        xs, ys = b.act(x, ins[0]), b.act(y, carrier)
+        dims = [int(out_shape[o]) for o in outs]
+        coords = np.unravel_index(np.arange(xs.size), dims)[outs.index(carrier)]
+        b.link(xs, ys, np.arange(xs.size), coords)
     if node.op == "Reshape":
-        def fix(keep, node=node, ys=ys, bo=bo):
-            if ys.id not in keep:
+        def fix(keep, node=node, xs=xs, ys=ys, outs=outs, ins=ins, in_shape=in_shape):
+            if ys.id not in keep and xs.id not in keep:
                 return
             shape = node.inputs[1].values.copy()
-            if shape[bo] > 0:
-                shape[bo] = len(keep[ys.id])
-                _replace_input(node, 1, shape.astype(np.int64), "shape")
+            if len(outs) == 1:
+                if shape[outs[0]] > 0:
+                    kept = len(keep[xs.id]) if xs.id in keep else xs.size
+                    rest = int(np.prod([int(in_shape[i]) for i in ins])) // xs.size
+                    shape[outs[0]] = kept * rest
+            elif shape[ys.axis] > 0:
+                shape[ys.axis] = len(keep[ys.id])
+            _replace_input(node, 1, shape.astype(np.int64), "shape")
         b.on_rewrite(node, fix)
 
 

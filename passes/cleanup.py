@@ -30,13 +30,10 @@ class CleanupConfig:
 def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Context | None = None) -> PassResult:
     config = config or CleanupConfig()
     nodes_before = len(model.graph.node)
-    graph = _fold(model)
+    graph, static_reshapes = _fold(model)
     removed_identity = _remove_passthrough(graph)
     folded_bn = _fold_batchnorm(graph) if config.fold_bn else 0
     _name_nodes(graph)
-    model_out = to_model(graph, like=model)
-    graph = to_graph(infer_shapes(model_out))
-    static_reshapes = _static_reshape_shapes(graph, model_out)
     model_out = infer_shapes(to_model(graph, like=model))
     report = {
         "nodes_before": nodes_before,
@@ -48,19 +45,25 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
     return PassResult(model_out, report)
 
 
-def _fold(model: onnx.ModelProto, rounds: int = 4) -> gs.Graph:
-    """Fold constants, re-infer shapes, repeat: each round can make more Shape-derived values static."""
+def _fold(model: onnx.ModelProto, rounds: int = 8) -> tuple[gs.Graph, int]:
+    """Fold constants, make Reshape shapes static, re-infer shapes, repeat: a static Reshape makes the dims
+    after it known, which lets the next round fold the Shape ops that read them."""
     graph = to_graph(infer_shapes(model))
+    static = 0
     for _ in range(rounds):
         before = len(graph.nodes)
         graph.toposort()
         # partitioning keeps one unfoldable corner from blocking every other fold
         graph.fold_constants(fold_shapes=True, partitioning="basic", error_ok=True)
         graph.cleanup()
-        if len(graph.nodes) == before:
+        current = to_model(graph, like=model)
+        graph = to_graph(infer_shapes(current))
+        made = _static_reshape_shapes(graph, current)
+        static += made
+        if len(graph.nodes) == before and not made:
             break
         graph = to_graph(infer_shapes(to_model(graph, like=model)))
-    return graph
+    return graph, static
 
 
 def _remove_passthrough(graph: gs.Graph) -> int:
