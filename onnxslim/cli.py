@@ -1,0 +1,330 @@
+"""`onnxslim MODEL [OUTPUT] [options]` and `onnxslim inspect MODEL`: a thin layer over the API.
+
+Bad input prints one line and exits 2; a result that fails --min-cosine exits 1; nothing is written then.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from .errors import SlimError
+
+SUBCOMMANDS = ("optimize", "inspect")
+
+
+class _DefaultToOptimize(click.Group):
+    """`onnxslim model.onnx ...` means `onnxslim optimize model.onnx ...`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in SUBCOMMANDS and args[0] not in ("--help", "-h", "--version"):
+            args = ["optimize", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultToOptimize, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="onnxslim")
+def cli():
+    """Make an ONNX model smaller and faster, and check it against the original in onnxruntime.
+
+    \b
+    onnxslim model.onnx -o slim.onnx --prune 0.3          # uniform channel pruning
+    onnxslim model.onnx slim.onnx --target-macs 0.7       # prune until MACs <= 70%
+    onnxslim inspect model.onnx                           # channel groups, MACs, params
+    """
+
+
+def _float_list(value, name):
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in str(value).split(","))
+    except ValueError:
+        raise SlimError(f"{name} '{value}': expected comma-separated numbers") from None
+
+
+@cli.command("optimize")
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("output", required=False, type=click.Path())
+@click.option("-o", "--output", "output_opt", type=click.Path(), help="Output model (default: MODEL.slim.onnx beside it).")
+# pruning
+@click.option("--prune", "prune_ratio", type=float, help="Remove this fraction of channels in every prunable group.")
+@click.option("--target-macs", type=float, help="Prune until MACs <= this fraction of the original.")
+@click.option("--importance", default="l1", show_default=True,
+              help="Channel importance: l1, l2, bn, random; with --calib also activation, apoz, hrank, reconstruction.")
+@click.option("--allocation", default=None, help="For --target-macs: global (default), uniform, sensitivity, search.")
+@click.option("--round-to", type=int, default=None, help="Kept widths (and ranks) are multiples of N (default 8).")
+@click.option("--min-channels", type=int, default=1, show_default=True, help="Never keep fewer channels in a group.")
+@click.option("--exclude", multiple=True, help="Node name to leave untouched (repeatable).")
+@click.option("--repair/--no-repair", default=None, help="Refit layers after pruning on calibration data (default: on with real --calib).")
+@click.option("--search-time", type=float, default=None, help="Seconds for --allocation search.")
+# calibration
+@click.option("--calib", type=click.Path(), help="Calibration data: image folder, .npy or .npz.")
+@click.option("--calib-size", type=int, help="Use the first N calibration samples.")
+@click.option("--resize", type=int, help="Images: resize the shorter side to this.")
+@click.option("--crop", type=int, help="Images: centre crop to this size.")
+@click.option("--mean", help="Images: per-channel mean, e.g. 127 or 123.7,116.3,103.5 (after --scale).")
+@click.option("--std", help="Images: per-channel std, e.g. 128 or 58.4,57.1,57.4.")
+@click.option("--scale", type=float, help="Images: multiply 0..255 pixels by this first.")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), help="Images: tensor layout.")
+@click.option("--preprocess", "preprocess_file", type=click.Path(), help="JSON/TOML preprocessing file (default: MODEL.preprocess.json/.toml if present).")
+# low-rank
+@click.option("--lowrank", "lowrank_energy", type=float, help="Low-rank splits keeping this fraction of spectral energy.")
+@click.option("--lowrank-target-macs", type=float, help="Low-rank: factorized layers' MACs at most this fraction.")
+@click.option("--lowrank-ops", default="matmul,gemm,conv", show_default=True, help="Layer kinds to factorize.")
+@click.option("--conv-svd", type=click.Choice(["channel", "spatial", "auto"]), default="auto", show_default=True)
+# quantization
+@click.option("--quantize", type=click.Choice(["int8", "int8-dynamic"]), help="Quantize last (QDQ int8, or dynamic int8 weights).")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default=None, help="int8 activation ranges.")
+@click.option("--target", "quant_target", type=click.Choice(["onnxruntime", "tensorrt"]), default=None, help="int8 QDQ form for this runtime.")
+@click.option("--per-tensor", is_flag=True, help="int8: per-tensor weights instead of per-channel.")
+@click.option("--no-cle", is_flag=True, help="int8: no cross-layer equalization.")
+@click.option("--no-bias-correction", is_flag=True, help="int8: no bias correction.")
+@click.option("--tolerance", type=float, help="int8: keep the most sensitive nodes in float until the output error is within this.")
+# validation and output
+@click.option("--data", type=click.Path(), help="Validation inputs (.npy/.npz); default random inputs.")
+@click.option("--input-shape", multiple=True, help="Concrete shape for a dynamic input, NAME:D1,D2,... (repeatable).")
+@click.option("--no-validate", is_flag=True, help="Skip the comparison with the original.")
+@click.option("--no-latency", is_flag=True, help="Validate outputs but do not time the models.")
+@click.option("--min-cosine", type=float, help="Fail (exit 1, write nothing) if an output's cosine similarity is below this.")
+@click.option("--report", "report_path", type=click.Path(), help="Write the full report as JSON.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No table, no progress bars.")
+def optimize_cmd(model, output, output_opt, **opts):
+    """Optimize MODEL and write the result to OUTPUT (or -o)."""
+    _guard(lambda: _optimize(model, output, output_opt, opts))
+
+
+def _optimize(model, output, output_opt, o):
+    from . import graph, inputs
+    from .pipeline import optimize
+    from .progress import progress, silent
+
+    if output and output_opt and output != output_opt:
+        raise SlimError(f"two output paths given ({output} and {output_opt})")
+    src = Path(model)
+    dst = Path(output or output_opt or src.with_name(src.stem + ".slim.onnx"))
+    if src.exists() and dst.exists() and os.path.samefile(src, dst) or dst.resolve() == src.resolve():
+        raise SlimError(f"output {dst} is the input model; refusing to overwrite it")
+    original = graph.load_model(src)
+    shapes = inputs.parse_input_shapes(o["input_shape"])
+    prune = _prune_config(o)
+    lowrank = _lowrank_config(o)
+    quantize = _quantize_config(o)
+    if prune is None and lowrank is None and quantize is None:
+        click.echo("onnxslim: no pass requested (--prune, --target-macs, --lowrank, --quantize): cleanup and validation only", err=True)
+    calibration = None
+    if o["calib"] or (quantize is not None) or (prune is not None and prune.importance in DATA_CRITERIA):
+        calibration = _calibration(src, original, shapes, o)
+    result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
+                      data=o["data"], input_shapes=shapes, validate=not o["no_validate"],
+                      latency=not o["no_latency"], min_cosine=o["min_cosine"],
+                      progress=silent if o["quiet"] else progress, seed=o["seed"])
+    graph.save_model(result.model, dst, input_path=src)
+    result.report["output"] = str(dst)
+    if o["report_path"]:
+        _write_json(Path(o["report_path"]), result.report)
+    if not o["quiet"]:
+        click.echo(_summary(result.report))
+        click.echo(f"wrote {dst}")
+
+
+DATA_CRITERIA = ("activation", "apoz", "hrank", "reconstruction")
+
+
+def _prune_config(o):
+    if o["prune_ratio"] is None and o["target_macs"] is None:
+        return None
+    from onnxslim.passes.prune import PruneConfig
+    fields = PruneConfig.__dataclass_fields__
+    kw = dict(ratio=o["prune_ratio"], target_macs=o["target_macs"], importance=o["importance"],
+              min_channels=o["min_channels"], exclude=tuple(o["exclude"]))
+    if o["round_to"] is not None:
+        kw["round_to"] = o["round_to"]
+    if o["allocation"]:
+        kw["allocation"] = o["allocation"]
+    for name in ("repair", "search_time"):
+        if o.get(name) is not None and name in fields:
+            kw[name] = o[name]
+        elif o.get(name) is not None:
+            raise SlimError(f"--{name.replace('_', '-')} is not available in this version")
+    config = PruneConfig(**kw)
+    config.check()
+    return config
+
+
+def _lowrank_config(o):
+    if o["lowrank_energy"] is None and o["lowrank_target_macs"] is None:
+        return None
+    from onnxslim.passes.lowrank import LowRankConfig
+    kw = dict(energy=o["lowrank_energy"], target_macs=o["lowrank_target_macs"],
+              ops=tuple(s.strip() for s in o["lowrank_ops"].split(",") if s.strip()),
+              exclude=tuple(o["exclude"]), conv_svd=o["conv_svd"])
+    if o["round_to"] is not None:
+        kw["round_to"] = o["round_to"]
+    config = LowRankConfig(**kw)
+    config.check()
+    return config
+
+
+def _quantize_config(o):
+    if not o["quantize"]:
+        return None
+    from onnxslim.passes.quantize import QuantizeConfig
+    kw = {"mode": o["quantize"]}
+    if o["calib_method"]:
+        kw["calib_method"] = o["calib_method"]
+    if o["quant_target"]:
+        kw["target"] = o["quant_target"]
+    if o["per_tensor"]:
+        kw["per_channel"] = False
+    if o["no_cle"]:
+        kw["cle"] = False
+    if o["no_bias_correction"]:
+        kw["bias_correction"] = False
+    if o["tolerance"] is not None:
+        kw["tolerance"] = o["tolerance"]
+    config = QuantizeConfig(**kw)
+    if hasattr(config, "check"):
+        config.check()
+    return config
+
+
+def _calibration(src: Path, model, shapes, o):
+    from .calibration import Preprocess, load_calibration
+    if not o["calib"]:
+        click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
+    preprocess_file = o["preprocess_file"]
+    if preprocess_file is None:
+        for suffix in (".preprocess.json", ".preprocess.toml"):
+            candidate = src.with_name(src.stem + suffix)
+            if candidate.exists():
+                preprocess_file = candidate
+    preprocess = None
+    image_opts = {k: o[k] for k in ("resize", "crop", "scale", "layout") if o[k] is not None}
+    for k in ("mean", "std"):
+        if o[k] is not None:
+            image_opts[k] = _float_list(o[k], f"--{k}")
+    if image_opts:
+        base = Preprocess.from_file(preprocess_file) if preprocess_file else Preprocess()
+        preprocess = base.__class__(**{**base.__dict__, **image_opts})
+    return load_calibration(o["calib"], model, size=o["calib_size"], preprocess=preprocess,
+                            preprocess_file=preprocess_file, input_shapes=shapes, seed=o["seed"])
+
+
+def _summary(report: dict) -> str:
+    from .validate import format_report_table
+    lines = []
+    passes = report.get("passes", {})
+    prune = passes.get("prune")
+    if prune:
+        frozen = prune.get("frozen", [])
+        lines.append(f"prune: {len(prune.get('pruned_groups', []))} of {prune.get('groups')} channel groups pruned "
+                     f"({prune.get('importance')}, {prune.get('allocation')}); {len(frozen)} groups (partly) frozen")
+        for f in frozen[:6]:
+            lines.append(f"  frozen {f['frozen_channels']}/{f['channels']} ch: {f['reasons'][0]}")
+        if len(frozen) > 6:
+            lines.append(f"  ... {len(frozen) - 6} more frozen groups (see --report or `onnxslim inspect`)")
+    for name in ("lowrank", "quantize"):
+        section = passes.get(name)
+        if section and isinstance(section.get("summary"), str):
+            lines.append(f"{name}: {section['summary']}")
+    if "validation" in report:
+        lines.append(f"validated on {report['validation'].get('data')}")
+        lines.append(format_report_table(report["validation"]))
+    lines.append(f"total {report.get('seconds')} s")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, obj) -> None:
+    import tempfile
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    import numpy as np
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+@cli.command("inspect")
+@click.argument("model", type=click.Path())
+@click.option("--input-shape", multiple=True, help="Concrete shape for a dynamic input, NAME:D1,D2,...")
+@click.option("--json", "as_json", is_flag=True, help="Print the full analysis as JSON.")
+@click.option("--keep-bn", is_flag=True, help="Analyze with BatchNormalization kept (as --importance bn does).")
+def inspect_cmd(model, input_shape, as_json, keep_bn):
+    """List channel groups (prunable and frozen, with the reason), MACs and parameters per layer."""
+    _guard(lambda: _inspect(model, input_shape, as_json, keep_bn))
+
+
+def _inspect(model, input_shape, as_json, keep_bn):
+    from . import graph, inputs
+    from .channels import analyze
+    from .cost import model_cost
+    from onnxslim.passes import cleanup
+
+    original = graph.load_model(model)
+    shapes = inputs.parse_input_shapes(input_shape)
+    clean = cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn)).model
+    analysis = analyze(clean)
+    cost = model_cost(clean, shapes or None)
+    data = {
+        "model": str(model),
+        "macs": cost["macs"], "params": cost["params"],
+        "groups": [g.summary() for g in analysis.groups],
+        "layers": [c for c in cost["per_node"] if c["macs"] or c["params"]],
+        "summary": analysis.report(),
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=_json_default))
+        return
+    from .validate import _si
+    s = data["summary"]
+    click.echo(f"{model}: {_si(cost['macs'])} MACs, {_si(cost['params'])} params; {s['groups']} channel groups, "
+               f"{s['prunable_groups']} prunable ({s['prunable_channels']} channels)")
+    click.echo("\nchannel groups:")
+    for g in analysis.groups:
+        state = f"{g.prunable}/{g.n_classes} prunable" if g.prunable else f"frozen ({g.n_classes})"
+        click.echo(f"  #{g.id:<3} {state:<20} {g.trace()}")
+        for reason in g.reasons[:3]:
+            click.echo(f"        why frozen: {reason}")
+    click.echo("\nlayers (MACs at batch 1):")
+    for c in data["layers"]:
+        macs = "?" if c["macs"] is None else _si(c["macs"])
+        click.echo(f"  {c['op_type']:<14} {macs:>8} MACs {_si(c['params']):>8} params  {c['name']}")
+
+
+def _guard(fn):
+    try:
+        fn()
+    except SlimError as err:
+        click.echo(f"onnxslim: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("onnxslim: interrupted; nothing written", err=True)
+        sys.exit(130)
+    except Exception as err:  # a bug of ours: one line, the traceback only on request
+        if os.environ.get("ONNXSLIM_DEBUG"):
+            traceback.print_exc()
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        click.echo(f"onnxslim: internal error: {type(err).__name__}: {first} (set ONNXSLIM_DEBUG=1 for the traceback; nothing written)", err=True)
+        sys.exit(3)
+
+
+def main():
+    cli(prog_name="onnxslim")
+
+
+if __name__ == "__main__":
+    main()
