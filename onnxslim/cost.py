@@ -3,7 +3,8 @@
 MACs (multiply-accumulates) are counted for the ops that dominate compute: Conv, ConvTranspose, Gemm,
 MatMul, Einsum (two or more operands) and their integer/QLinear variants (ConvInteger, QLinearConv,
 MatMulInteger, QLinearMatMul). Every other op counts 0 MACs (element-wise ops, pooling, normalization,
-Softmax... are cheap next to these and have no agreed MAC definition). Bias additions are not counted.
+Softmax... are cheap next to these and have no agreed MAC definition), and so do ops outside the default
+ONNX domain (com.microsoft fused ops, local functions). Bias additions are not counted.
 
 MACs are for the shapes the inputs are given: dynamic dims take `input_shapes`, a dynamic first dim
 defaults to batch 1, any other dynamic dim is an error asking for --input-shape.
@@ -49,7 +50,7 @@ class NodeCost:
 
 def node_costs(model: onnx.ModelProto, input_shapes: dict | None = None) -> list[NodeCost]:
     """MACs and params of every node of the main graph, in graph order (see the module docstring)."""
-    shapes, _ = _inferred_shapes(model, input_shapes)
+    shapes = _inferred_shapes(model, input_shapes)
     params = _node_params(model)
     costs = []
     for index, node in enumerate(model.graph.node):
@@ -89,11 +90,15 @@ def _inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None):
     resolved = resolve_shapes(model, input_shapes)
     skeleton = _skeleton(model, resolved)
     for _ in range(_MAX_ROUNDS):
-        inferred = infer_shapes(skeleton)
+        try:
+            inferred = infer_shapes(skeleton)
+        except Exception:
+            # a model onnx cannot infer still has input and weight shapes: count what they give
+            inferred = skeleton
         shapes = _shape_map(inferred)
         if not _fold_constants(skeleton, shapes):
             break
-    return shapes, skeleton
+    return shapes
 
 
 def _skeleton(model: onnx.ModelProto, input_shapes: dict) -> onnx.ModelProto:

@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from . import cost
 from .errors import FIDELITY_FAILED, SlimError
-from .graph import TWO_GB, model_bytes
+from .graph import TWO_GB
 from .inputs import model_inputs
 from .progress import silent
 
@@ -37,7 +37,7 @@ def session(model: onnx.ModelProto, *, threads: int | None = None) -> ort.Infere
         opts.inter_op_num_threads = 1
     providers = ["CPUExecutionProvider"]
     try:
-        if model_bytes(model) < TWO_GB:
+        if model_size_bytes(model) < TWO_GB:
             return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
         tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")
         path = _save_external(model, tmp.name)
@@ -51,6 +51,37 @@ def session(model: onnx.ModelProto, *, threads: int | None = None) -> ort.Infere
         raise SlimError(f"onnxruntime cannot load the model: {_first_line(err)}") from None
 
 
+def model_size_bytes(model: onnx.ModelProto) -> int:
+    """Serialized size, also past 2 GB where protobuf refuses ByteSize(): then the graph without its large
+    initializers plus their raw bytes (counted from dims, without touching the data)."""
+    try:
+        return model.ByteSize()
+    except Exception:
+        pass
+    total = 0
+    for tensor in model.graph.initializer:
+        if tensor.HasField("raw_data"):
+            try:
+                itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+                total += int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+            except Exception:
+                total += len(tensor.raw_data)
+        else:
+            total += tensor.ByteSize()
+    return total + _without_initializers(model).ByteSize()
+
+
+def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    light = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(light, field, value)
+    for field, value in model.graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(light.graph, field, value)
+    return light
+
+
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -58,15 +89,9 @@ def _first_line(err: Exception) -> str:
 
 def _save_external(model: onnx.ModelProto, folder: str, min_bytes: int = _EXTERNAL_MIN_BYTES) -> str:
     """Write the model with its large raw tensors in one data file, without copying the whole proto first."""
-    light = onnx.ModelProto()
-    for field, value in model.ListFields():
-        if field.name != "graph":
-            _copy_field(light, field, value)
+    light = _without_initializers(model)
     data_name = "weights.data"
     with open(os.path.join(folder, data_name), "wb") as data:
-        for field, value in model.graph.ListFields():
-            if field.name != "initializer":
-                _copy_field(light.graph, field, value)
         for tensor in model.graph.initializer:
             out = light.graph.initializer.add()
             if tensor.HasField("raw_data") and len(tensor.raw_data) >= min_bytes:
@@ -346,7 +371,7 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
         if errors:
             section["error"] = errors[0]
         report[key] = section
-    size = model_bytes(original), model_bytes(optimized)
+    size = model_size_bytes(original), model_size_bytes(optimized)
     report["size_bytes"] = {"before": size[0], "after": size[1], "ratio": _ratio(*size)}
 
     sess_a = session(original, threads=threads)
