@@ -28,7 +28,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import SlimError
 from .graph import infer_shapes
 from .inputs import resolve_shapes
 
