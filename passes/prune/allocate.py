@@ -39,6 +39,16 @@ def choose(group: Group, score: np.ndarray, keep: int) -> np.ndarray:
     if extra > 0:
         best = free[np.argsort(-score[free], kind="stable")[:extra]]
         mask[best] = True
+    return keep_every_space_nonempty(group, mask, score)
+
+
+def keep_every_space_nonempty(group: Group, mask: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """A tensor with zero channels is not a model: a Concat branch or Split part that would lose all its
+    channels keeps its best one."""
+    for space in group.spaces:
+        classes = group.class_of[space.id]
+        if len(classes) and not mask[classes].any():
+            mask[classes[np.argmax(score[classes])]] = True
     return mask
 
 
