@@ -35,7 +35,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise SlimError(f"{path}: not an ONNX model (no graph found)")
     _load_external_data(model, path.parent)
     try:
-        onnx.checker.check_model(model, full_check=False) if model.ByteSize() < TWO_GB else None
+        onnx.checker.check_model(model, full_check=False) if model_bytes(model) < TWO_GB else None
     except onnx.checker.ValidationError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
         raise SlimError(f"{path}: invalid ONNX model: {first}") from None
@@ -77,7 +77,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
     if input_path is not None and _same_file(path, Path(input_path)):
         raise SlimError(f"output {path} is the input model; refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    large = model.ByteSize() >= TWO_GB if _all_inline(model) else True
+    large = model_bytes(model) >= TWO_GB if _all_inline(model) else True
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -119,13 +119,34 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def model_bytes(model: onnx.ModelProto) -> int:
-    """Serialized size: weights plus graph."""
-    return model.ByteSize()
+    """Serialized size: weights plus graph. Past 2 GB protobuf refuses ByteSize(), so then the initializers'
+    bytes are added to the size of everything else (measured on a copy without them)."""
+    try:
+        return model.ByteSize()
+    except Exception:
+        pass
+    weights = sum(len(t.raw_data) if t.HasField("raw_data") else t.ByteSize() for t in model.graph.initializer)
+    light = onnx.ModelProto()
+    _copy_fields(model, light, skip="graph")
+    _copy_fields(model.graph, light.graph, skip="initializer")
+    return weights + light.ByteSize()
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if field.label == field.LABEL_REPEATED:
+            getattr(dst, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Shape inference that also works past 2 GB (onnx's in-memory path refuses such protos)."""
-    if model.ByteSize() < TWO_GB:
+    if model_bytes(model) < TWO_GB:
         try:
             return onnx.shape_inference.infer_shapes(model, data_prop=True)
         except Exception:

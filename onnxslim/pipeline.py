@@ -14,7 +14,7 @@ import onnx
 from . import inputs as inputs_mod
 from .context import Context
 from .errors import FIDELITY_FAILED, SlimError
-from .graph import load_model
+from .graph import TWO_GB, load_model, model_bytes
 from .progress import progress as default_progress
 
 VALIDATION_SAMPLES = 64  # samples of --data used to compare outputs (all, if fewer)
@@ -80,7 +80,7 @@ def _timed(report: dict, name: str, step):
 
 def _check_valid(model: onnx.ModelProto) -> None:
     try:
-        if model.ByteSize() < 2**31 - 1:
+        if model_bytes(model) < TWO_GB:
             onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
         first = str(err).strip().splitlines()[0]

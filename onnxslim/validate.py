@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from . import cost
 from .errors import FIDELITY_FAILED, SlimError
-from .graph import TWO_GB
+from .graph import TWO_GB, model_bytes
 from .inputs import model_inputs
 from .progress import silent
 
@@ -52,23 +52,8 @@ def session(model: onnx.ModelProto, *, threads: int | None = None) -> ort.Infere
 
 
 def model_size_bytes(model: onnx.ModelProto) -> int:
-    """Serialized size, also past 2 GB where protobuf refuses ByteSize(): then the graph without its large
-    initializers plus their raw bytes (counted from dims, without touching the data)."""
-    try:
-        return model.ByteSize()
-    except Exception:
-        pass
-    total = 0
-    for tensor in model.graph.initializer:
-        if tensor.HasField("raw_data"):
-            try:
-                itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-                total += int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
-            except Exception:
-                total += len(tensor.raw_data)
-        else:
-            total += tensor.ByteSize()
-    return total + _without_initializers(model).ByteSize()
+    """Serialized size, also past 2 GB (see graph.model_bytes)."""
+    return model_bytes(model)
 
 
 def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
