@@ -23,7 +23,7 @@ _NP_TYPES = {
 class InputSpec:
     name: str
     dtype: np.dtype
-    shape: tuple  # ints, or str/None for dynamic dims
+    shape: tuple | None  # ints, or str/None for dynamic dims; None when the rank is unknown
 
 
 def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -36,7 +36,8 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         tt = vi.type.tensor_type
         if tt.elem_type not in _NP_TYPES:
             raise SlimError(f"input '{vi.name}' has element type {onnx.TensorProto.DataType.Name(tt.elem_type)}, which onnxslim cannot feed")
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+        # shape None: the model does not say the rank
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim) if tt.HasField("shape") else None
         specs.append(InputSpec(vi.name, np.dtype(_NP_TYPES[tt.elem_type]), dims))
     return specs
 
@@ -47,7 +48,7 @@ def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
     for item in items or ():
         name, sep, dims = str(item).rpartition(":")
         try:
-            shape = tuple(int(d) for d in dims.split(",") if d.strip())
+            shape = tuple(int(d) for d in dims.split(","))
         except ValueError:
             shape = ()
         if not sep or not name or not shape or any(d <= 0 for d in shape):
@@ -73,6 +74,8 @@ def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch:
             _check_shape_fits(spec, shape, "--input-shape")
             shapes[spec.name] = tuple(shape)
             continue
+        if spec.shape is None:
+            raise SlimError(f"input '{spec.name}' has no shape in the model; give it with --input-shape {spec.name}:D1,D2,...")
         dims = []
         for axis, d in enumerate(spec.shape):
             if isinstance(d, int) and d > 0:
@@ -86,6 +89,8 @@ def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch:
 
 
 def _check_shape_fits(spec: InputSpec, shape, what: str) -> None:
+    if spec.shape is None:
+        return
     if len(shape) != len(spec.shape):
         raise SlimError(f"{what}: input '{spec.name}' has rank {len(spec.shape)} in the model, got shape {tuple(shape)}")
     for axis, (want, got) in enumerate(zip(spec.shape, shape)):
@@ -146,9 +151,11 @@ def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarra
     out, count = {}, None
     for spec in specs:
         arr = arrays[spec.name]
-        if arr.ndim != len(spec.shape):
+        if arr.ndim == 0:
+            raise SlimError(f"{path}: '{spec.name}' is a scalar; arrays need a leading sample axis")
+        if spec.shape is not None and arr.ndim != len(spec.shape):
             raise SlimError(f"{path}: '{spec.name}' has shape {arr.shape}, the model wants rank {len(spec.shape)} {spec.shape}")
-        for axis, want in enumerate(spec.shape):
+        for axis, want in enumerate(spec.shape or ()):
             if axis and isinstance(want, int) and want > 0 and arr.shape[axis] != want:
                 raise SlimError(f"{path}: '{spec.name}' has shape {arr.shape}, the model wants {want} on axis {axis} ({spec.shape})")
         if arr.dtype != spec.dtype:
@@ -168,5 +175,5 @@ def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarra
 def batched(arrays: dict[str, np.ndarray], batch_size: int, limit: int | None = None) -> list[dict]:
     """Split sample arrays into feeds of `batch_size` samples (the last may be smaller)."""
     n = next(iter(arrays.values())).shape[0]
-    n = min(n, limit) if limit else n
+    n = min(n, limit) if limit is not None else n
     return [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
