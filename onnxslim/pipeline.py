@@ -49,6 +49,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     from onnxslim.passes import cleanup
     keep_bn = prune is not None and getattr(prune, "importance", None) == "bn"
     current = _timed(report, "cleanup", lambda: cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn), ctx))
+    normalized = current
     if prune is not None:
         from onnxslim.passes import prune as prune_pass
         current = _timed(report, "prune", lambda: prune_pass.run(current, prune, ctx))
@@ -60,7 +61,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         current = _timed(report, "quantize", lambda: quantize_pass.run(current, quantize, ctx))
     _check_valid(current)
     if validate:
-        report["validation"] = _validate(original, current, data, input_shapes, latency, progress, seed)
+        report["validation"] = _validate(original, current, normalized, data, input_shapes, latency, progress, seed)
         if min_cosine is not None:
             worst = min((o["cosine"] for o in report["validation"]["outputs"].values()), default=1.0)
             if worst < min_cosine:
@@ -87,7 +88,7 @@ def _check_valid(model: onnx.ModelProto) -> None:
         raise SlimError(f"internal error: the optimized model fails onnx.checker ({first}); nothing written") from None
 
 
-def _validate(original, optimized, data, input_shapes, latency, progress, seed) -> dict:
+def _validate(original, optimized, normalized, data, input_shapes, latency, progress, seed) -> dict:
     from .validate import compare_models
     if data is not None:
         arrays = inputs_mod.load_arrays(data, original)
@@ -97,6 +98,6 @@ def _validate(original, optimized, data, input_shapes, latency, progress, seed) 
         feeds = inputs_mod.random_feeds(original, input_shapes, count=4, seed=seed)
         source = "random inputs (4 batches); give --data for real inputs"
     report = compare_models(original, optimized, feeds, input_shapes=input_shapes or None, latency=latency,
-                            progress=progress)
+                            progress=progress, cost_reference=normalized)
     report["data"] = source
     return report

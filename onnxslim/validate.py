@@ -325,13 +325,16 @@ def _cost_shapes(model: onnx.ModelProto, feeds: list[dict], input_shapes: dict |
 
 def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: list[dict], *,
                    input_shapes: dict | None = None, latency: bool = True, progress=None,
-                   latency_budget_s: float = 10.0, threads: int | None = None) -> dict:
+                   latency_budget_s: float = 10.0, threads: int | None = None,
+                   cost_reference: onnx.ModelProto | None = None) -> dict:
     """The validation report of `optimized` against `original` on `feeds` (a list of feed dicts).
 
     {"macs": {"before", "after", "ratio"}, "params": {...}, "size_bytes": {...},
      "latency_ms": {"before", "after", "ratio", "runs"} (only if `latency`; both models timed interleaved
      on feeds[0]), "outputs": compare_outputs(...)}. Ratios are after / before. MACs are at batch 1 unless
-    `input_shapes` say otherwise. Raises SlimError if the optimized model's input/output names differ.
+    `input_shapes` say otherwise. `cost_reference` (an equivalent, normalized copy of the original) is what
+    the "before" MACs/params are counted on when given: shape inference sees more of it.
+    Raises SlimError if the optimized model's input/output names differ.
     """
     check_same_io(original, optimized)
     if not feeds:
@@ -340,7 +343,7 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
     report = {}
     shapes = _cost_shapes(original, feeds, input_shapes)
     costs = []
-    for model in (original, optimized):
+    for model in (cost_reference or original, optimized):
         try:
             costs.append(cost.model_cost(model, shapes))
         except SlimError as err:
