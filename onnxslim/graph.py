@@ -33,13 +33,40 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise SlimError(f"{path}: cannot be parsed as ONNX ({type(err).__name__}: {err})") from None
     if not model.graph.node and not model.graph.output:
         raise SlimError(f"{path}: not an ONNX model (no graph found)")
+    bad_string = _invalid_string_field(model)
+    if bad_string:
+        raise SlimError(f"{path}: the file is corrupt (field {bad_string} is not valid UTF-8)")
     _load_external_data(model, path.parent)
     try:
         onnx.checker.check_model(model, full_check=False) if model_bytes(model) < TWO_GB else None
-    except onnx.checker.ValidationError as err:
+    except Exception as err:  # ValidationError, or a UnicodeDecodeError of its message on corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
         raise SlimError(f"{path}: invalid ONNX model: {first}") from None
     return model
+
+
+def _is_repeated(field) -> bool:
+    # protobuf >= 6 dropped FieldDescriptor.label in favour of is_repeated
+    repeated = getattr(field, "is_repeated", None)
+    return bool(repeated) if repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def _invalid_string_field(message) -> str | None:
+    """The first string field holding bytes that are not UTF-8 (proto2 does not check on parse; such a
+    name reaches Python as `bytes` and breaks every later step), else None."""
+    if isinstance(message, onnx.TensorProto):  # ListFields would copy raw_data, possibly gigabytes
+        texts = [message.name, message.doc_string, *(v for e in message.external_data for v in (e.key, e.value))]
+        return "onnx.TensorProto.name" if any(isinstance(t, bytes) for t in texts) else None
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            for item in (value if _is_repeated(field) else (value,)):
+                found = _invalid_string_field(item)
+                if found:
+                    return found
+        elif field.type == field.TYPE_STRING:
+            if any(isinstance(v, bytes) for v in (value if _is_repeated(field) else (value,))):
+                return field.full_name
+    return None
 
 
 def _external_tensors(model: onnx.ModelProto):
@@ -59,35 +86,46 @@ def _load_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
             raise SlimError(f"external data '{location}' of tensor '{tensor.name}' points outside the model's folder; refusing to read it")
         if not target.is_file():
             raise SlimError(f"external data file '{location}' of tensor '{tensor.name}' is missing")
-        offset = int(info.get("offset", 0) or 0)
-        length = info.get("length")
+        try:
+            offset = int(info.get("offset") or 0)
+            length = int(info["length"]) if info.get("length") else None
+        except ValueError:
+            raise SlimError(f"external data of tensor '{tensor.name}' has a non-integer offset or length") from None
+        size = target.stat().st_size
+        # checked before reading: a corrupt length must not make us allocate it
+        if offset < 0 or (length is not None and (length < 0 or offset + length > size)) or offset > size:
+            raise SlimError(f"external data file '{location}' is truncated (tensor '{tensor.name}' needs bytes "
+                            f"{offset}..{offset + (length or 0)}, the file has {size})")
         with open(target, "rb") as fh:
             fh.seek(offset)
-            data = fh.read(int(length)) if length else fh.read()
-        if length and len(data) != int(length):
-            raise SlimError(f"external data file '{location}' is truncated (tensor '{tensor.name}')")
+            data = fh.read(length) if length is not None else fh.read()
         tensor.raw_data = data
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: str | os.PathLike | None = None) -> None:
-    """Write atomically (temp file + rename); models over 2 GB get their weights in `<name>.data` beside them."""
+    """Write atomically (temp file + rename); models over 2 GB get their weights in `<name>.data` beside them.
+
+    On any failure nothing is left behind: no temp file, and an existing output is kept as it was."""
     path = Path(path)
     if input_path is not None and _same_file(path, Path(input_path)):
         raise SlimError(f"output {path} is the input model; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise SlimError(f"output {path} is a folder; give a file name")
     large = model_bytes(model) >= TWO_GB if _all_inline(model) else True
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    temps: list[str] = []
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_file(path.parent, f".{path.name}.", temps)
         if large:
             data_name = path.name + ".data"
-            tmp_data = path.parent / f".{data_name}.tmp"
+            # a fresh temp name: onnx appends external data to an existing file
+            tmp_data = _temp_file(path.parent, f".{data_name}.", temps)
             copy = onnx.ModelProto()
             copy.CopyFrom(model)
             onnx.save_model(copy, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp_data.name, size_threshold=1024)
+                            location=os.path.basename(tmp_data), size_threshold=1024)
             # the proto names the data file; point it at its final name before the rename
             final = onnx.load(tmp, load_external_data=False)
             for tensor in _external_tensors(final):
@@ -101,10 +139,31 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
             with open(tmp, "wb") as fh:
                 fh.write(model.SerializeToString())
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(temps)
+        raise SlimError(f"cannot write {path}: {err.strerror or err}; nothing written") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(temps)
         raise
+
+
+def _temp_file(folder: Path, prefix: str, temps: list[str]) -> str:
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    temps.append(name)
+    os.close(fd)
+    # mkstemp creates 0600; the output should get the permissions of any file the user creates
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return name
+
+
+def _remove(names: list[str]) -> None:
+    for name in names:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
 
 
 def _all_inline(model: onnx.ModelProto) -> bool:
@@ -136,7 +195,7 @@ def _copy_fields(src, dst, skip: str) -> None:
     for field, value in src.ListFields():
         if field.name == skip:
             continue
-        if field.label == field.LABEL_REPEATED:
+        if _is_repeated(field):
             getattr(dst, field.name).extend(value)
         elif field.message_type is not None:
             getattr(dst, field.name).CopyFrom(value)
