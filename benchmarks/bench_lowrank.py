@@ -1,0 +1,145 @@
+"""Low-rank splits on MiniLM-L6 (sentence embeddings): fidelity and latency at several MatMul MACs budgets.
+
+Calibration: the first --calib sentences; evaluation: the rest. One JSON line per result on stdout.
+    python benchmarks/bench_lowrank.py                       # defaults: ../shared/... relative to the repo
+    python benchmarks/bench_lowrank.py --targets 0.85,0.7 --methods data_aware_seq
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from onnxslim.context import Context  # noqa: E402
+from onnxslim.progress import silent  # noqa: E402
+from onnxslim.passes.lowrank import LowRankConfig, run  # noqa: E402
+
+METHODS = {
+    "weight_svd": dict(data_aware=False),
+    "data_aware": dict(data_aware=True, sequential=False),
+    "data_aware_seq": dict(data_aware=True, sequential=True),
+}
+
+
+class Sentences:
+    """Calibration data in the calibration.Dataset interface: batches(n), real, len()."""
+    real = True
+
+    def __init__(self, arrays: dict):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(next(iter(self.arrays.values())))
+
+    def batches(self, batch_size=16):
+        for i in range(0, len(self), batch_size):
+            yield {k: v[i:i + batch_size] for k, v in self.arrays.items()}
+
+
+def session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def embeddings(sess, arrays, batch=50) -> np.ndarray:
+    names = {i.name for i in sess.get_inputs()}
+    n = len(next(iter(arrays.values())))
+    outs = [sess.run(["sentence_embedding"], {k: v[i:i + batch] for k, v in arrays.items() if k in names})[0]
+            for i in range(0, n, batch)]
+    return np.concatenate(outs).astype(np.float64)
+
+
+def nearest(e: np.ndarray) -> np.ndarray:
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    sim = e @ e.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.argmax(axis=1)
+
+
+def latency(sess_a, sess_b, feed, repeats=20) -> tuple[float, float]:
+    """Median seconds per run, the two sessions interleaved so background load hits both alike."""
+    ta, tb = [], []
+    for s in (sess_a, sess_b):
+        s.run(None, feed)
+    for _ in range(repeats):
+        for s, t in ((sess_a, ta), (sess_b, tb)):
+            start = time.perf_counter()
+            s.run(None, feed)
+            t.append(time.perf_counter() - start)
+    return float(np.median(ta)), float(np.median(tb))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(REPO / "../shared/models/minilm_l6.onnx"))
+    ap.add_argument("--tokens", default=str(REPO / "../shared/data/sentences/minilm_tokens.npz"))
+    ap.add_argument("--calib", type=int, default=100, help="first N sentences calibrate, the rest evaluate")
+    ap.add_argument("--targets", default="0.85,0.7,0.5")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--ridge", type=float, default=1e-3)
+    ap.add_argument("--max-error", type=float, default=None)
+    ap.add_argument("--exclude", default="", help="comma-separated substrings of MatMul names to keep")
+    ap.add_argument("--weights", default="", help="error weights by name substring, e.g. attention=2,output/dense=1")
+    ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--save", default=None, help="folder to write the compressed models into")
+    args = ap.parse_args(argv)
+
+    model = onnx.load(args.model)
+    with np.load(args.tokens) as npz:
+        tokens = {k: npz[k] for k in npz.files}
+    calib = Sentences({k: v[: args.calib] for k, v in tokens.items()})
+    evals = {k: v[args.calib:] for k, v in tokens.items()}
+    base_sess = session(model)
+    ref = embeddings(base_sess, evals)
+    ref_nn = nearest(ref)
+    feed = {k: v[:32] for k, v in evals.items()}
+
+    matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
+    exclude = tuple(n for n in matmuls for s in args.exclude.split(",") if s and s in n)
+    weights = {}
+    for item in filter(None, args.weights.split(",")):
+        key, val = item.split("=")
+        weights.update({n: float(val) for n in matmuls if key in n})
+
+    for target in [float(t) for t in args.targets.split(",")]:
+        for method in args.methods.split(","):
+            cfg = LowRankConfig(target_macs=target, ops=("matmul",), round_to=args.round_to, ridge=args.ridge,
+                                max_error=args.max_error, exclude=exclude, layer_weights=weights, **METHODS[method])
+            start = time.perf_counter()
+            result = run(model, cfg, Context(calibration=calib, progress=silent))
+            seconds = time.perf_counter() - start
+            sess = session(result.model)
+            emb = embeddings(sess, evals)
+            cos = np.sum(ref * emb, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1))
+            rep = result.report
+            line = {"model": "minilm_l6", "target_macs": target, "method": method,
+                    "macs_fraction": rep["fraction"], "factorized": rep["factorized"],
+                    "mean_cosine": round(float(cos.mean()), 4), "min_cosine": round(float(cos.min()), 4),
+                    "nn_agreement": round(float((nearest(emb) == ref_nn).mean()), 4),
+                    "eval_sentences": len(ref), "calib_sentences": args.calib, "seconds": round(seconds, 1)}
+            if "data_aware_over_weight_svd_error" in rep:
+                line["data_aware_over_weight_svd_error"] = rep["data_aware_over_weight_svd_error"]
+            if not args.no_latency:
+                t0, t1 = latency(base_sess, sess, feed)
+                line["latency_ratio"] = round(t1 / t0, 3)
+            line["ranks"] = {l["name"].split("/m/encoder/")[-1].replace("/MatMul", ""): l["rank"] for l in rep["layers"]}
+            print(json.dumps(line), flush=True)
+            if args.save:
+                Path(args.save).mkdir(parents=True, exist_ok=True)
+                onnx.save(result.model, str(Path(args.save) / f"minilm_lowrank_{method}_{target}.onnx"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Low-rank splits on hand-built tiny graphs: exactness where the math says exact, budgets met, data-aware wins."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxslim.context import Context
+from onnxslim.errors import SlimError
+from onnxslim.progress import silent
+from onnxslim.passes.lowrank import LowRankConfig, run
+from onnxslim.passes.lowrank import factor
+
+
+class Calib:
+    """Stand-in with the calibration.Dataset interface: batches(n), real, len()."""
+    real = True
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(next(iter(self.arrays.values())))
+
+    def batches(self, batch_size=16):
+        for i in range(0, len(self), batch_size):
+            yield {k: v[i:i + batch_size] for k, v in self.arrays.items()}
+
+
+def _model(nodes, inputs, outputs, inits):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _outputs(model, feed):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)
+
+
+def _ctx(calib=None):
+    return Context(calibration=calib, progress=silent)
+
+
+def matmul_model(w, bias=None, seq=5):
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h" if bias is not None else "y"], name="mm")]
+    inits = {"W": w.astype(np.float32)}
+    if bias is not None:
+        nodes.append(helper.make_node("Add", ["h", "b"], ["y"], name="add"))
+        inits["b"] = bias.astype(np.float32)
+    return _model(nodes, [_vi("x", ["N", seq, w.shape[0]])], [_vi("y", ["N", seq, w.shape[1]])], inits)
+
+
+def test_exactly_low_rank_matmul_is_reproduced_at_its_rank():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((48, 3)) @ rng.standard_normal((3, 40))
+    model = matmul_model(w, bias=rng.standard_normal(40))
+    result = run(model, LowRankConfig(energy=1.0, round_to=1), _ctx())
+    layer = result.report["layers"][0]
+    assert layer["rank"] == 3 and layer["scheme"] == "matmul"
+    assert [n.op_type for n in result.model.graph.node] == ["MatMul", "MatMul", "Add"]
+    assert layer["macs_after"] == 5 * 3 * (48 + 40) and layer["macs_before"] == 5 * 48 * 40
+    x = rng.standard_normal((4, 5, 48)).astype(np.float32)
+    np.testing.assert_allclose(_outputs(result.model, {"x": x})[0], _outputs(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    onnx.checker.check_model(result.model)
+    json.dumps(result.report)
+
+
+def test_exactly_low_rank_gemm_with_transposed_weight_and_bias():
+    rng = np.random.default_rng(1)
+    stored = rng.standard_normal((30, 4)) @ rng.standard_normal((4, 32))  # transB=1: [out=30, in=32], rank 4
+    node = helper.make_node("Gemm", ["x", "B", "C"], ["y"], name="gemm", transB=1, alpha=0.5, beta=2.0)
+    model = _model([node], [_vi("x", ["N", 32])], [_vi("y", ["N", 30])],
+                   {"B": stored.astype(np.float32), "C": rng.standard_normal(30).astype(np.float32)})
+    result = run(model, LowRankConfig(energy=1.0, round_to=2), _ctx())
+    assert result.report["layers"][0]["rank"] == 4
+    assert [n.op_type for n in result.model.graph.node] == ["MatMul", "Gemm"]
+    x = rng.standard_normal((6, 32)).astype(np.float32)
+    np.testing.assert_allclose(_outputs(result.model, {"x": x})[0], _outputs(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_full_rank_weight_is_left_as_is_with_a_reason():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((16, 16))
+    model = matmul_model(w)
+    result = run(model, LowRankConfig(energy=1.0, round_to=1), _ctx())
+    layer = result.report["layers"][0]
+    assert layer["scheme"] is None and "saves no MACs" in layer["kept_because"]
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    np.testing.assert_array_equal(_outputs(result.model, {"x": x})[0], _outputs(model, {"x": x})[0])
+
+
+def test_full_rank_split_reproduces_the_layer():
+    """At full rank the factors multiply back to W (weight SVD and data-aware projection alike)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((12, 7))
+    v, errors = factor.weight_svd_errors(w, None)
+    a, b = factor.output_space_factors(w, v[:, :7], v[:, :7].T)
+    np.testing.assert_allclose(a @ b, w, atol=1e-10)
+    assert errors[7] < 1e-12
+    x = rng.standard_normal((200, 12)) * np.linspace(0.1, 3, 12)
+    y = x @ w
+    stats = factor.OutputStats.same(np.cov(y.T, bias=True), y.mean(0))
+    fit = factor.reduced_rank_fit(stats)
+    left, right, shift = factor.projection_at(fit, stats, 7)
+    np.testing.assert_allclose(w @ left @ right, w, atol=1e-9)
+    np.testing.assert_allclose(shift, 0, atol=1e-9)
+
+
+def conv_model(kernel, bias=None, hw=9, pads=(1, 1, 1, 1), strides=(1, 1)):
+    inputs = ["x", "K"] + (["b"] if bias is not None else [])
+    inits = {"K": kernel.astype(np.float32)}
+    if bias is not None:
+        inits["b"] = bias.astype(np.float32)
+    node = helper.make_node("Conv", inputs, ["y"], name="conv", pads=list(pads), strides=list(strides))
+    return _model([node], [_vi("x", ["N", kernel.shape[1], hw, hw])], [_vi("y", None)], inits)
+
+
+def test_separable_kernel_is_exact_under_spatial_svd():
+    rng = np.random.default_rng(4)
+    cout, cin, k = 16, 6, 3
+    # rank-2 in the (cin, kh) x (cout, kw) matricization: a sum of two separable filter banks
+    kernel = sum(np.einsum("ci,oj->ocij", rng.standard_normal((cin, k)), rng.standard_normal((cout, k))) for _ in range(2))
+    model = conv_model(kernel, bias=rng.standard_normal(cout), hw=11, strides=(2, 1))
+    result = run(model, LowRankConfig(energy=1.0, round_to=1, conv_svd="spatial"), _ctx())
+    layer = result.report["layers"][0]
+    assert layer["scheme"] == "spatial" and layer["rank"] == 2
+    convs = [n for n in result.model.graph.node if n.op_type == "Conv"]
+    shapes = [tuple(t.dims) for t in result.model.graph.initializer if t.name in {c.input[1] for c in convs}]
+    assert sorted(shapes) == sorted([(2, cin, 3, 1), (cout, 2, 1, 3)])
+    x = rng.standard_normal((2, cin, 11, 11)).astype(np.float32)
+    np.testing.assert_allclose(_outputs(result.model, {"x": x})[0], _outputs(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_channel_svd_of_low_rank_conv_is_exact():
+    rng = np.random.default_rng(5)
+    kernel = (rng.standard_normal((24, 3)) @ rng.standard_normal((3, 8 * 9))).reshape(24, 8, 3, 3)
+    model = conv_model(kernel, bias=rng.standard_normal(24))
+    result = run(model, LowRankConfig(energy=1.0, round_to=1, conv_svd="channel"), _ctx())
+    layer = result.report["layers"][0]
+    assert layer["scheme"] == "channel" and layer["rank"] == 3
+    x = rng.standard_normal((2, 8, 9, 9)).astype(np.float32)
+    np.testing.assert_allclose(_outputs(result.model, {"x": x})[0], _outputs(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv_is_left_and_reported():
+    rng = np.random.default_rng(6)
+    node = helper.make_node("Conv", ["x", "K"], ["y"], name="dw", group=4, pads=[1, 1, 1, 1])
+    model = _model([node], [_vi("x", ["N", 4, 8, 8])], [_vi("y", None)], {"K": rng.standard_normal((4, 1, 3, 3)).astype(np.float32)})
+    result = run(model, LowRankConfig(energy=0.5), _ctx())
+    assert result.report["skipped"][0]["name"] == "dw" and "group" in result.report["skipped"][0]["reason"]
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+
+
+def _mlp(rng, widths, seq=4):
+    nodes, inits = [], {}
+    prev = "x"
+    for i in range(len(widths) - 1):
+        w = rng.standard_normal((widths[i], widths[i + 1])) / np.sqrt(widths[i])
+        w = w * np.linspace(1.0, 0.05, widths[i + 1])  # decaying spectrum so ranks differ by layer
+        inits[f"W{i}"], inits[f"b{i}"] = w.astype(np.float32), (0.1 * rng.standard_normal(widths[i + 1])).astype(np.float32)
+        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"h{i}"], name=f"mm{i}"),
+                  helper.make_node("Add", [f"h{i}", f"b{i}"], [f"a{i}"], name=f"add{i}"),
+                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev = f"r{i}"
+    model = _model(nodes, [_vi("x", ["N", seq, widths[0]])], [_vi(prev, ["N", seq, widths[-1]])], inits)
+    return model
+
+
+@pytest.mark.parametrize("data_aware", [False, True])
+@pytest.mark.parametrize("target", [0.6, 0.3])
+def test_rank_selection_meets_the_macs_target(target, data_aware):
+    rng = np.random.default_rng(7)
+    model = _mlp(rng, [32, 64, 48, 32])
+    calib = Calib({"x": rng.standard_normal((40, 4, 32)).astype(np.float32)})
+    result = run(model, LowRankConfig(target_macs=target, round_to=4, data_aware=data_aware), _ctx(calib))
+    rep = result.report
+    assert rep["fraction"] <= target + 1e-9
+    assert rep["macs_after"] == sum(layer["macs_after"] for layer in rep["layers"])
+    assert rep["fraction"] > target - 0.15  # the budget is spent, not wasted
+    for layer in rep["layers"]:
+        if layer["rank"]:
+            assert layer["rank"] % 4 == 0 and layer["macs_after"] < layer["macs_before"]
+            assert str(layer["rank"]) in {str(r) for r in layer["errors_by_rank"]["matmul"]}
+    # the model still runs, with the same interface
+    x = rng.standard_normal((3, 4, 32)).astype(np.float32)
+    assert _outputs(result.model, {"x": x})[0].shape == (3, 4, 32)
+
+
+def test_data_aware_beats_weight_svd_on_anisotropic_inputs():
+    rng = np.random.default_rng(8)
+    d_in, d_out, rank = 32, 32, 6
+    w = rng.standard_normal((d_in, d_out))
+    scales = np.exp(np.linspace(0, -4, d_in))  # input energy concentrated in a few directions
+    basis = np.linalg.qr(rng.standard_normal((d_in, d_in)))[0]
+    model = matmul_model(w, bias=rng.standard_normal(d_out))
+
+    def inputs(n, seed):
+        r = np.random.default_rng(seed)
+        return ((r.standard_normal((n, 5, d_in)) * scales) @ basis.T + 0.5).astype(np.float32)
+
+    calib = Calib({"x": inputs(64, 9)})
+    held_out = inputs(32, 10)
+    ref = _outputs(model, {"x": held_out})[0]
+    errs = {}
+    for data_aware in (False, True):
+        result = run(model, LowRankConfig(ranks={"mm": rank}, round_to=1, data_aware=data_aware), _ctx(calib))
+        assert result.report["layers"][0]["rank"] == rank
+        out = _outputs(result.model, {"x": held_out})[0]
+        errs[data_aware] = float(np.sum((out - ref) ** 2) / np.sum((ref - ref.mean((0, 1))) ** 2))
+    assert errs[True] < 0.5 * errs[False]
+    layer = result.report["layers"][0]
+    assert layer["error_data_aware"] < 0.5 * layer["error_weight_svd"]
+
+
+def test_sequential_fit_corrects_upstream_error():
+    """Fitting the second layer on the compressed model's inputs does no worse than fitting it on the original's."""
+    rng = np.random.default_rng(11)
+    model = _mlp(rng, [24, 48, 24], seq=3)
+    calib = Calib({"x": rng.standard_normal((64, 3, 24)).astype(np.float32)})
+    x = rng.standard_normal((32, 3, 24)).astype(np.float32)
+    ref = _outputs(model, {"x": x})[0]
+    errs = {}
+    for sequential in (False, True):
+        cfg = LowRankConfig(ranks={"mm0": 8, "mm1": 8}, round_to=1, data_aware=True, sequential=sequential)
+        result = run(model, cfg, _ctx(calib))
+        errs[sequential] = float(np.sum((_outputs(result.model, {"x": x})[0] - ref) ** 2))
+        assert "error_fitted" in result.report["layers"][1] or not sequential
+    assert errs[True] <= errs[False] * 1.02
+
+
+def test_exclude_and_ops_filter():
+    rng = np.random.default_rng(12)
+    model = _mlp(rng, [16, 64, 16])
+    result = run(model, LowRankConfig(energy=0.5, exclude=("mm0",), round_to=1), _ctx())
+    names = [layer["name"] for layer in result.report["layers"]]
+    assert names == ["mm1"] and result.report["skipped"] == [{"name": "mm0", "op": "MatMul", "reason": "excluded by the user"}]
+    result = run(model, LowRankConfig(energy=0.5, ops=("conv",)), _ctx())
+    assert result.report["layers"] == [] and result.model is model
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(energy=1.5), dict(target_macs=0.0), dict(energy=0.5, ops=("lstm",)),
+                                    dict(energy=0.5, conv_svd="diagonal"), dict(energy=0.5, round_to=0),
+                                    dict(energy=0.5, target_macs=0.5)])
+def test_bad_options_are_slim_errors(kwargs):
+    with pytest.raises(SlimError):
+        LowRankConfig(**kwargs).check()
+
+
+def test_data_aware_without_calibration_is_a_slim_error():
+    model = matmul_model(np.ones((4, 4)))
+    with pytest.raises(SlimError):
+        run(model, LowRankConfig(energy=0.5, data_aware=True), _ctx())
