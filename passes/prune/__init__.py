@@ -1,6 +1,8 @@
-"""Structured channel pruning: analyze channel groups, score them, allocate a budget, rewrite the graph."""
+"""Structured channel pruning: analyze channel groups, score them, allocate a budget, rewrite the graph,
+and (with real calibration data) repair the network by least squares so it keeps its accuracy."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,21 +15,34 @@ from onnxslim.errors import SlimError
 from onnxslim.graph import infer_shapes, to_graph
 
 from .allocate import Alignment, MacModel, budget_plan, uniform_plan
-from .apply import apply_plan
+from .apply import apply_plan, kept_positions
 from .importance import WEIGHT_CRITERIA, weight_importance
 
-DEFAULT_ROUND_TO = 8  # see benchmarks/RESULTS.md: unaligned widths run slower on onnxruntime CPU
+DEFAULT_ROUND_TO = 16  # benchmarks/RESULTS.md: widths rounded to 16 ran fastest on onnxruntime CPU (AVX-512 blocks of 16)
+
+DATA_CRITERIA = ("activation", "apoz", "hrank", "reconstruction")
+ALLOCATIONS = ("global", "uniform", "sensitivity", "search")
 
 
 @dataclass
 class PruneConfig:
     ratio: float | None = None  # uniform fraction of channels removed in every prunable group
     target_macs: float | None = None  # or: prune until MACs <= this fraction of the original
-    importance: str = "l1"
-    allocation: str = "global"  # for target_macs: global | uniform
+    importance: str = "l1"  # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction
+    allocation: str = "global"  # for target_macs: global | uniform | sensitivity | search
     round_to: int = DEFAULT_ROUND_TO
     min_channels: int = 1
     exclude: tuple = field(default_factory=tuple)
+    # -- calibration-driven pruning and repair (need ctx.calibration; random data when absent) --
+    repair: bool | None = None  # least-squares refit of the pruned groups' exits; None = on iff real data
+    ridge: float = 0.05  # repair shrinkage toward the original weights, relative to the mean input energy
+    calib_batch: int = 8  # calibration batch size streamed through onnxruntime
+    positions_per_sample: int = 256  # output positions sampled per image and exit for the Gram statistics
+    repair_passes: int = 4  # data passes of the layer-by-layer repair (exits split into this many waves)
+    fidelity_samples: int = 16  # calibration samples the allocation's loss and the fidelity report use
+    search_time: float = 60.0  # seconds for allocation=search
+    sensitivity_step: float = 0.01  # fraction of the total MACs removed per sensitivity step
+    sensitivity_candidates: int = 6  # tries per sensitivity step measured through the network
 
     def check(self) -> None:
         if (self.ratio is None) == (self.target_macs is None):
@@ -36,10 +51,22 @@ class PruneConfig:
             raise SlimError(f"--prune {self.ratio:g}: the ratio must be in [0, 1)")
         if self.target_macs is not None and not 0 < self.target_macs <= 1:
             raise SlimError(f"--target-macs {self.target_macs:g}: the fraction must be in (0, 1]")
-        if self.importance not in WEIGHT_CRITERIA:
-            raise SlimError(f"unknown importance '{self.importance}' (choose from {', '.join(WEIGHT_CRITERIA)})")
+        if self.importance not in WEIGHT_CRITERIA + DATA_CRITERIA:
+            raise SlimError(f"unknown importance '{self.importance}' (choose from {', '.join(WEIGHT_CRITERIA + DATA_CRITERIA)})")
+        if self.allocation not in ALLOCATIONS:
+            raise SlimError(f"unknown allocation '{self.allocation}' (choose from {', '.join(ALLOCATIONS)})")
+        if self.allocation in ("sensitivity", "search") and self.target_macs is None:
+            raise SlimError(f"--allocation {self.allocation} needs --target-macs")
         if self.round_to < 1 or self.min_channels < 1:
             raise SlimError("--round-to and --min-channels must be >= 1")
+        if self.ridge < 0 or self.calib_batch < 1 or self.positions_per_sample < 1 or self.repair_passes < 1 or self.fidelity_samples < 1:
+            raise SlimError("--ridge must be >= 0; batch, positions, passes and fidelity samples must be >= 1")
+        if self.search_time < 0 or not 0 < self.sensitivity_step < 1 or self.sensitivity_candidates < 1:
+            raise SlimError("--search-time must be >= 0, the sensitivity step in (0, 1), candidates >= 1")
+
+    @property
+    def needs_data(self) -> bool:
+        return self.importance in DATA_CRITERIA or self.allocation in ("sensitivity", "search") or bool(self.repair)
 
 
 def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None) -> PassResult:
@@ -47,6 +74,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     ctx = ctx or Context()
     if config.importance == "bn" and not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         raise SlimError("--importance bn needs BatchNormalization nodes; this model has none (BN was folded at export)")
+    started = time.perf_counter()
     graph = to_graph(infer_shapes(model))
     names = {n.name for n in graph.nodes}
     unknown = [e for e in config.exclude if e not in names]
@@ -55,26 +83,71 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     analysis = analyze_graph(graph, config.exclude)
     groups = analysis.prunable_groups
     rng = np.random.default_rng(ctx.seed)
-    scores, used = {}, {}
-    for g in groups:
-        scores[g.id], used[g.id] = weight_importance(analysis, g, config.importance, rng)
     align = Alignment(config.round_to, config.min_channels)
     macs_model = MacModel(analysis, {c.name: c.macs or 0 for c in node_costs(model, ctx.input_shapes)})
+    real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
+    repair_on = config.repair if config.repair is not None else real
+    notes = []
+    if repair_on and not real:
+        repair_on = False
+        notes.append("repair needs real calibration data (--calib); it was skipped")
+    elif config.repair is None and not real and config.needs_data:
+        notes.append("repair needs real calibration data (--calib); it is off")
+    calibrated = None
+    if config.needs_data or repair_on:
+        from .calibrated import Calibrated
+        calibrated = Calibrated(model, analysis, groups, ctx, config, real)
+        if not real:
+            notes.append("no real calibration data: statistics come from random inputs, accuracy claims need real data")
+    scores, used = {}, {}
+    if config.importance in DATA_CRITERIA:
+        scores, used = calibrated.scores(config.importance)
+    for g in groups:
+        if g.id not in scores:
+            scores[g.id], used[g.id] = weight_importance(analysis, g, config.importance if config.importance in WEIGHT_CRITERIA else "l1", rng)
+            if config.importance in DATA_CRITERIA:
+                used[g.id] = f"l1 ({config.importance} needs a modelled exit)"
+    state = None
+    allocation_trace = None
     if config.ratio is not None:
         plan = uniform_plan(groups, scores, config.ratio, align)
-    else:
+    elif config.allocation in ("global", "uniform"):
         plan = budget_plan(groups, scores, config.target_macs, macs_model, align, config.allocation)
+    else:
+        plan, state, allocation_trace = calibrated.allocate(config.allocation, scores, macs_model, align)
     estimated = macs_model.macs(plan) / max(macs_model.total, 1.0)
+    repair_report = None
+    if calibrated is not None:
+        repair_report = calibrated.finish(plan, repair_on)
+    keep_positions = kept_positions(analysis, plan)
     pruned = apply_plan(analysis, plan, like=model)
+    if calibrated is not None and repair_on and calibrated.repaired_exits:
+        from .plan_state import write_weights
+        pruned = infer_shapes(write_weights(pruned, calibrated.repaired_exits, calibrated.state, plan, keep_positions))
+    exit_errors = (repair_report or {}).get("exits", {})
     report = {
         "importance": config.importance,
         "allocation": "uniform" if config.ratio is not None else config.allocation,
         "round_to": config.round_to,
         "estimated_macs_fraction": round(estimated, 4),
+        "repair": bool(repair_on),
         **analysis.report(),
         "pruned_groups": [
-            {"group": g.id, "before": g.n_classes, "after": int(plan[g.id].sum()), "importance": used[g.id], "trace": g.trace()}
+            {"group": g.id, "before": g.n_classes, "after": int(plan[g.id].sum()), "importance": used[g.id], "trace": g.trace(),
+             **({"exit_relative_error": {n: v for n, v in exit_errors.items() if calibrated.group_of_exit.get(n) == g.id}}
+                if exit_errors else {})}
             for g in groups if not plan[g.id].all()
         ],
     }
+    if calibrated is not None:
+        report["calibration"] = calibrated.describe()
+        if repair_report is not None:
+            report["fidelity"] = repair_report["fidelity"]
+            if repair_report.get("skipped_exits"):
+                report["unrepaired_exits"] = repair_report["skipped_exits"]
+    if allocation_trace is not None:
+        report["allocation_trace"] = allocation_trace
+    if notes:
+        report["notes"] = notes
+    report["seconds"] = round(time.perf_counter() - started, 2)
     return PassResult(pruned, report)

@@ -1,0 +1,160 @@
+"""Exit layers (the consumers that contract a group's channels away) as linear maps Y = X W^T + b.
+
+Data-driven importance and repair both see an exit as a matrix `w2` [outputs, features] applied to feature
+rows: a group=1 Conv is its im2col (feature = input channel x kernel position), a Gemm or MatMul its input
+features. `rows(x, y, rng)` turns the exit's input and output activations of one batch into matching
+(X, Y) rows, sampling output positions so memory stays bounded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxslim.channels import EXIT, SOURCE, Analysis, Group
+
+MAX_FEATURES = 4608  # wider im2col exits would need Grams over 170 MB; they are left unrepaired
+
+
+@dataclass(eq=False)
+class Exit:
+    node: str
+    op: str  # "conv" | "gemm" | "matmul"
+    group: Group  # the pruned-channel group this exit contracts
+    exit_space: int  # space id of the weight's contracted axis
+    source_space: int | None  # space id of the weight's output axis, when that axis is itself a group member
+    input: str
+    output: str
+    w2: np.ndarray  # [outputs, features] float64, the original weights
+    bias: np.ndarray | None  # [outputs] or None (MatMul has no bias)
+    weight_shape: tuple
+    kernel: tuple = (1, 1)
+    strides: tuple = (1, 1)
+    pads: tuple = (0, 0, 0, 0)
+    dilations: tuple = (1, 1)
+    trans_b: bool = False
+    feature_class: np.ndarray | None = None  # class of `group` per feature
+
+    @property
+    def n_features(self) -> int:
+        return self.w2.shape[1]
+
+    @property
+    def has_bias(self) -> bool:
+        return self.op != "matmul"
+
+    def features_of(self, keep_classes: np.ndarray) -> np.ndarray:
+        """Feature indices kept by a bool mask over the group's classes."""
+        return np.flatnonzero(keep_classes[self.feature_class])
+
+    def to_weight(self, w2: np.ndarray) -> np.ndarray:
+        """The ONNX layout of a [outputs, features] matrix."""
+        if self.op == "conv":
+            return w2.reshape(self.weight_shape)
+        if self.op == "gemm":
+            return w2 if self.trans_b else w2.T
+        return w2.T
+
+    def rows(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, per_sample: int) -> tuple[np.ndarray, np.ndarray]:
+        """(X [rows, features], Y [rows, outputs]) in float32 at up to `per_sample` output positions per sample."""
+        if self.op == "conv":
+            return self._conv_rows(x, y, rng, per_sample)
+        if self.op == "gemm":
+            return x.astype(np.float32), y.astype(np.float32)
+        x2 = x.reshape(-1, x.shape[-1])
+        y2 = y.reshape(-1, y.shape[-1])
+        if x2.shape[0] > per_sample * x.shape[0]:
+            pick = rng.choice(x2.shape[0], per_sample * x.shape[0], replace=False)
+            x2, y2 = x2[pick], y2[pick]
+        return x2.astype(np.float32), y2.astype(np.float32)
+
+    def _conv_rows(self, x, y, rng, per_sample):
+        b, c, h, w = x.shape
+        oh, ow = y.shape[2], y.shape[3]
+        n = oh * ow
+        if n > per_sample:
+            flat = np.stack([rng.choice(n, per_sample, replace=False) for _ in range(b)])
+        else:
+            flat = np.tile(np.arange(n), (b, 1))
+        bi = np.repeat(np.arange(b), flat.shape[1])
+        pos = flat.reshape(-1)
+        py, px = pos // ow, pos % ow
+        ys = y[bi, :, py, px]
+        kh, kw = self.kernel
+        if (kh, kw) == (1, 1) and self.pads == (0, 0, 0, 0):
+            xs = x[bi, :, py * self.strides[0], px * self.strides[1]]
+        else:
+            top, left, bottom, right = self.pads
+            xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+            dy = np.arange(kh) * self.dilations[0]
+            dx = np.arange(kw) * self.dilations[1]
+            rows_y = (py * self.strides[0])[:, None, None] + dy[None, :, None]
+            rows_x = (px * self.strides[1])[:, None, None] + dx[None, None, :]
+            patches = xp[bi[:, None, None], :, rows_y, rows_x]  # [rows, kh, kw, c]
+            xs = np.moveaxis(patches, -1, 1).reshape(len(bi), -1)
+        return xs.astype(np.float32), ys.astype(np.float32)
+
+
+def _conv_exit(node: gs.Node) -> dict | None:
+    attrs = node.attrs
+    w = node.inputs[1].values
+    if int(attrs.get("group", 1)) != 1 or w.ndim != 4 or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return None
+    pads = tuple(int(p) for p in attrs.get("pads", (0, 0, 0, 0)))
+    pads = (pads[0], pads[1], pads[2], pads[3])  # onnx order: top, left, bottom, right
+    bias = node.inputs[2].values if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant) else None
+    if len(node.inputs) > 2 and node.inputs[2].name and bias is None:
+        return None
+    return dict(op="conv", w2=w.reshape(w.shape[0], -1).astype(np.float64), bias=bias,
+                kernel=tuple(int(k) for k in w.shape[2:]), strides=tuple(int(s) for s in attrs.get("strides", (1, 1))),
+                pads=pads, dilations=tuple(int(d) for d in attrs.get("dilations", (1, 1))))
+
+
+def _gemm_exit(node: gs.Node) -> dict | None:
+    attrs = node.attrs
+    if int(attrs.get("transA", 0)) or float(attrs.get("alpha", 1.0)) != 1.0 or float(attrs.get("beta", 1.0)) != 1.0:
+        return None
+    w = node.inputs[1].values
+    trans_b = bool(int(attrs.get("transB", 0)))
+    w2 = w if trans_b else w.T
+    bias = None
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        c = node.inputs[2]
+        if not isinstance(c, gs.Constant) or c.values.size not in (1, w2.shape[0]):
+            return None
+        bias = np.broadcast_to(c.values.reshape(-1), (w2.shape[0],)).copy()
+    return dict(op="gemm", w2=w2.astype(np.float64), bias=bias, trans_b=trans_b)
+
+
+def _matmul_exit(node: gs.Node) -> dict | None:
+    w = node.inputs[1].values
+    return dict(op="matmul", w2=w.T.astype(np.float64), bias=None)
+
+
+def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], list[dict]]:
+    """The exits of `groups` that repair and data importance can model, in topological order, and the
+    ones they cannot (with the reason)."""
+    nodes = {n.name: n for n in analysis.graph.nodes}
+    order = {n.name: i for i, n in enumerate(analysis.graph.nodes)}
+    found, skipped = [], []
+    for group in groups:
+        for space in group.members(EXIT):
+            node = nodes[space.node]
+            maker = {"Conv": _conv_exit, "Gemm": _gemm_exit, "MatMul": _matmul_exit}.get(node.op)
+            info = maker(node) if maker else None
+            if info is None:
+                skipped.append({"node": node.name, "op": node.op, "reason": "only group=1 Conv, plain Gemm and MatMul exits are modelled"})
+                continue
+            if info["w2"].shape[1] > MAX_FEATURES:
+                skipped.append({"node": node.name, "op": node.op, "reason": f"{info['w2'].shape[1]} input features (> {MAX_FEATURES})"})
+                continue
+            per_channel = group.class_of[space.id]
+            reps = int(np.prod(info.get("kernel", (1, 1)))) if info["op"] == "conv" else 1
+            feature_class = np.repeat(per_channel, reps)
+            source = next((s.id for s in analysis.spaces if s.node == node.name and s.input_index == 1 and s.role == SOURCE), None)
+            found.append(Exit(node=node.name, group=group, exit_space=space.id, source_space=source,
+                              input=node.inputs[0].name, output=node.outputs[0].name,
+                              weight_shape=tuple(node.inputs[1].values.shape), feature_class=feature_class, **info))
+    found.sort(key=lambda e: order[e.node])
+    return found, skipped

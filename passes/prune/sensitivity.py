@@ -1,0 +1,101 @@
+"""Step-by-step sensitivity allocation: cut where the already-pruned, already-repaired model loses least.
+
+A one-shot sensitivity (each group pruned alone from the original, then a greedy budget fill) ignores that
+errors compound across blocks; measured on EfficientNet-Lite0 it did worse than uniform. Here every step
+starts from the current plan with its exits refit, tries removing about `step` of the total MACs from each
+group (its exits refit from statistics of the *current* model), scores each try by the calibration loss
+increase per MAC saved, and takes the best. A local proxy (the exits' relative output error after the
+refit) picks which `candidates` tries are run through the network. Statistics are re-collected from the
+current model every `refresh` steps.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .allocate import Alignment, MacModel, choose
+from .evaluate import Evaluator, State
+from .exits import Exit
+from .plan_state import set_group
+from .repair import ExitStats
+
+
+def _next_keep(group, keep_now: int, plan: dict, macs: MacModel, align: Alignment, quantum: float, scores) -> tuple[int, float]:
+    """The largest aligned keep count below keep_now that saves at least `quantum` MACs (or the minimum)."""
+    base = macs.macs(plan)
+    step = max(1, align.round_to if group.n_classes >= align.round_to else 1)
+    k = keep_now
+    floor = align.keep_count(group, 0)
+    saved = 0.0
+    while k > floor:
+        k = max(floor, align.keep_count(group, k - step))
+        if k >= keep_now:
+            break
+        trial = dict(plan)
+        trial[group.id] = choose(group, scores[group.id], k)
+        saved = base - macs.macs(trial)
+        if saved >= quantum:
+            break
+        step += align.round_to if group.n_classes >= align.round_to else 1
+    return k, saved
+
+
+def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluator, collect_stats, macs: MacModel,
+                     align: Alignment, target: float, *, ridge: float, step: float = 0.01, candidates: int = 8,
+                     refresh: int = 4, progress=None) -> tuple[dict, State, list[dict]]:
+    """Returns (plan, state with refit exits, trace of the steps). `collect_stats(state)` -> {exit: ExitStats}
+    from the current model (inputs) against the original (targets)."""
+    plan = {g.id: np.ones(g.n_classes, bool) for g in groups}
+    by_group: dict[int, list[Exit]] = {}
+    for e in exits:
+        by_group.setdefault(e.group.id, []).append(e)
+    state = State(exits)
+    stats: dict[str, ExitStats] = collect_stats(state)
+    loss_now = evaluator.loss(state)
+    goal = target * macs.total
+    quantum = step * macs.total
+    trace = []
+    start_macs = macs.macs(plan)
+    steps = 0
+    with progress("sensitivity", total=max(1, int(np.ceil((start_macs - goal) / quantum)))) as bar:
+        while macs.macs(plan) > goal * (1 + 1e-9):
+            tries = []
+            for g in groups:
+                keep_now = int(plan[g.id].sum())
+                k, saved = _next_keep(g, keep_now, plan, macs, align, quantum, scores)
+                if k >= keep_now or saved <= 0:
+                    continue
+                mask = choose(g, scores[g.id], k)
+                group_exits = by_group.get(g.id, [])
+                proxy = 0.0
+                for e in group_exits:
+                    if e.node in stats:
+                        proxy += stats[e.node].relative_error(*_solved(e, mask, stats, ridge)) - \
+                            stats[e.node].relative_error(state.w2[e.node], state.bias[e.node])
+                tries.append((proxy / saved, g, mask, saved, group_exits))
+            if not tries:
+                break
+            tries.sort(key=lambda t: t[0])
+            best = None
+            for proxy, g, mask, saved, group_exits in tries[:candidates]:
+                trial = state.copy()
+                set_group(trial, group_exits, mask, stats, ridge)
+                loss = evaluator.loss(trial)
+                rate = (loss - loss_now) / saved
+                if best is None or rate < best[0]:
+                    best = (rate, g, mask, saved, trial, loss)
+            _, g, mask, saved, state, loss_now = best
+            plan[g.id] = mask
+            steps += 1
+            trace.append({"step": steps, "group": g.id, "kept": int(mask.sum()), "macs_fraction": round(macs.macs(plan) / macs.total, 4),
+                          "loss": round(float(loss_now), 6)})
+            bar.update(max(1, int(round(saved / quantum))))
+            if steps % refresh == 0:
+                stats = collect_stats(state)
+    return plan, state, trace
+
+
+def _solved(e, mask, stats, ridge):
+    from .repair import solve
+    return solve(e, stats[e.node], e.features_of(mask), ridge)
