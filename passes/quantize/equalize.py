@@ -46,7 +46,7 @@ def find_pairs(graph: gs.Graph, relu6_as_relu: bool = False):
     pairs, skipped = [], []
     outputs = {id(t) for t in graph.outputs}
     for conv1 in graph.nodes:
-        if _conv_weights(conv1) is None or int(conv1.attrs.get("group", 1)) not in (1, conv1.inputs[1].values.shape[0]):
+        if _conv_weights(conv1) is None:  # any grouping: scaling an output channel only touches its own row
             continue
         t = conv1.outputs[0]
         if not _single_consumer(t, outputs):
@@ -81,7 +81,9 @@ def equalize(graph: gs.Graph, relu6_as_relu: bool = False, iterations: int = 3) 
     replaced = 0
     for conv1, act, conv2 in pairs:
         if act is not None and act.op == "Clip":
-            act.op, act.inputs[:] = "Relu", act.inputs[:1]
+            act.op = "Relu"
+            while len(act.inputs) > 1:
+                act.inputs.pop()
             act.attrs.clear()
             replaced += 1
     spread_before, spread_after = [], []
