@@ -54,7 +54,7 @@ def _fold(model: onnx.ModelProto, rounds: int = 8) -> tuple[gs.Graph, int]:
         before = len(graph.nodes)
         graph.toposort()
         # partitioning keeps one unfoldable corner from blocking every other fold
-        graph.fold_constants(fold_shapes=True, partitioning="basic", error_ok=True)
+        graph.fold_constants(fold_shapes=True, partitioning="recursive", error_ok=True)
         graph.cleanup()
         current = to_model(graph, like=model)
         graph = to_graph(infer_shapes(current))
@@ -157,8 +157,11 @@ def _name_nodes(graph: gs.Graph) -> None:
         seen.add(name)
 
 
-def _concrete_shapes(model: onnx.ModelProto, sizes: list[int]) -> dict[str, tuple]:
-    """Shapes inferred with every dynamic input dim set to a concrete size (sizes taken in turn)."""
+def _concrete_shapes(model: onnx.ModelProto, sizes: list[int], need: tuple[str, ...] = ()) -> dict[str, tuple]:
+    """Shapes inferred with every dynamic input dim set to a concrete size (sizes taken in turn).
+
+    onnx propagates shape *values* (Shape -> Gather -> Concat -> Reshape) only from opset 15 on; when a
+    tensor in `need` is still unknown, the Shape-derived subgraphs of the pinned probe are folded instead."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     by_param: dict[str, int] = {}  # inputs that share a named dim (batch, sequence) must get one size
@@ -169,9 +172,26 @@ def _concrete_shapes(model: onnx.ModelProto, sizes: list[int]) -> dict[str, tupl
                 size = by_param.setdefault(key, sizes[len(by_param) % len(sizes)])
                 d.Clear()
                 d.dim_value = size
-    shapes = {}
     inferred = infer_shapes(probe)
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+    shapes = _known_shapes(inferred)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    # from opset 15 on, the rounds of _fold reach the same shapes more cheaply
+    for _ in range(4 if opset < 15 else 0):
+        if all(name in shapes for name in need):
+            break
+        graph = to_graph(inferred)
+        graph.fold_constants(fold_shapes=True, partitioning="recursive", error_ok=True)
+        inferred = infer_shapes(to_model(graph, like=probe))
+        more = _known_shapes(inferred)
+        if more.keys() <= shapes.keys():
+            break
+        shapes.update(more)
+    return shapes
+
+
+def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    shapes = {}
+    for vi in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
         dims = vi.type.tensor_type.shape.dim
         if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
             shapes[vi.name] = tuple(d.dim_value for d in dims)
@@ -187,7 +207,8 @@ def _static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
             and not int(n.attrs.get("allowzero", 0))]
     if not todo:
         return 0
-    first, second = _concrete_shapes(model, [7, 11, 13]), _concrete_shapes(model, [17, 19, 23])
+    need = tuple(t for n in todo for t in (n.inputs[0].name, n.outputs[0].name))
+    first, second = _concrete_shapes(model, [7, 11, 13], need), _concrete_shapes(model, [17, 19, 23], need)
     changed = 0
     for node in todo:
         x, y = node.inputs[0].name, node.outputs[0].name
