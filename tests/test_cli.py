@@ -1,0 +1,348 @@
+"""The CLI in real subprocesses (`python -m onnxslim.cli`, which works from any install; the console script
+is checked too when it is on the venv's bin path).
+
+Every command is started at once by a module fixture (a few at a time) so the ~25 interpreter start-ups
+overlap; each test then checks one command's exit code, stderr, written files and report numbers."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+FOLDED = MODELS / "digits_resnet_folded.onnx"
+BN_KEPT = MODELS / "digits_resnet.onnx"
+EVAL = MODELS / "digits_eval.npz"
+CLI = [sys.executable, "-m", "onnxslim.cli"]
+PARALLEL = 4
+
+
+@dataclass
+class Run:
+    args: list
+    folder: Path
+    before: dict = None  # file name -> bytes, before the command ran
+    rc: int = None
+    out: str = ""
+    err: str = ""
+
+    def files(self) -> dict:
+        """Every file (bytes) and folder (None) under the run's folder."""
+        return {str(p.relative_to(self.folder)): (p.read_bytes() if p.is_file() else None)
+                for p in sorted(self.folder.rglob("*"))}
+
+    def names(self) -> list:
+        return sorted(p.name for p in self.folder.iterdir())
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("ONNXSLIM_DEBUG", None)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _execute(run: Run) -> Run:
+    proc = subprocess.run(CLI + [str(a) for a in run.args], cwd=run.folder, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    run.rc, run.out, run.err = proc.returncode, proc.stdout, proc.stderr
+    return run
+
+
+# -- inputs the commands read -----------------------------------------------------------------------------
+
+def _dynamic_hw_model(path):
+    """Conv(3->8, 3x3) -> Relu -> Conv(8->4, 1x1) -> GlobalAveragePool on x [batch, 3, h, w]."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in [("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (4, 8, 1, 1))]]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["y"], name="gap")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 3, "h", "w"])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4, 1, 1])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+
+
+def _outside_data_model(folder):
+    """in.onnx whose weights live in ../x.bin (the file exists: the refusal is about where it is)."""
+    model = onnx.load(str(FOLDED))
+    onnx.save_model(model, str(folder / "in.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    os.replace(folder / "weights.bin", folder.parent / f"{folder.name}_x.bin")
+    proto = onnx.load(str(folder / "in.onnx"), load_external_data=False)
+    for t in proto.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = f"../{folder.name}_x.bin"
+    (folder / "in.onnx").write_bytes(proto.SerializeToString())
+
+
+def _eval_x(n=None):
+    x = np.load(EVAL)["input"]
+    return x if n is None else x[:n]
+
+
+def _setup(folder: Path, name: str):
+    shutil.copy(FOLDED, folder / "in.onnx")
+    if name == "missing_file":
+        os.unlink(folder / "in.onnx")
+    elif name == "not_onnx":
+        (folder / "in.onnx").write_text("this is a text file, not a model\n")
+    elif name == "truncated":
+        data = FOLDED.read_bytes()
+        (folder / "in.onnx").write_bytes(data[: len(data) // 3])
+    elif name == "external_outside":
+        _outside_data_model(folder)
+    elif name == "data_wrong_name":
+        np.savez(folder / "d.npz", image=_eval_x(16))
+    elif name == "data_wrong_shape":
+        np.savez(folder / "d.npz", input=np.zeros((16, 1, 9, 9), np.float32))
+    elif name == "data_wrong_rank":
+        np.savez(folder / "d.npz", input=_eval_x(16)[:, 0])
+    elif name == "data_wrong_dtype":
+        np.savez(folder / "d.npz", input=(_eval_x(16) * 16).astype(np.int64))
+    elif name.startswith("dynamic"):
+        os.unlink(folder / "in.onnx")
+        _dynamic_hw_model(folder / "in.onnx")
+    elif name == "bn_kept":
+        shutil.copy(BN_KEPT, folder / "in.onnx")
+    elif name == "output_is_folder":
+        (folder / "odir").mkdir()
+    elif name == "min_cosine_existing_output":
+        (folder / "out.onnx").write_bytes(b"an older result the failed run must not touch")
+
+
+FAST = ["--no-latency"]
+# name: (arguments, expected exit code, a fragment the error line must hold)
+BAD = {
+    "missing_file": (["in.onnx", "out.onnx", "--prune", "0.3"], 2, "no such file"),
+    "not_onnx": (["in.onnx", "out.onnx", "--prune", "0.3"], 2, "not an ONNX model"),
+    "truncated": (["in.onnx", "out.onnx", "--prune", "0.3"], 2, "corrupt"),
+    "external_outside": (["in.onnx", "out.onnx", "--prune", "0.3"], 2, "outside the model's folder"),
+    "data_wrong_name": (["in.onnx", "out.onnx", "--prune", "0.3", "--data", "d.npz", *FAST], 2, "'input'"),
+    "data_wrong_shape": (["in.onnx", "out.onnx", "--prune", "0.3", "--data", "d.npz", *FAST], 2, "shape"),
+    "data_wrong_rank": (["in.onnx", "out.onnx", "--prune", "0.3", "--data", "d.npz", *FAST], 2, "rank"),
+    "data_wrong_dtype": (["in.onnx", "out.onnx", "--prune", "0.3", "--data", "d.npz", *FAST], 2, "int64"),
+    "data_missing": (["in.onnx", "out.onnx", "--prune", "0.3", "--data", "nope.npz", *FAST], 2, "nope.npz"),
+    "ratio_one": (["in.onnx", "out.onnx", "--prune", "1.0"], 2, "--prune"),
+    "ratio_negative": (["in.onnx", "out.onnx", "--prune", "-0.1"], 2, "--prune"),
+    "target_macs_zero": (["in.onnx", "out.onnx", "--target-macs", "0"], 2, "--target-macs"),
+    "target_macs_over_one": (["in.onnx", "out.onnx", "--target-macs", "1.5"], 2, "--target-macs"),
+    "target_macs_impossible": (["in.onnx", "out.onnx", "--target-macs", "0.001", *FAST], 2, "--target-macs"),
+    "output_is_input": (["in.onnx", "in.onnx", "--prune", "0.3"], 2, "input"),
+    "output_is_input_dash_o": (["in.onnx", "-o", "./in.onnx", "--prune", "0.3"], 2, "input"),
+    "two_outputs": (["in.onnx", "a.onnx", "-o", "b.onnx", "--prune", "0.3"], 2, "two output paths"),
+    "input_is_folder": ([".", "out.onnx", "--prune", "0.3"], 2, "folder"),
+    "output_is_folder": (["in.onnx", "odir", "--prune", "0.3", *FAST], 2, "folder"),
+    "input_shape_wrong_name": (["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "image:1,1,8,8", *FAST], 2, "input"),
+    "input_shape_wrong_dims": (["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:2,1,9,9", *FAST], 2, "input"),
+    "dynamic_without_input_shape": (["in.onnx", "out.onnx", "--prune", "0.5", *FAST], 2, "--input-shape"),
+    "bn_importance_without_bn": (["in.onnx", "out.onnx", "--prune", "0.3", "--importance", "bn"], 2, "BatchNormalization"),
+    "min_cosine": (["in.onnx", "out.onnx", "--prune", "0.5", "--min-cosine", "0.999", "--report", "r.json", *FAST], 1, "cosine"),
+    "min_cosine_existing_output": (["in.onnx", "out.onnx", "--prune", "0.5", "--min-cosine", "0.999", *FAST], 1, "cosine"),
+}
+GOOD = {
+    "prune_positional": ["in.onnx", "out.onnx", "--prune", "0.3", "--report", "r.json", "--data", str(EVAL), *FAST],
+    "target_macs_dash_o": ["in.onnx", "-o", "sub/out.onnx", "--target-macs", "0.7", "--report", "r.json", *FAST],
+    "dynamic_with_input_shape": ["in.onnx", "out.onnx", "--prune", "0.5", "--input-shape", "x:2,3,16,16",
+                                 "--report", "r.json", *FAST],
+    "input_shape_batch": ["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:3,1,8,8", "-q", *FAST],
+    "bn_kept": ["in.onnx", "out.onnx", "--prune", "0.3", "--importance", "bn", "--report", "r.json", "-q", *FAST],
+    "inspect": ["inspect", "in.onnx"],
+    "inspect_json": ["inspect", "in.onnx", "--json"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    todo = {}
+    for name, args in [*((n, a) for n, (a, _, _) in BAD.items()), *GOOD.items()]:
+        folder = root / name
+        folder.mkdir()
+        _setup(folder, name)
+        todo[name] = Run(args, folder)
+        todo[name].before = todo[name].files()
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        list(pool.map(_execute, todo.values()))
+    return todo
+
+
+# -- bad input: exit code, one line, nothing written ----------------------------------------------------
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_one_line_and_nothing_written(runs, name):
+    run = runs[name]
+    _, rc, fragment = BAD[name]
+    lines = [line for line in run.err.splitlines() if line.strip()]
+    assert run.rc == rc, (run.rc, run.err)
+    assert "Traceback" not in run.err
+    assert len(lines) == 1 and lines[0].startswith("onnxslim: error: "), run.err
+    assert fragment in lines[0], lines[0]
+    assert run.files() == run.before  # nothing written or changed, no temp files left
+
+
+def test_fidelity_failure_message_says_nothing_written(runs):
+    assert "nothing written" in runs["min_cosine"].err
+
+
+# -- good runs ------------------------------------------------------------------------------------------
+
+def _report(run):
+    return json.loads((run.folder / "r.json").read_text())
+
+
+def _conv_widths(model):
+    inits = {t.name: t for t in model.graph.initializer}
+    return [inits[n.input[1]].dims[0] for n in model.graph.node if n.op_type == "Conv"]
+
+
+def _check_valid_pruned(path, original=FOLDED):
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    ref = onnx.load(str(original))
+    assert [i.name for i in model.graph.input] == [i.name for i in ref.graph.input]
+    assert [o.name for o in model.graph.output] == [o.name for o in ref.graph.output]
+    assert sum(_conv_widths(model)) < sum(_conv_widths(ref))
+    return model
+
+
+def _logits(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})[0]
+
+
+def test_prune_positional_output_with_data(runs):
+    run = runs["prune_positional"]
+    assert run.rc == 0, run.err
+    assert "Traceback" not in run.err
+    out = run.folder / "out.onnx"
+    model = _check_valid_pruned(out)
+    # 30% of 32/64 channels, kept widths rounded to a multiple of 8: 32 -> 24 (or 16), 64 -> 48 (or 40)
+    assert all(w % 8 == 0 for w in _conv_widths(model))
+    report = _report(run)
+    assert report["output"] == "out.onnx"
+    assert 0 < report["validation"]["macs"]["ratio"] < 1
+    assert "digits_eval.npz" in report["validation"]["data"]
+    # the validation numbers are the real ones: recompute them on the first 64 samples
+    x = _eval_x(64)
+    a, b = _logits(str(FOLDED), x), _logits(str(out), x)
+    cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    metrics = report["validation"]["outputs"]["logits"]
+    assert metrics["cosine"] == pytest.approx(float(cos.mean()), abs=1e-4)
+    assert metrics["top1_agreement"] == pytest.approx(float(np.mean(a.argmax(1) == b.argmax(1))), abs=1e-9)
+    assert metrics["max_abs_error"] == pytest.approx(float(np.abs(a - b).max()), rel=1e-3)
+    # the terminal table shows them too
+    assert "cosine" in run.out and "wrote out.onnx" in run.out
+    assert sorted(run.names()) == ["in.onnx", "out.onnx", "r.json"]
+
+
+def test_target_macs_with_dash_o(runs):
+    from onnxslim.cost import model_cost
+    run = runs["target_macs_dash_o"]
+    assert run.rc == 0, run.err
+    out = run.folder / "sub" / "out.onnx"
+    _check_valid_pruned(out)
+    report = _report(run)
+    assert report["validation"]["macs"]["ratio"] <= 0.7
+    # measured independently of the report
+    before = model_cost(onnx.load(str(FOLDED)), {"input": (1, 1, 8, 8)})["macs"]
+    after = model_cost(onnx.load(str(out)), {"input": (1, 1, 8, 8)})["macs"]
+    assert after <= 0.7 * before
+    assert after >= 0.3 * before  # a budget, not a wipe-out
+
+
+def test_input_shape_resolves_dynamic_dims(runs):
+    run = runs["dynamic_with_input_shape"]
+    assert run.rc == 0, run.err
+    report = _report(run)
+    # MACs at the given shape: 2 * 16*16 * (8*3*3*3 + 4*8)
+    assert report["validation"]["macs"]["before"] == 2 * 16 * 16 * (8 * 27 + 4 * 8)
+    model = onnx.load(str(run.folder / "out.onnx"))
+    onnx.checker.check_model(model)
+    assert _conv_widths(model) == [4, 4]  # 8 -> 4 at 50%; the output's 4 channels are frozen
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "h", "w"]  # still dynamic
+
+
+def test_input_shape_for_the_batch(runs):
+    run = runs["input_shape_batch"]
+    assert run.rc == 0, run.err
+    assert run.out == "" and run.err == ""  # -q
+    _check_valid_pruned(run.folder / "out.onnx")
+
+
+def test_bn_importance_on_the_bn_kept_model(runs):
+    run = runs["bn_kept"]
+    assert run.rc == 0, run.err
+    report = _report(run)
+    assert report["passes"]["prune"]["importance"] == "bn"
+    assert report["passes"]["cleanup"]["batchnorm_folded"] == 0  # BN stays for the criterion to read
+    assert report["passes"]["prune"]["pruned_groups"]
+    model = _check_valid_pruned(run.folder / "out.onnx", original=BN_KEPT)
+    x = _eval_x(8)
+    assert _logits(str(run.folder / "out.onnx"), x).shape == (8, 10)
+
+
+def test_inspect_lists_groups_and_frozen_reason(runs):
+    run = runs["inspect"]
+    assert run.rc == 0, run.err
+    assert "channel groups" in run.out
+    assert "why frozen: graph output 'logits'" in run.out
+    group_lines = [line for line in run.out.splitlines() if line.strip().startswith("#")]
+    assert len(group_lines) == 6
+    assert sum("prunable" in line for line in group_lines) == 5
+    assert "Conv" in run.out and "MACs" in run.out
+    assert run.names() == ["in.onnx"]  # inspect writes nothing
+
+
+def test_inspect_json(runs):
+    run = runs["inspect_json"]
+    assert run.rc == 0, run.err
+    data = json.loads(run.out)
+    assert data["summary"]["groups"] == 6 and data["summary"]["prunable_groups"] == 5
+    assert data["macs"] == 3295872  # digits ResNet at batch 1
+    frozen = [g for g in data["groups"] if not g.get("prunable")]
+    assert any("graph output 'logits'" in json.dumps(g) for g in frozen)
+    assert len(data["layers"]) == 9  # 8 Conv + Gemm
+
+
+# -- things outside the parallel batch --------------------------------------------------------------------
+
+def _one(args, folder):
+    return _execute(Run(args, folder))
+
+
+@pytest.mark.xfail(strict=True, reason="cli.py writes the model before the --report JSON; a report path that "
+                   "cannot be written leaves the model behind and exits 3 (internal error) claiming nothing was written")
+def test_unwritable_report_path_writes_nothing(tmp_path):
+    shutil.copy(FOLDED, tmp_path / "in.onnx")
+    (tmp_path / "r.json").mkdir()  # a folder where the report should go
+    run = _one(["in.onnx", "out.onnx", "--prune", "0.3", "--report", "r.json", *FAST], tmp_path)
+    assert run.rc == 2, run.err
+    assert run.err.startswith("onnxslim: error: ")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_console_script_when_installed(tmp_path):
+    script = Path(sys.executable).with_name("onnxslim")
+    if not script.exists():
+        script = shutil.which("onnxslim")
+        if script is None:
+            pytest.skip("no onnxslim console script on this install")
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "inspect" in proc.stdout and "--prune" in subprocess.run(
+        [str(script), "optimize", "--help"], capture_output=True, text=True, timeout=60, env=_env()).stdout
