@@ -191,9 +191,9 @@ def model_bytes(model: onnx.ModelProto) -> int:
     return weights + light.ByteSize()
 
 
-def _copy_fields(src, dst, skip: str) -> None:
+def _copy_fields(src, dst, skip: str, skip_also: str = "") -> None:
     for field, value in src.ListFields():
-        if field.name == skip:
+        if field.name in (skip, skip_also):
             continue
         if _is_repeated(field):
             getattr(dst, field.name).extend(value)
@@ -203,18 +203,64 @@ def _copy_fields(src, dst, skip: str) -> None:
             setattr(dst, field.name, value)
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference that also works past 2 GB (onnx's in-memory path refuses such protos)."""
-    if model_bytes(model) < TWO_GB:
+SMALL_TENSOR = 4096  # elements; smaller tensors keep their data for shape inference (they may be shapes)
+
+
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without the data of its large tensors: shape inference needs only their dims, and copying
+    or serializing weights is what made it slow and memory-hungry."""
+    light = onnx.ModelProto()
+    _copy_fields(model, light, skip="graph")
+    _copy_fields(model.graph, light.graph, skip="initializer", skip_also="node")
+    light.graph.initializer.extend(_light_tensor(t) for t in model.graph.initializer)
+    for node in model.graph.node:
+        new = light.graph.node.add()
+        if node.op_type == "Constant":
+            _copy_fields(node, new, skip="attribute")
+            for attr in node.attribute:
+                a = new.attribute.add()
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    a.name, a.type = attr.name, attr.type
+                    a.t.CopyFrom(_light_tensor(attr.t))
+                else:
+                    a.CopyFrom(attr)
+        else:
+            new.CopyFrom(node)
+    return light
+
+
+def _light_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    if int(np.prod(tensor.dims, dtype=np.int64)) <= SMALL_TENSOR:
+        return tensor
+    light = onnx.TensorProto()
+    light.name, light.data_type = tensor.name, tensor.data_type
+    light.dims.extend(tensor.dims)
+    return light
+
+
+def infer_shapes(model: onnx.ModelProto, *, inplace: bool = False) -> onnx.ModelProto:
+    """onnx shape inference run on a weightless copy (fast, works past 2 GB); the inferred value_info is
+    written into the model (a copy of it unless `inplace`)."""
+    light = light_copy(model)
+    light.graph.ClearField("value_info")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
+    except Exception:
         try:
-            return onnx.shape_inference.infer_shapes(model, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(light)
         except Exception:
-            return onnx.shape_inference.infer_shapes(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
-        onnx.save_model(model, src, save_as_external_data=True, location="in.data")
-        onnx.shape_inference.infer_shapes_path(src, dst)
-        return onnx.load(dst)
+            inferred = light
+    if not inplace:
+        result = onnx.ModelProto()
+        result.CopyFrom(model)
+        model = result
+    model.graph.ClearField("value_info")
+    model.graph.value_info.extend(inferred.graph.value_info)
+    known = {o.name: o for o in inferred.graph.output}
+    for out in model.graph.output:
+        if out.name in known and known[out.name].type.tensor_type.HasField("shape"):
+            out.type.CopyFrom(known[out.name].type)
+    return model
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:

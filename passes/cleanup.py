@@ -34,7 +34,7 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
     removed_identity = _remove_passthrough(graph)
     folded_bn = _fold_batchnorm(graph) if config.fold_bn else 0
     _name_nodes(graph)
-    model_out = infer_shapes(to_model(graph, like=model))
+    model_out = infer_shapes(to_model(graph, like=model), inplace=True)
     report = {
         "nodes_before": nodes_before,
         "nodes_after": len(model_out.graph.node),
@@ -47,23 +47,40 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
 
 def _fold(model: onnx.ModelProto, rounds: int = 8) -> tuple[gs.Graph, int]:
     """Fold constants, make Reshape shapes static, re-infer shapes, repeat: a static Reshape makes the dims
-    after it known, which lets the next round fold the Shape ops that read them."""
+    after it known, which lets the next round fold the Shape ops that read them. Each step runs only when
+    there is something for it to do: exporting a large model is what costs time and memory here."""
     graph = to_graph(infer_shapes(model))
     static = 0
     for _ in range(rounds):
-        before = len(graph.nodes)
-        graph.toposort()
-        # partitioning keeps one unfoldable corner from blocking every other fold
-        graph.fold_constants(fold_shapes=True, partitioning="recursive", error_ok=True)
-        graph.cleanup()
-        current = to_model(graph, like=model)
-        graph = to_graph(infer_shapes(current))
-        made = _static_reshape_shapes(graph, current)
-        static += made
-        if len(graph.nodes) == before and not made:
+        changed = False
+        if _has_foldable(graph):
+            before = len(graph.nodes)
+            graph.toposort()
+            # partitioning keeps one unfoldable corner from blocking every other fold
+            graph.fold_constants(fold_shapes=True, partitioning="recursive", error_ok=True)
+            graph.cleanup()
+            changed = len(graph.nodes) != before
+        made = 0
+        if any(n.op == "Reshape" and not isinstance(n.inputs[1], gs.Constant) for n in graph.nodes):
+            current = infer_shapes(to_model(graph, like=model), inplace=True)
+            graph = to_graph(current)
+            made = _static_reshape_shapes(graph, current)
+            static += made
+        if not changed and not made:
             break
-        graph = to_graph(infer_shapes(to_model(graph, like=model)))
+        graph = to_graph(infer_shapes(to_model(graph, like=model), inplace=True))
     return graph, static
+
+
+def _has_foldable(graph: gs.Graph) -> bool:
+    """A node computed from constants only, or a Shape (foldable when the dims it reads are static)."""
+    for node in graph.nodes:
+        if node.op == "Shape" or (node.op not in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial")
+                                  and node.inputs and all(isinstance(t, gs.Constant) or t.name == "" for t in node.inputs)):
+            return True
+        if node.op == "Constant":
+            return True
+    return False
 
 
 def _remove_passthrough(graph: gs.Graph) -> int:
@@ -163,7 +180,7 @@ def _concrete_shapes(model: onnx.ModelProto, sizes: list[int], need: tuple[str, 
     onnx propagates shape *values* (Shape -> Gather -> Concat -> Reshape) only from opset 15 on; when a
     tensor in `need` is still unknown, the Shape-derived subgraphs of the pinned probe are folded instead."""
     probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    probe.CopyFrom(model)  # the opset < 15 path folds this copy, which needs its weights
     by_param: dict[str, int] = {}  # inputs that share a named dim (batch, sequence) must get one size
     for vi in probe.graph.input:
         for d in vi.type.tensor_type.shape.dim:
