@@ -39,10 +39,10 @@ class PruneConfig:
     calib_batch: int = 8  # calibration batch size streamed through onnxruntime
     positions_per_sample: int = 256  # output positions sampled per image and exit for the Gram statistics
     repair_passes: int = 4  # data passes of the layer-by-layer repair (exits split into this many waves)
-    fidelity_samples: int = 16  # calibration samples the allocation's loss and the fidelity report use
+    fidelity_samples: int = 32  # calibration samples the allocation's loss and the fidelity report use
     search_time: float = 60.0  # seconds for allocation=search
-    sensitivity_step: float = 0.01  # fraction of the total MACs removed per sensitivity step
-    sensitivity_candidates: int = 6  # tries per sensitivity step measured through the network
+    sensitivity_step: float = 0.02  # fraction of the total MACs removed per sensitivity step
+    sensitivity_candidates: int = 4  # tries per sensitivity step measured through the network
 
     def check(self) -> None:
         if (self.ratio is None) == (self.target_macs is None):

@@ -130,7 +130,9 @@ class Calibrated:
                     "before_repair": evaluator.fidelity(masked)}
         exits_report = {}
         if repair_on:
-            state = masked.copy()
+            # one-shot refit from the original model's statistics first: every exit then starts close to
+            # right, so exits repaired later in the same wave see inputs close to their final ones
+            state = plan_state(self.exits, plan, self.original_stats(), cfg.ridge)
             targets = pruned_exits(self.exits, plan)
             exits_report = repair(self.model, targets, kept_features(self.exits, plan), state, self.dataset,
                                   ridge=cfg.ridge, batch_size=cfg.calib_batch, per_sample=cfg.positions_per_sample,

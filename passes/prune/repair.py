@@ -59,7 +59,9 @@ def solve(exit: Exit, stats: ExitStats, keep: np.ndarray, ridge: float, prior_w2
     b = stats.cross[idx].copy()
     k = len(keep)
     diag = np.diag(a)[:k]
-    lam = ridge * (float(diag.mean()) if k else 0.0) + 1e-12
+    # pseudo-count prior: the pull toward the original grows with features per row, so a Gemm refit
+    # from 64 pooled rows stays near the original (it mostly corrects the bias) instead of interpolating
+    lam = (ridge + k / max(stats.count, 1)) * (float(diag.mean()) if k else 0.0) + 1e-12
     prior = prior_w2[:, keep].T
     a[np.arange(k), np.arange(k)] += lam
     b[:k] += lam * prior
