@@ -155,7 +155,8 @@ class Builder:
         for node in graph.nodes:
             for t in node.outputs:
                 self.producer[t.name] = node
-            for t in node.inputs:
+            # a tensor read inside an If/Loop/Scan body is consumed by that node: no rule, so it freezes
+            for t in list(node.inputs) + _subgraph_reads(node):
                 self.consumers.setdefault(t.name, [])
                 if node not in self.consumers[t.name]:
                     self.consumers[t.name].append(node)
@@ -267,6 +268,8 @@ class Builder:
             rule(self, node, tensor, space.axis)
         except Frozen as why:
             self.freeze(space, f"{node.op} '{node.name}': {why}")
+        except Exception as err:  # an odd model must never crash the analysis: freeze and say so
+            self.freeze(space, f"{node.op} '{node.name}': rule failed ({type(err).__name__}: {err})")
         finally:
             self._rule_node = None
 
@@ -314,6 +317,22 @@ class Builder:
             reasons = list(dict.fromkeys(self.frozen[s.id] for s in spaces if s.id in self.frozen))
             groups.append(Group(gid, spaces, len(uniq), class_of, frozen_label[uniq], reasons))
         return Analysis(self.graph, self.spaces, groups, self.rewrites, dict(self._act))
+
+
+def _subgraph_reads(node: gs.Node) -> list:
+    """Outer-scope tensors read inside the node's subgraphs (recursively)."""
+    reads = []
+    for value in node.attrs.values():
+        graphs = value if isinstance(value, list) else [value]
+        for sub in graphs:
+            if isinstance(sub, gs.Graph):
+                local = {t.name for t in sub.inputs}
+                for inner in sub.nodes:
+                    local.update(t.name for t in inner.outputs)
+                for inner in sub.nodes:
+                    reads.extend(t for t in list(inner.inputs) + _subgraph_reads(inner)
+                                 if t.name not in local and not isinstance(t, gs.Constant))
+    return reads
 
 
 def _components(n: int, ea: np.ndarray, eb: np.ndarray) -> np.ndarray:

@@ -308,3 +308,20 @@ def test_ratio_zero_leaves_graph_unchanged():
     assert [i.dims for i in pruned.graph.initializer] == [i.dims for i in clean.graph.initializer]
     feed = random_feeds(clean)[0]
     np.testing.assert_array_equal(ort_run(pruned, feed)[0], ort_run(clean, feed)[0])
+
+
+def test_tensor_read_inside_a_subgraph_is_frozen():
+    from onnx import TensorProto, helper
+    b = GraphBuilder(0)
+    t = b.op("Relu", [b.conv("x", 3, C, k=3)])
+    then_out = helper.make_tensor_value_info("then_y", TensorProto.FLOAT, None)
+    else_out = helper.make_tensor_value_info("else_y", TensorProto.FLOAT, None)
+    then_g = helper.make_graph([helper.make_node("Relu", [t], ["then_y"])], "then", [], [then_out])
+    else_g = helper.make_graph([helper.make_node("Neg", [t], ["else_y"])], "else", [], [else_out])
+    cond = b.const(np.array(True))
+    y = b.op("If", [cond], then_branch=then_g, else_branch=else_g)
+    model = b.model(X, [b.conv(y, C, 4)])
+    analysis = analyze(model)
+    group = next(g for g in analysis.groups if g.n_classes == C and g.members("source"))
+    assert group.prunable == 0
+    assert any("If" in r for r in group.reasons), group.reasons
