@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ PARALLEL = 4
 class Run:
     args: list
     folder: Path
-    before: dict = None  # file name -> bytes, before the command ran
+    before: dict = field(default=None, repr=False)  # path -> bytes (None for a folder), before the run
     rc: int = None
     out: str = ""
     err: str = ""
@@ -120,6 +120,8 @@ def _setup(folder: Path, name: str):
         shutil.copy(BN_KEPT, folder / "in.onnx")
     elif name == "output_is_folder":
         (folder / "odir").mkdir()
+    elif name == "output_is_data":
+        np.save(folder / "d.npy", _eval_x(16))
     elif name == "min_cosine_existing_output":
         (folder / "out.onnx").write_bytes(b"an older result the failed run must not touch")
 
@@ -160,8 +162,28 @@ GOOD = {
                                  "--report", "r.json", *FAST],
     "input_shape_batch": ["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:3,1,8,8", "-q", *FAST],
     "bn_kept": ["in.onnx", "out.onnx", "--prune", "0.3", "--importance", "bn", "--report", "r.json", "-q", *FAST],
+    "prune_zero": ["in.onnx", "out.onnx", "--prune", "0", "--report", "r.json", "-q", *FAST],
+    "no_pass": ["in.onnx", "out.onnx", "--data", str(EVAL), *FAST],
     "inspect": ["inspect", "in.onnx"],
     "inspect_json": ["inspect", "in.onnx", "--json"],
+}
+
+
+# bad input the CLI does not handle yet (cli.py is the lead's): same checks as BAD, marked xfail
+KNOWN_BAD = {
+    "report_is_input": (["in.onnx", "out.onnx", "--prune", "0.3", "--report", "in.onnx", "-q", *FAST], 2, "input",
+                        "--report equal to the input model overwrites the input with JSON (exit 0)"),
+    "report_is_output": (["in.onnx", "out.onnx", "--prune", "0.3", "--report", "out.onnx", "-q", *FAST], 2, "report",
+                         "--report equal to the output path overwrites the model just written with JSON (exit 0)"),
+    "output_is_data": (["in.onnx", "d.npy", "--prune", "0.3", "--data", "d.npy", "-q", *FAST], 2, "d.npy",
+                       "an output path equal to the --data file overwrites the user's data with the model (exit 0)"),
+    "min_cosine_without_validation": (["in.onnx", "out.onnx", "--prune", "0.5", "--min-cosine", "0.999",
+                                       "--no-validate", "-q"], 2, "--min-cosine",
+                                      "--min-cosine with --no-validate is silently ignored: the fidelity gate never runs (exit 0)"),
+    "not_a_number": (["in.onnx", "out.onnx", "--prune", "abc"], 2, "--prune",
+                     "click's own usage errors print 3 lines (Usage/Try/Error) without the 'onnxslim: error:' prefix"),
+    "unknown_option": (["in.onnx", "out.onnx", "--bogus"], 2, "--bogus",
+                       "click's own usage errors print 3 lines (Usage/Try/Error) without the 'onnxslim: error:' prefix"),
 }
 
 
@@ -169,7 +191,8 @@ GOOD = {
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     todo = {}
-    for name, args in [*((n, a) for n, (a, _, _) in BAD.items()), *GOOD.items()]:
+    for name, args in [*((n, a) for n, (a, _, _) in BAD.items()), *((n, a) for n, (a, *_) in KNOWN_BAD.items()),
+                       *GOOD.items()]:
         folder = root / name
         folder.mkdir()
         _setup(folder, name)
@@ -182,16 +205,25 @@ def runs(tmp_path_factory):
 
 # -- bad input: exit code, one line, nothing written ----------------------------------------------------
 
-@pytest.mark.parametrize("name", list(BAD))
-def test_bad_input_one_line_and_nothing_written(runs, name):
-    run = runs[name]
-    _, rc, fragment = BAD[name]
+def _check_bad(run, rc, fragment):
     lines = [line for line in run.err.splitlines() if line.strip()]
     assert run.rc == rc, (run.rc, run.err)
     assert "Traceback" not in run.err
     assert len(lines) == 1 and lines[0].startswith("onnxslim: error: "), run.err
     assert fragment in lines[0], lines[0]
     assert run.files() == run.before  # nothing written or changed, no temp files left
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_one_line_and_nothing_written(runs, name):
+    _, rc, fragment = BAD[name]
+    _check_bad(runs[name], rc, fragment)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=r)) for n, (*_, r) in KNOWN_BAD.items()])
+def test_known_bad_input_not_yet_refused(runs, name):
+    _, rc, fragment, _ = KNOWN_BAD[name]
+    _check_bad(runs[name], rc, fragment)
 
 
 def test_fidelity_failure_message_says_nothing_written(runs):
@@ -247,6 +279,26 @@ def test_prune_positional_output_with_data(runs):
     # the terminal table shows them too
     assert "cosine" in run.out and "wrote out.onnx" in run.out
     assert sorted(run.names()) == ["in.onnx", "out.onnx", "r.json"]
+
+
+def test_prune_zero_keeps_the_model(runs):
+    run = runs["prune_zero"]
+    assert run.rc == 0, run.err
+    out = run.folder / "out.onnx"
+    assert _conv_widths(onnx.load(str(out))) == _conv_widths(onnx.load(str(FOLDED)))
+    metrics = _report(run)["validation"]["outputs"]["logits"]
+    assert metrics["cosine"] > 1 - 1e-6 and metrics["max_abs_error"] < 1e-4
+    x = _eval_x(32)
+    np.testing.assert_allclose(_logits(str(out), x), _logits(str(FOLDED), x), rtol=1e-5, atol=1e-5)
+
+
+def test_no_pass_is_cleanup_and_validation(runs):
+    run = runs["no_pass"]
+    assert run.rc == 0, run.err
+    assert run.err.startswith("onnxslim: no pass requested")
+    assert "cosine 1.0" in run.out or "cosine 0.99999" in run.out
+    x = _eval_x(32)
+    np.testing.assert_allclose(_logits(str(run.folder / "out.onnx"), x), _logits(str(FOLDED), x), rtol=1e-5, atol=1e-5)
 
 
 def test_target_macs_with_dash_o(runs):
@@ -326,14 +378,15 @@ def _one(args, folder):
 
 
 @pytest.mark.xfail(strict=True, reason="cli.py writes the model before the --report JSON; a report path that "
-                   "cannot be written leaves the model behind and exits 3 (internal error) claiming nothing was written")
+                   "cannot be written leaves the model and a .r.json.* temp file behind and exits 3 (internal error) "
+                   "claiming nothing was written")
 def test_unwritable_report_path_writes_nothing(tmp_path):
     shutil.copy(FOLDED, tmp_path / "in.onnx")
     (tmp_path / "r.json").mkdir()  # a folder where the report should go
     run = _one(["in.onnx", "out.onnx", "--prune", "0.3", "--report", "r.json", *FAST], tmp_path)
     assert run.rc == 2, run.err
     assert run.err.startswith("onnxslim: error: ")
-    assert not (tmp_path / "out.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "r.json"]
 
 
 def test_console_script_when_installed(tmp_path):
