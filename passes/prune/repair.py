@@ -48,9 +48,10 @@ class ExitStats:
 
 
 def solve(exit: Exit, stats: ExitStats, keep: np.ndarray, ridge: float, prior_w2: np.ndarray | None = None,
-          prior_bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+          prior_bias: np.ndarray | None = None, prior_rows: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Refit (w2 [outputs, features] with zeros outside `keep`, bias) by ridge least squares toward the prior
-    (default: the exit's original weights)."""
+    (default: the exit's original weights). `prior_rows` scales the pseudo-count part of the pull (0 = plain
+    ridge, which with ridge=0 is ordinary least squares)."""
     prior_w2 = exit.w2 if prior_w2 is None else prior_w2
     prior_bias = (exit.bias if exit.bias is not None else np.zeros(exit.w2.shape[0])) if prior_bias is None else prior_bias
     n = exit.n_features
@@ -61,7 +62,7 @@ def solve(exit: Exit, stats: ExitStats, keep: np.ndarray, ridge: float, prior_w2
     diag = np.diag(a)[:k]
     # pseudo-count prior: the pull toward the original grows with features per row, so a Gemm refit
     # from 64 pooled rows stays near the original (it mostly corrects the bias) instead of interpolating
-    lam = (ridge + k / max(stats.count, 1)) * (float(diag.mean()) if k else 0.0) + 1e-12
+    lam = (ridge + prior_rows * k / max(stats.count, 1)) * (float(diag.mean()) if k else 0.0) + 1e-12
     prior = prior_w2[:, keep].T
     a[np.arange(k), np.arange(k)] += lam
     b[:k] += lam * prior
