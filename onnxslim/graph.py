@@ -120,20 +120,13 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
         tmp = _temp_file(path.parent, f".{path.name}.", temps)
         if large:
             data_name = path.name + ".data"
-            # a fresh temp name: onnx appends external data to an existing file
             tmp_data = _temp_file(path.parent, f".{data_name}.", temps)
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)
-            onnx.save_model(copy, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=os.path.basename(tmp_data), size_threshold=1024)
-            # the proto names the data file; point it at its final name before the rename
-            final = onnx.load(tmp, load_external_data=False)
-            for tensor in _external_tensors(final):
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = data_name
+            # weights stream to the data file one tensor at a time; the proto written is a light copy
+            # naming the data file by its final name (no copy of the whole model in memory)
+            with open(tmp_data, "wb") as fh:
+                light = light_copy(model, convert=_ExternalWriter(fh, data_name))
             with open(tmp, "wb") as fh:
-                fh.write(final.SerializeToString())
+                fh.write(light.SerializeToString())
             os.replace(tmp_data, path.parent / data_name)
         else:
             with open(tmp, "wb") as fh:
@@ -145,6 +138,32 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
     except BaseException:
         _remove(temps)
         raise
+
+
+class _ExternalWriter:
+    """Appends a tensor's raw bytes to an open data file (4 KB aligned, so runtimes may map them) and
+    returns a data-less copy that points there; small tensors and non-raw encodings stay inline."""
+
+    ALIGN = 4096
+
+    def __init__(self, fh, location: str, min_bytes: int = 1024):
+        self.fh, self.location, self.min_bytes = fh, location, min_bytes
+
+    def __call__(self, tensor: onnx.TensorProto) -> onnx.TensorProto:
+        if (tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data")
+                or _data_bytes(tensor) < self.min_bytes):
+            return tensor
+        self.fh.write(b"\0" * (-self.fh.tell() % self.ALIGN))
+        offset = self.fh.tell()
+        data = tensor.raw_data
+        self.fh.write(data)
+        out = onnx.TensorProto()
+        out.name, out.data_type, out.doc_string = tensor.name, tensor.data_type, tensor.doc_string
+        out.dims.extend(tensor.dims)
+        out.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(len(data)))):
+            out.external_data.add(key=key, value=value)
+        return out
 
 
 def _temp_file(folder: Path, prefix: str, temps: list[str]) -> str:
@@ -177,18 +196,40 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
+EXACT_SIZE_LIMIT = 64 * 2**20  # below this, model_bytes asks protobuf for the exact size
+
+
 def model_bytes(model: onnx.ModelProto) -> int:
-    """Serialized size: weights plus graph. Past 2 GB protobuf refuses ByteSize(), so then the initializers'
-    bytes are added to the size of everything else (measured on a copy without them)."""
-    try:
+    """Serialized size: weights plus graph.
+
+    upb's ByteSize() encodes the whole message to measure it (a transient copy of every weight: peak memory
+    measured at 3x the model), and refuses past 2 GB. So large models are measured as a copy without their
+    large tensors' data plus those tensors' data sizes (a few bytes of framing per tensor short)."""
+    data = []
+
+    def drop(tensor):
+        light = _dataless_tensor(tensor)
+        if light is not tensor:
+            data.append(_data_bytes(tensor))
+        return light
+
+    estimate = light_copy(model, convert=drop).ByteSize() + sum(data)
+    if estimate < EXACT_SIZE_LIMIT:
         return model.ByteSize()
-    except Exception:
-        pass
-    weights = sum(len(t.raw_data) if t.HasField("raw_data") else t.ByteSize() for t in model.graph.initializer)
-    light = onnx.ModelProto()
-    _copy_fields(model, light, skip="graph")
-    _copy_fields(model.graph, light.graph, skip="initializer")
-    return weights + light.ByteSize()
+    return estimate + 8 * len(data)
+
+
+def _data_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of a tensor's data, without reading it (reading raw_data copies it)."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return 0
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:  # strings, sub-byte types: measure the tensor itself
+        return tensor.ByteSize()
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return tensor.ByteSize()
+    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
 
 
 def _copy_fields(src, dst, skip: str, skip_also: str = "") -> None:
@@ -206,9 +247,11 @@ def _copy_fields(src, dst, skip: str, skip_also: str = "") -> None:
 SMALL_TENSOR = 4096  # elements; smaller tensors keep their data for shape inference (they may be shapes)
 
 
-def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+def light_copy(model: onnx.ModelProto, convert=None) -> onnx.ModelProto:
     """The model without the data of its large tensors: shape inference needs only their dims, and copying
-    or serializing weights is what made it slow and memory-hungry."""
+    or serializing weights is what made it slow and memory-hungry. `convert(tensor) -> tensor` replaces the
+    default dropping of data (initializers and Constant-node tensors)."""
+    _light_tensor = convert or _dataless_tensor
     light = onnx.ModelProto()
     _copy_fields(model, light, skip="graph")
     _copy_fields(model.graph, light.graph, skip="initializer", skip_also="node")
@@ -229,7 +272,7 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _light_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
+def _dataless_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
     if int(np.prod(tensor.dims, dtype=np.int64)) <= SMALL_TENSOR:
         return tensor
     light = onnx.TensorProto()

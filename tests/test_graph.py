@@ -120,17 +120,24 @@ def test_failed_save_keeps_existing_output(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["out.onnx"]
 
 
-def test_failure_while_serializing_leaves_no_temp_file(tmp_path, monkeypatch):
-    """Not an OSError (a bug, an interrupt): the error goes on, the temp file goes away."""
+def test_interrupt_while_writing_weights_leaves_no_temp_files(tmp_path, monkeypatch):
+    """Not an OSError (a bug, an interrupt) halfway through the data file: the error goes on, the temp
+    model and data files go away, the existing output stays."""
     out = tmp_path / "out.onnx"
     out.write_bytes(b"old")
+    real_call = graph._ExternalWriter.__call__
+    calls = []
 
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(graph.onnx, "load", interrupted)  # used only on the external-data path
+    def interrupted(self, tensor):
+        calls.append(tensor.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_call(self, tensor)
+    monkeypatch.setattr(graph._ExternalWriter, "__call__", interrupted)
     monkeypatch.setattr(graph, "TWO_GB", 100)
     with pytest.raises(KeyboardInterrupt):
         graph.save_model(_model(), out)
+    assert len(calls) == 2
     assert out.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["out.onnx"]
 
@@ -275,6 +282,29 @@ def test_large_save_does_not_change_the_callers_model(tmp_path, monkeypatch):
     before = model.SerializeToString()
     graph.save_model(model, tmp_path / "big.onnx")
     assert model.SerializeToString() == before
+
+
+def _size_model():
+    """Big and small initializers, a float_data tensor and a big Constant-node tensor."""
+    model = _model(n=80)
+    big = numpy_helper.from_array(np.arange(5000, dtype=np.float32).reshape(50, 100), "C")
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["c"], value=big, name="const"))
+    model.graph.initializer.append(helper.make_tensor("F", TensorProto.FLOAT, [4100], np.ones(4100).tolist()))
+    return model
+
+
+def test_model_bytes_is_exact_for_small_models():
+    model = _size_model()
+    assert graph.model_bytes(model) == len(model.SerializeToString())
+
+
+def test_model_bytes_estimate_without_serializing(monkeypatch):
+    """Past EXACT_SIZE_LIMIT the size comes from a weightless copy plus the tensors' data sizes."""
+    model = _size_model()
+    monkeypatch.setattr(graph, "EXACT_SIZE_LIMIT", 0)
+    exact = len(model.SerializeToString())
+    estimate = graph.model_bytes(model)
+    assert exact <= estimate <= exact + 16 * 4  # a few bytes of framing per large tensor
 
 
 def test_copy_fields_copies_everything_but_the_skipped_field():
