@@ -96,14 +96,14 @@ def _bn(x, y, prefix="bn", **attrs):
                             name=prefix, **attrs)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_conv_bn_folds_with_equal_outputs(bias):
-    inits = {"w": _f32(6, 3, 3, 3), **_bn_inits(6)}
+@pytest.mark.parametrize("bias,group", [(True, 1), (False, 1), (True, 3)])
+def test_conv_bn_folds_with_equal_outputs(bias, group):
+    inits = {"w": _f32(6, 3 // group, 3, 3), **_bn_inits(6)}
     conv_in = ["x", "w"]
     if bias:
         inits["cb"] = _f32(6)
         conv_in.append("cb")
-    nodes = [helper.make_node("Conv", conv_in, ["c"], name="conv", pads=[1, 1, 1, 1]),
+    nodes = [helper.make_node("Conv", conv_in, ["c"], name="conv", pads=[1, 1, 1, 1], group=group),
              _bn("c", "n", epsilon=1e-3),
              helper.make_node("Relu", ["n"], ["y"], name="relu")]
     model = _model(nodes, [("x", ["N", 3, 8, 8])], [("y", ["N", 6, 8, 8])], inits)
@@ -113,6 +113,16 @@ def test_conv_bn_folds_with_equal_outputs(bias):
     conv = next(n for n in out.graph.node if n.op_type == "Conv")
     assert len(conv.input) == 3  # a bias was created if there was none
     _assert_same_outputs(model, out, batches=(1, 3))
+
+
+def test_conv1d_and_conv3d_bn_fold():
+    for x_shape, w_shape in (((2, 3, 10), (5, 3, 3)), ((1, 3, 4, 5, 6), (5, 3, 2, 2, 2))):
+        inits = {"w": _f32(*w_shape), **_bn_inits(5)}
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), _bn("c", "y")]
+        model = _model(nodes, [("x", list(x_shape))], [("y", None)], inits)
+        out, report = _cleanup(model)
+        assert report["batchnorm_folded"] == 1
+        _assert_same_outputs(model, out)
 
 
 def test_fold_bn_false_keeps_bn():
