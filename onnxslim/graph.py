@@ -317,7 +317,8 @@ def to_model(graph: gs.Graph, like: onnx.ModelProto | None = None) -> onnx.Model
     if like is not None:
         del model.opset_import[:]
         model.opset_import.extend(like.opset_import)
-        model.ir_version = like.ir_version
+        # before IR 4 every initializer also had to be a graph input; gs exports them apart, legal from IR 4
+        model.ir_version = max(like.ir_version, 4)
         model.producer_name = like.producer_name or model.producer_name
         del model.metadata_props[:]
         model.metadata_props.extend(like.metadata_props)

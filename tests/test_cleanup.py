@@ -482,3 +482,19 @@ def test_cleanup_keeps_every_family_equal(family):
     names = [n.name for n in out.graph.node]
     assert all(names) and len(set(names)) == len(names)
     _assert_same_outputs(model, out, rtol=1e-4, atol=1e-4, batches=(2,))
+
+
+def test_ir3_model_with_initializers_as_inputs():
+    """Before IR 4 every initializer had to be listed as a graph input too (old model-zoo files); the BN-folded
+    weights are new initializers, so the result must be IR >= 4 to pass onnx.checker."""
+    inits = {"w": _f32(4, 3, 3, 3), **_bn_inits(4)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), _bn("c", "y")]
+    model = _model(nodes, [("x", [1, 3, 5, 5])] + [(k, list(v.shape)) for k, v in inits.items()], [("y", None)], inits,
+                   opset=9)
+    model.ir_version = 3
+    onnx.checker.check_model(model)
+    out, _ = _cleanup(model)  # runs onnx.checker
+    assert _ops(out) == {"Conv": 1}
+    assert [i.name for i in out.graph.input] == ["x"]
+    x = {"x": _f32(1, 3, 5, 5)}
+    np.testing.assert_allclose(_run(out, x)["y"], _run(model, x)["y"], rtol=1e-5, atol=1e-5)
