@@ -489,7 +489,7 @@ def test_ir3_model_with_initializers_as_inputs():
     weights are new initializers, so the result must be IR >= 4 to pass onnx.checker."""
     inits = {"w": _f32(4, 3, 3, 3), **_bn_inits(4)}
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), _bn("c", "y")]
-    model = _model(nodes, [("x", [1, 3, 5, 5])] + [(k, list(v.shape)) for k, v in inits.items()], [("y", None)], inits,
+    model = _model(nodes, [("x", [1, 3, 5, 5])] + [(k, list(v.shape)) for k, v in inits.items()], [("y", [1, 4, 3, 3])], inits,
                    opset=9)
     model.ir_version = 3
     onnx.checker.check_model(model)
