@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-import onnxruntime as ort
+# OpenBLAS threads spinning against onnxruntime's on a busy 2-core machine make SVDs 20x slower
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -93,6 +98,9 @@ def main(argv=None):
     ap.add_argument("--exclude", default="", help="comma-separated substrings of MatMul names to keep")
     ap.add_argument("--weights", default="", help="error weights by name substring, e.g. attention=2,output/dense=1")
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--sensitivity", choices=["auto", "on", "off"], default="auto",
+                    help="weigh layer errors by their measured effect on the outputs (auto: on when data-aware)")
+    ap.add_argument("--sensitivity-batches", type=int, default=2)
     ap.add_argument("--save", default=None, help="folder to write the compressed models into")
     args = ap.parse_args(argv)
 
@@ -116,7 +124,9 @@ def main(argv=None):
     for target in [float(t) for t in args.targets.split(",")]:
         for method in args.methods.split(","):
             cfg = LowRankConfig(target_macs=target, ops=("matmul",), round_to=args.round_to, ridge=args.ridge,
-                                max_error=args.max_error, exclude=exclude, layer_weights=weights, **METHODS[method])
+                                max_error=args.max_error, exclude=exclude, layer_weights=weights,
+                                sensitivity={"auto": None, "on": True, "off": False}[args.sensitivity],
+                                sensitivity_batches=args.sensitivity_batches, **METHODS[method])
             start = time.perf_counter()
             result = run(model, cfg, Context(calibration=calib, progress=silent))
             seconds = time.perf_counter() - start
@@ -124,7 +134,7 @@ def main(argv=None):
             emb = embeddings(sess, evals)
             cos = np.sum(ref * emb, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1))
             rep = result.report
-            line = {"model": "minilm_l6", "target_macs": target, "method": method,
+            line = {"model": "minilm_l6", "target_macs": target, "method": method, "sensitivity": "sensitivity" in rep,
                     "macs_fraction": rep["fraction"], "factorized": rep["factorized"],
                     "mean_cosine": round(float(cos.mean()), 4), "min_cosine": round(float(cos.min()), 4),
                     "nn_agreement": round(float((nearest(emb) == ref_nn).mean()), 4),

@@ -15,7 +15,7 @@ from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.inputs import random_feeds
 
-from . import factor
+from . import factor, sensitivity
 from .layers import Layer, find_layers
 from .rewrite import Editor
 from .select import Option, allocate, by_energy, candidate_ranks, layer_macs, options_for, schemes_for, split_macs
@@ -38,6 +38,10 @@ class LowRankConfig:
     max_error: float | None = None       # never offer a rank whose relative output error exceeds this
     token_mask: str | None = "auto"      # input marking padding positions to ignore in statistics
     batch_size: int = 16
+    sensitivity: bool | None = None      # weigh layer errors by their measured effect on the model outputs
+                                         # (None: on for data-aware --lowrank-target-macs)
+    sensitivity_batches: int = 2         # calibration batches used per layer for that measurement
+    probe_error: float = 0.1             # layer error at which sensitivity is measured
     ranks: dict = field(default_factory=dict)          # explicit {node name: rank}, overriding the selection
     layer_weights: dict = field(default_factory=dict)  # {node name: weight of its error in the allocation}
 
@@ -82,13 +86,25 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
         with ctx.progress("low-rank statistics", total=_batches(calib, config.batch_size)) as bar:
             stats = original_stats(model, layers, calib.batches(config.batch_size), mask, bar)
 
-    curves = {layer.name: _curves(layer, stats.get(layer.name), config) for layer in layers}
-    chosen = _choose(layers, shapes, curves, config, report)
+    fits = {}  # data-aware fits on the original model, reused by the non-sequential rewrite
+    curves = {layer.name: _curves(layer, stats.get(layer.name), config, fits) for layer in layers}
+    options = {}
+    chosen = _choose(layers, shapes, curves, config, report, options)
+    if options:
+        weights = dict(config.layer_weights)
+        use_sensitivity = config.sensitivity if config.sensitivity is not None else data_aware
+        if use_sensitivity and calib is not None:
+            measured = _sensitivities(model, layers, options, stats, fits, config, ctx)
+            report["sensitivity"] = {k: round(v, 6) for k, v in measured.items()}
+            weights.update({k: weights.get(k, 1.0) * v for k, v in measured.items()})
+        fixed = sum(o.macs for o in chosen.values())
+        total = fixed + sum(opts[0].macs for opts in options.values())
+        chosen.update(allocate(options, config.target_macs * total - fixed, weights))
     plan = [layer for layer in layers if chosen[layer.name].scheme is not None]
 
     fitted_errors = {}
     if plan:
-        model_out, fitted_errors = _apply(model, plan, chosen, stats, data_aware, config, ctx)
+        model_out, fitted_errors = _apply(model, plan, chosen, stats, fits, data_aware, config, ctx)
     else:
         model_out = model
     _report_layers(report, layers, shapes, curves, chosen, stats, fitted_errors, config)
@@ -99,22 +115,24 @@ def _batches(calib, batch_size) -> int:
     return -(-len(calib) // batch_size)
 
 
-def _curves(layer: Layer, stats, config) -> dict[str, np.ndarray]:
+def _curves(layer: Layer, stats, config, fits) -> dict[str, np.ndarray]:
     """Relative error at every rank, per scheme: output error on the data if data-aware, else weight error."""
     out = {}
     for scheme in schemes_for(layer, config.conv_svd):
         if scheme == "spatial":
             out[scheme] = factor.spatial_errors(layer.kernel)
         elif stats is not None:
-            out[scheme] = factor.reduced_rank_fit(stats, config.ridge).errors
+            fit = factor.reduced_rank_fit(stats, config.ridge)
+            fits[layer.name] = fit
+            out[scheme] = fit.errors
         else:
             out[scheme] = factor.weight_svd_errors(layer.weight, None)[1]
     return out
 
 
-def _choose(layers, shapes, curves, config, report) -> dict[str, Option]:
+def _choose(layers, shapes, curves, config, report, options) -> dict[str, Option]:
+    """Fixed choices (explicit ranks, energy); for a MACs budget, fills `options` for the allocation."""
     chosen = {}
-    options = {}
     for layer in layers:
         base = layer_macs(layer, shapes[layer.name])
         keep = Option(None, 0, base, 0.0)
@@ -134,15 +152,31 @@ def _choose(layers, shapes, curves, config, report) -> dict[str, Option]:
             chosen[layer.name] = best if best.macs < base else keep
         else:
             options[layer.name] = options_for(layer, shapes[layer.name], curves[layer.name], config.round_to, config.max_error)
-    if options:
-        fixed = sum(o.macs for o in chosen.values())
-        total = fixed + sum(opts[0].macs for opts in options.values())
-        budget = config.target_macs * total - fixed
-        chosen.update(allocate(options, budget, config.layer_weights))
     return chosen
 
 
-def _apply(model, plan, chosen, stats, data_aware, config, ctx):
+def _sensitivities(model, layers, options, stats, fits, config, ctx) -> dict[str, float]:
+    """Per layer, model output error per unit of layer error, each layer split alone near probe_error."""
+    by_name = {layer.name: layer for layer in layers}
+    dtypes = {t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
+              if t.name in {layer.node.input[1] for layer in layers}}
+    probes = {}
+    for name, opts in options.items():
+        splits = [o for o in opts if o.scheme is not None and o.error > 0]
+        if splits:
+            probes[name] = min(splits, key=lambda o: abs(o.error - config.probe_error))
+
+    def split_one(name):
+        editor = Editor(model)
+        _split(editor, by_name[name], probes[name], stats.get(name), config, dtypes, {}, fits.get(name))
+        return editor.finish()
+
+    with ctx.progress("low-rank sensitivity", total=len(probes)) as bar:
+        return sensitivity.measure(model, {k: o.error for k, o in probes.items()}, split_one, ctx.calibration,
+                                   config.batch_size, config.sensitivity_batches, bar)
+
+
+def _apply(model, plan, chosen, stats, fits, data_aware, config, ctx):
     """Rewrite the planned layers; data-aware + sequential goes level by level on the compressed model."""
     dtypes = {t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
               if t.name in {layer.node.input[1] for layer in plan}}
@@ -150,7 +184,7 @@ def _apply(model, plan, chosen, stats, data_aware, config, ctx):
     if not (data_aware and config.sequential):
         editor = Editor(model)
         for layer in plan:
-            _split(editor, layer, chosen[layer.name], stats.get(layer.name), config, dtypes, fitted)
+            _split(editor, layer, chosen[layer.name], stats.get(layer.name), config, dtypes, fitted, fits.get(layer.name))
         return editor.finish(), fitted
     calib = ctx.calibration
     mask = find_token_mask(model, config.token_mask)
@@ -170,7 +204,7 @@ def _apply(model, plan, chosen, stats, data_aware, config, ctx):
     return current, fitted
 
 
-def _split(editor: Editor, layer: Layer, option: Option, stats, config, dtypes, fitted) -> None:
+def _split(editor: Editor, layer: Layer, option: Option, stats, config, dtypes, fitted, fit=None) -> None:
     dtype = dtypes.get(layer.node.input[1], np.float32)
     r = option.rank
     if option.scheme == "spatial":
@@ -178,11 +212,12 @@ def _split(editor: Editor, layer: Layer, option: Option, stats, config, dtypes, 
         editor.split_conv_spatial(layer, vertical, horizontal, layer.bias, dtype)
         return
     if stats is not None:
-        fit = factor.reduced_rank_fit(stats, config.ridge)
+        fit = fit or factor.reduced_rank_fit(stats, config.ridge)
         left, right, shift = factor.projection_at(fit, stats, r)
         fitted[layer.name] = float(fit.errors[r])
     else:
         v, _ = factor.weight_svd_errors(layer.weight, None)
+        r = min(r, v.shape[1])
         left, right, shift = v[:, :r], v[:, :r].T, np.zeros(layer.out_features)
     a, b = factor.output_space_factors(layer.weight, left, right)
     bias = None if layer.bias is None else layer.bias + shift

@@ -95,15 +95,12 @@ def weight_svd_errors(w: np.ndarray, cov: np.ndarray | None) -> tuple[np.ndarray
     With `cov` (the output covariance W^T C W) the errors are output errors on that data, tr(P_perp F)/tr(F);
     without, the weight's own relative Frobenius error.
     """
-    _, s, vt = np.linalg.svd(w, full_matrices=True)
-    v = vt.T
-    if cov is None:
-        energy = np.zeros(v.shape[1])
-        energy[: s.size] = s**2
-    else:
-        energy = np.einsum("ij,ik,kj->j", v, cov, v)
+    _, s, vt = np.linalg.svd(w, full_matrices=False)
+    v = vt.T  # [out, min(in, out)]; directions beyond carry no output energy
+    energy = s**2 if cov is None else np.einsum("ij,ik,kj->j", v, cov, v)
     total = max(float(energy.sum()), 1e-30)
     errors = np.concatenate([[total], total - np.cumsum(energy)]) / total
+    errors = np.concatenate([errors, np.full(w.shape[1] - s.size, errors[-1])])  # one entry per rank 0..out
     return v, np.maximum(errors, 0.0)
 
 
