@@ -108,8 +108,9 @@ def _optimize(model, output, output_opt, o):
         raise SlimError(f"two output paths given ({output} and {output_opt})")
     src = Path(model)
     dst = Path(output or output_opt or src.with_name(src.stem + ".slim.onnx"))
-    if src.exists() and dst.exists() and os.path.samefile(src, dst) or dst.resolve() == src.resolve():
-        raise SlimError(f"output {dst} is the input model; refusing to overwrite it")
+    _check_paths(src, dst, o)
+    if o["min_cosine"] is not None and o["no_validate"]:
+        raise SlimError("--min-cosine needs validation; drop --no-validate")
     original = graph.load_model(src)
     shapes = inputs.parse_input_shapes(o["input_shape"])
     prune = _prune_config(o)
@@ -124,13 +125,40 @@ def _optimize(model, output, output_opt, o):
                       data=o["data"], input_shapes=shapes, validate=not o["no_validate"],
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
                       progress=silent if o["quiet"] else progress, seed=o["seed"])
-    graph.save_model(result.model, dst, input_path=src)
     result.report["output"] = str(dst)
+    graph.save_model(result.model, dst, input_path=src)
     if o["report_path"]:
-        _write_json(Path(o["report_path"]), result.report)
+        try:
+            _write_json(Path(o["report_path"]), result.report)
+        except OSError as err:
+            dst.unlink(missing_ok=True)  # all or nothing
+            raise SlimError(f"cannot write --report {o['report_path']}: {err.strerror or err}; nothing written") from None
     if not o["quiet"]:
         click.echo(_summary(result.report))
         click.echo(f"wrote {dst}")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _check_paths(src: Path, dst: Path, o) -> None:
+    """Outputs never replace an input or each other, and can be written: checked before any work."""
+    inputs = [("the input model", src)] + [(f"the --{k} file", Path(o[k])) for k in ("data", "calib") if o[k]]
+    outputs = [("output", dst)] + ([("--report", Path(o["report_path"]))] if o["report_path"] else [])
+    for what, out in outputs:
+        for name, path in inputs:
+            if _same(out, path):
+                raise SlimError(f"{what} {out} is {name}; refusing to overwrite it")
+        if out.is_dir():
+            raise SlimError(f"{what} {out} is a folder")
+        if out.parent.exists() and not os.access(out.parent, os.W_OK):
+            raise SlimError(f"{what} {out}: folder {out.parent} is not writable")
+    if len(outputs) == 2 and _same(outputs[0][1], outputs[1][1]):
+        raise SlimError(f"--report {outputs[1][1]} is the output model path")
 
 
 DATA_CRITERIA = ("activation", "apoz", "hrank", "reconstruction")
@@ -323,7 +351,20 @@ def _guard(fn):
 
 
 def main():
-    cli(prog_name="onnxslim")
+    try:
+        cli.main(prog_name="onnxslim", standalone_mode=False)
+    except click.exceptions.UsageError as err:  # click's own usage errors: one line too
+        if type(err).__name__ == "NoArgsIsHelpError" and err.ctx is not None:
+            click.echo(err.ctx.get_help())
+            sys.exit(0)
+        click.echo(f"onnxslim: error: {err.format_message()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("onnxslim: interrupted; nothing written", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as err:
+        click.echo(f"onnxslim: error: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":
