@@ -186,7 +186,9 @@ def _concrete_shapes(model: onnx.ModelProto, sizes: list[int], need: tuple[str, 
         for d in vi.type.tensor_type.shape.dim:
             if not d.HasField("dim_value") or d.dim_value <= 0:
                 key = d.dim_param or f"anon{len(by_param)}"
-                size = by_param.setdefault(key, sizes[len(by_param) % len(sizes)])
+                # every dynamic dim gets its own size: two dims sharing one would look like copies of each other
+                k = len(by_param)
+                size = by_param.setdefault(key, sizes[k] if k < len(sizes) else sizes[-1] + 6 * (k - len(sizes) + 1))
                 d.Clear()
                 d.dim_value = size
     inferred = infer_shapes(probe)

@@ -392,6 +392,18 @@ def test_constant_subgraph_onnxruntime_cannot_run_does_not_hang(deadline):
     np.testing.assert_array_equal(_const_value(out, out.graph.node[0].input[0]), [0, 0, 2])  # Relu folded
 
 
+def test_reshape_swapping_two_of_four_dynamic_dims_stays_right():
+    """x [A, B, C, E] reshaped to [E, B, C, A] from its Shape. The shape probes gave the 4th dynamic dim the
+    same size as the 1st, so E looked like a copy of A and the shape was frozen to [0, 0, 0, 0] (identity)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"), _i64("perm", [3, 1, 2, 0]),
+             helper.make_node("Gather", ["s", "perm"], ["s2"], name="gather", axis=0),
+             helper.make_node("Reshape", ["x", "s2"], ["y"], name="reshape")]
+    model = _model(nodes, [("x", ["A", "B", "C", "E"])], [("y", None)])
+    out, _ = _cleanup(model)
+    x = _f32(2, 3, 4, 5)
+    np.testing.assert_array_equal(_run(out, {"x": x})["y"], x.reshape(5, 3, 4, 2))
+
+
 # -- node names ---------------------------------------------------------------------------------------
 
 def test_node_names_unique_and_non_empty():
