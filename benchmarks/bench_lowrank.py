@@ -121,11 +121,17 @@ def main(argv=None):
         key, val = item.split("=")
         weights.update({n: float(val) for n in matmuls if key in n})
 
+    measured = None  # sensitivity does not depend on the target: measure once, pass it on as layer weights
     for target in [float(t) for t in args.targets.split(",")]:
         for method in args.methods.split(","):
+            sens = {"auto": None, "on": True, "off": False}[args.sensitivity]
+            layer_weights = dict(weights)
+            if measured is not None and sens is not False and METHODS[method]["data_aware"]:
+                layer_weights.update({k: weights.get(k, 1.0) * v for k, v in measured.items()})
+                sens = False
             cfg = LowRankConfig(target_macs=target, ops=("matmul",), round_to=args.round_to, ridge=args.ridge,
-                                max_error=args.max_error, exclude=exclude, layer_weights=weights,
-                                sensitivity={"auto": None, "on": True, "off": False}[args.sensitivity],
+                                max_error=args.max_error, exclude=exclude, layer_weights=layer_weights,
+                                sensitivity=sens,
                                 sensitivity_batches=args.sensitivity_batches, **METHODS[method])
             start = time.perf_counter()
             result = run(model, cfg, Context(calibration=calib, progress=silent))
@@ -134,7 +140,9 @@ def main(argv=None):
             emb = embeddings(sess, evals)
             cos = np.sum(ref * emb, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1))
             rep = result.report
-            line = {"model": "minilm_l6", "target_macs": target, "method": method, "sensitivity": "sensitivity" in rep,
+            if "sensitivity" in rep:
+                measured = rep["sensitivity"]
+            line = {"model": "minilm_l6", "target_macs": target, "method": method, "sensitivity": "sensitivity" in rep or bool(measured and METHODS[method]["data_aware"] and args.sensitivity != "off"),
                     "macs_fraction": rep["fraction"], "factorized": rep["factorized"],
                     "mean_cosine": round(float(cos.mean()), 4), "min_cosine": round(float(cos.min()), 4),
                     "nn_agreement": round(float((nearest(emb) == ref_nn).mean()), 4),

@@ -256,3 +256,25 @@ def test_data_aware_without_calibration_is_a_slim_error():
     model = matmul_model(np.ones((4, 4)))
     with pytest.raises(SlimError):
         run(model, LowRankConfig(energy=0.5, data_aware=True), _ctx())
+
+
+def test_sensitivity_compresses_the_layer_whose_error_matters_less():
+    """Two layers with the same spectrum feed one output, one scaled by 0.01: it should get the lower rank."""
+    rng = np.random.default_rng(13)
+    w = (rng.standard_normal((32, 32)) * np.linspace(1, 0.1, 32)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["h0"], name="loud"),
+             helper.make_node("MatMul", ["x", "W1"], ["h1"], name="quiet"),
+             helper.make_node("Mul", ["h1", "s"], ["q"], name="scale"),
+             helper.make_node("Add", ["h0", "q"], ["y"], name="sum")]
+    model = _model(nodes, [_vi("x", ["N", 4, 32])], [_vi("y", ["N", 4, 32])],
+                   {"W0": w, "W1": w.copy(), "s": np.array(0.01, np.float32)})
+    calib = Calib({"x": rng.standard_normal((32, 4, 32)).astype(np.float32)})
+    ranks = {}
+    for sens in (False, True):
+        result = run(model, LowRankConfig(target_macs=0.5, round_to=2, data_aware=True, sequential=False, sensitivity=sens), _ctx(calib))
+        ranks[sens] = {layer["name"]: layer["rank"] or 32 for layer in result.report["layers"]}
+        assert result.report["fraction"] <= 0.5
+    assert ranks[False]["loud"] == ranks[False]["quiet"]
+    assert ranks[True]["quiet"] < ranks[True]["loud"]
+    rep = result.report["sensitivity"]
+    assert rep["quiet"] < 0.01 * rep["loud"]

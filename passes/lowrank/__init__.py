@@ -95,7 +95,7 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
         use_sensitivity = config.sensitivity if config.sensitivity is not None else data_aware
         if use_sensitivity and calib is not None:
             measured = _sensitivities(model, layers, options, stats, fits, config, ctx)
-            report["sensitivity"] = {k: round(v, 6) for k, v in measured.items()}
+            report["sensitivity"] = {k: float(f"{v:.4g}") for k, v in measured.items()}
             weights.update({k: weights.get(k, 1.0) * v for k, v in measured.items()})
         fixed = sum(o.macs for o in chosen.values())
         total = fixed + sum(opts[0].macs for opts in options.values())
@@ -195,7 +195,7 @@ def _apply(model, plan, chosen, stats, fits, data_aware, config, ctx):
         for level in levels:
             group = [layer for layer in plan if layer.level == level]
             needs_data = [layer for layer in group if chosen[layer.name].scheme != "spatial"]
-            paired = paired_stats(original, current, needs_data, calib.batches(config.batch_size), mask) if needs_data else {}
+            paired = paired_stats(original, current, needs_data, calib.batches(config.batch_size), mask, stats) if needs_data else {}
             editor = Editor(current)
             for layer in group:
                 _split(editor, layer, chosen[layer.name], paired.get(layer.name), config, dtypes, fitted)

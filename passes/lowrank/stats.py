@@ -78,11 +78,14 @@ def original_stats(model: onnx.ModelProto, layers: list[Layer], batches, mask_na
     return out
 
 
-def paired_stats(original: TensorTap, current: onnx.ModelProto, layers: list[Layer], batches, mask_name) -> dict[str, OutputStats]:
-    """Stats of z (the layer as it still is, on the compressed model's input) against y (the original's output)."""
+def paired_stats(original: TensorTap, current: onnx.ModelProto, layers: list[Layer], batches, mask_name,
+                 reference: dict[str, OutputStats]) -> dict[str, OutputStats]:
+    """Stats of z (the layer as it still is, on the compressed model's input) against y (the original's output).
+
+    `reference` holds the original model's own output stats (y's covariance and mean), already measured.
+    """
     tap = TensorTap(current, [layer.out_tensor for layer in layers])
     zz = {layer.name: GramAccumulator(layer.feature_axis) for layer in layers}
-    yy = {layer.name: GramAccumulator(layer.feature_axis) for layer in layers}
     zy = {layer.name: CrossGramAccumulator(layer.feature_axis) for layer in layers}
     for feed in batches:
         now, then = tap(feed), original(feed)
@@ -91,15 +94,13 @@ def paired_stats(original: TensorTap, current: onnx.ModelProto, layers: list[Lay
             y = _pre_bias(layer, then[layer.out_tensor])
             w = _row_weights(layer, z, feed, mask_name)
             zz[layer.name].update(z, w)
-            yy[layer.name].update(y, w)
             zy[layer.name].update(z, y, w)
     out = {}
     for layer in layers:
-        a, b, c = zz[layer.name], yy[layer.name], zy[layer.name]
+        a, c, ref = zz[layer.name], zy[layer.name], reference[layer.name]
         if layer.bias is not None:
-            out[layer.name] = OutputStats(a.covariance, c.cross_covariance, b.covariance, a.mean, b.mean)
+            out[layer.name] = OutputStats(a.covariance, c.cross_covariance, ref.cyy, a.mean, ref.mean_y)
         else:
             n = max(a.count, 1.0)
-            zero = np.zeros_like(a.mean)
-            out[layer.name] = OutputStats(a.second_moment, c.cross / n, b.second_moment, zero, zero)
+            out[layer.name] = OutputStats(a.second_moment, c.cross / n, ref.cyy, np.zeros_like(a.mean), ref.mean_y)
     return out
