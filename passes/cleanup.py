@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from onnxslim.context import Context, PassResult
-from onnxslim.graph import infer_shapes, to_graph, to_model
+from onnxslim.graph import infer_shapes, light_copy, to_graph, to_model
 
 logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
 ort.set_default_logger_severity(3)  # folding sessions warn about graph rewrites our users cannot act on
@@ -179,8 +179,8 @@ def _concrete_shapes(model: onnx.ModelProto, sizes: list[int], need: tuple[str, 
 
     onnx propagates shape *values* (Shape -> Gather -> Concat -> Reshape) only from opset 15 on; when a
     tensor in `need` is still unknown, the Shape-derived subgraphs of the pinned probe are folded instead."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)  # the opset < 15 path folds this copy, which needs its weights
+    # shapes need no weights; folds below that would read a dropped large tensor fail and are skipped
+    probe = light_copy(model)
     by_param: dict[str, int] = {}  # inputs that share a named dim (batch, sequence) must get one size
     for vi in probe.graph.input:
         for d in vi.type.tensor_type.shape.dim:
@@ -188,7 +188,7 @@ def _concrete_shapes(model: onnx.ModelProto, sizes: list[int], need: tuple[str, 
                 key = d.dim_param or f"anon{len(by_param)}"
                 # every dynamic dim gets its own size: two dims sharing one would look like copies of each other
                 k = len(by_param)
-                size = by_param.setdefault(key, sizes[k] if k < len(sizes) else sizes[-1] + 6 * (k - len(sizes) + 1))
+                size = by_param.setdefault(key, sizes[k] if k < len(sizes) else sizes[-1] + sizes[0] * (k - len(sizes) + 1))
                 d.Clear()
                 d.dim_value = size
     inferred = infer_shapes(probe)
@@ -199,7 +199,8 @@ def _concrete_shapes(model: onnx.ModelProto, sizes: list[int], need: tuple[str, 
         if all(name in shapes for name in need):
             break
         graph = to_graph(inferred)
-        graph.fold_constants(fold_shapes=True, partitioning="recursive", error_ok=True)
+        # shape tensors are small; the cap keeps ConstantOfShape masks of the probe sizes unfolded
+        graph.fold_constants(fold_shapes=True, partitioning="recursive", error_ok=True, size_threshold=1 << 16)
         inferred = infer_shapes(to_model(graph, like=probe))
         more = _known_shapes(inferred)
         if more.keys() <= shapes.keys():
@@ -227,7 +228,10 @@ def _static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
     if not todo:
         return 0
     need = tuple(t for n in todo for t in (n.inputs[0].name, n.outputs[0].name))
-    first, second = _concrete_shapes(model, [7, 11, 13], need), _concrete_shapes(model, [17, 19, 23], need)
+    # Sizes far above common strides and far apart: divided by 2..64 (ceil or floor) they stay distinct from
+    # each other and between the probes; with small ones ceil(H/32) is 1 in both probes and looks static, and
+    # H/32 == W/32 makes one look like a copy of the other.
+    first, second = _concrete_shapes(model, [97, 211, 331], need), _concrete_shapes(model, [163, 419, 661], need)
     changed = 0
     for node in todo:
         x, y = node.inputs[0].name, node.outputs[0].name
@@ -237,8 +241,9 @@ def _static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
         for i, (a, b) in enumerate(zip(first[y], second[y])):
             if a == b:
                 dims.append(a)
-            elif i < len(first[x]) and first[x][i] == a and second[x][i] == b:
-                dims.append(0)
+            elif (i < len(first[x]) and first[x][i] == a and second[x][i] == b
+                  and sum(p == a and q == b for p, q in zip(first[x], second[x])) == 1):
+                dims.append(0)  # follows the input's dim i, and no other input dim looks the same
             else:
                 dims.append(-1)
                 unknown += 1

@@ -404,6 +404,24 @@ def test_reshape_swapping_two_of_four_dynamic_dims_stays_right():
     np.testing.assert_array_equal(_run(out, {"x": x})["y"], x.reshape(5, 3, 4, 2))
 
 
+@pytest.mark.parametrize("hw", [(64, 96), (96, 64), (32, 32), (200, 40)])
+def test_reshape_of_downsampled_dynamic_hw_stays_right(hw):
+    """[N, 8, H/32, W/32] -> [N, 2, 4, H/32, W/32] from its Shape. With small probe sizes ceil(H/32) was 1 in
+    both probes (frozen as static 1), or equal to ceil(W/32) so H looked like a copy of W."""
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], name="pool", kernel_shape=[32, 32], strides=[32, 32], ceil_mode=1),
+             helper.make_node("Shape", ["p"], ["s"], name="shape"), _i64("i0", [0]), _i64("i23", [2, 3]), _i64("two4", [2, 4]),
+             helper.make_node("Gather", ["s", "i0"], ["n"], name="gn", axis=0),
+             helper.make_node("Gather", ["s", "i23"], ["hw"], name="ghw", axis=0),
+             helper.make_node("Concat", ["n", "two4", "hw"], ["s2"], name="cat", axis=0),
+             helper.make_node("Reshape", ["p", "s2"], ["y"], name="reshape")]
+    model = _model(nodes, [("x", ["N", 8, "H", "W"])], [("y", None)])
+    out, _ = _cleanup(model)
+    x = {"x": _f32(2, 8, *hw)}
+    want = _run(model, x)["y"]
+    assert want.shape == (2, 2, 4, -(-hw[0] // 32), -(-hw[1] // 32))
+    np.testing.assert_array_equal(_run(out, x)["y"], want)
+
+
 # -- node names ---------------------------------------------------------------------------------------
 
 def test_node_names_unique_and_non_empty():
