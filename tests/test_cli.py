@@ -98,7 +98,7 @@ def _setup(folder: Path, name: str):
     shutil.copy(FOLDED, folder / "in.onnx")
     if name == "missing_file":
         os.unlink(folder / "in.onnx")
-    elif name == "not_onnx":
+    elif name in ("not_onnx", "inspect_not_onnx"):
         (folder / "in.onnx").write_text("this is a text file, not a model\n")
     elif name == "truncated":
         data = FOLDED.read_bytes()
@@ -152,6 +152,8 @@ BAD = {
     "input_shape_wrong_dims": (["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:2,1,9,9", *FAST], 2, "input"),
     "dynamic_without_input_shape": (["in.onnx", "out.onnx", "--prune", "0.5", *FAST], 2, "--input-shape"),
     "bn_importance_without_bn": (["in.onnx", "out.onnx", "--prune", "0.3", "--importance", "bn"], 2, "BatchNormalization"),
+    "inspect_not_onnx": (["inspect", "in.onnx"], 2, "not an ONNX model"),
+    "inspect_missing": (["inspect", "nope.onnx"], 2, "no such file"),
     "min_cosine": (["in.onnx", "out.onnx", "--prune", "0.5", "--min-cosine", "0.999", "--report", "r.json", *FAST], 1, "cosine"),
     "min_cosine_existing_output": (["in.onnx", "out.onnx", "--prune", "0.5", "--min-cosine", "0.999", *FAST], 1, "cosine"),
 }
