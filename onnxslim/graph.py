@@ -114,6 +114,13 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
     if path.is_dir():
         raise SlimError(f"output {path} is a folder; give a file name")
     large = model_bytes(model) >= TWO_GB if _all_inline(model) else True
+    data_path = path.parent / (path.name + ".data")
+    targets = [path] + ([data_path] if large else [])
+    if input_path is not None and any(t.exists() for t in targets):
+        for data in model_files(input_path)[1:]:
+            for target in targets:
+                if _same_file(target, data):
+                    raise SlimError(f"output {target} holds the input model's external data; refusing to overwrite it")
     temps: list[str] = []
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +190,22 @@ def _remove(names: list[str]) -> None:
             os.unlink(name)
         except FileNotFoundError:
             pass
+
+
+def model_files(path: str | os.PathLike) -> list[Path]:
+    """The model file, then the external data files it names: what an output must never replace. Reads the
+    proto without its data (a whole parse when the weights are inline)."""
+    path = Path(path)
+    files = [path]
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        for tensor in _external_tensors(proto):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            if isinstance(location, str) and location and path.parent / location not in files:
+                files.append(path.parent / location)
+    except Exception:  # not readable as ONNX: load_model says why
+        pass
+    return files
 
 
 def _all_inline(model: onnx.ModelProto) -> bool:

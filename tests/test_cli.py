@@ -105,6 +105,9 @@ def _setup(folder: Path, name: str):
         (folder / "in.onnx").write_bytes(data[: len(data) // 3])
     elif name == "external_outside":
         _outside_data_model(folder)
+    elif name.startswith("external_data"):
+        onnx.save_model(onnx.load(str(FOLDED)), str(folder / "in.onnx"), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
     elif name == "data_wrong_name":
         np.savez(folder / "d.npz", image=_eval_x(16))
     elif name == "data_wrong_shape":
@@ -152,6 +155,7 @@ BAD = {
     "input_shape_wrong_dims": (["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:2,1,9,9", *FAST], 2, "input"),
     "dynamic_without_input_shape": (["in.onnx", "out.onnx", "--prune", "0.5", *FAST], 2, "--input-shape"),
     "bn_importance_without_bn": (["in.onnx", "out.onnx", "--prune", "0.3", "--importance", "bn"], 2, "BatchNormalization"),
+    "external_data_as_output": (["in.onnx", "weights.bin", "--prune", "0.3", "-q", *FAST], 2, "external data"),
     "inspect_not_onnx": (["inspect", "in.onnx"], 2, "not an ONNX model"),
     "inspect_missing": (["inspect", "nope.onnx"], 2, "no such file"),
     "min_cosine": (["in.onnx", "out.onnx", "--prune", "0.5", "--min-cosine", "0.999", "--report", "r.json", *FAST], 1, "cosine"),
@@ -386,6 +390,18 @@ def test_unwritable_report_path_writes_nothing(tmp_path):
     assert run.rc == 2, run.err
     assert run.err.startswith("onnxslim: error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "r.json"]
+
+
+@pytest.mark.xfail(strict=True, reason="cli._check_paths compares --report (and -o) with the input model only, not with "
+                   "the external data files it names (graph.model_files lists them); --report onto the input's "
+                   "weights.bin overwrites it with JSON and exits 0")
+def test_report_onto_the_inputs_external_data_is_refused(tmp_path):
+    _setup(tmp_path, "external_data_report")
+    before = (tmp_path / "weights.bin").read_bytes()
+    run = _one(["in.onnx", "out.onnx", "--prune", "0.3", "--report", "weights.bin", "-q", *FAST], tmp_path)
+    assert (tmp_path / "weights.bin").read_bytes() == before
+    assert run.rc == 2 and run.err.startswith("onnxslim: error: ")
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_console_script_when_installed(tmp_path):

@@ -1,6 +1,7 @@
 """graph.py: load/save round trip, atomic writes, never overwriting the input, external data (and refusing
 data from outside the model's folder), the >2 GB save path (with TWO_GB lowered), and bad files."""
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -162,6 +163,30 @@ def test_refuses_to_overwrite_the_input(tmp_path):
     assert src.read_bytes() == before
     # a different path is fine
     graph.save_model(_model(seed=5), tmp_path / "other.onnx", input_path=src)
+
+
+def test_refuses_to_overwrite_the_inputs_external_data(tmp_path, monkeypatch):
+    src = _save_external(_model(), str(tmp_path))  # m.onnx + weights.bin
+    data = (tmp_path / "weights.bin").read_bytes()
+    assert graph.model_files(src) == [Path(src), tmp_path / "weights.bin"]
+    with pytest.raises(SlimError) as err:
+        graph.save_model(_model(seed=5), tmp_path / "weights.bin", input_path=src)
+    assert "external data" in _one_line_error(err)
+    # the >2 GB form writes <name>.data: that must not be the input's data file either
+    (tmp_path / "w.onnx.data").write_bytes(b"")
+    os.replace(tmp_path / "weights.bin", tmp_path / "w.onnx.data")
+    _set_location(src, "w.onnx.data")
+    monkeypatch.setattr(graph, "TWO_GB", 1000)
+    with pytest.raises(SlimError):
+        graph.save_model(_model(n=64), tmp_path / "w.onnx", input_path=src)
+    assert (tmp_path / "w.onnx.data").read_bytes() == data
+    assert not (tmp_path / "w.onnx").exists()
+    _assert_same_weights(graph.load_model(src), _model())
+
+
+def test_model_files_of_a_non_model_is_just_the_file(tmp_path):
+    (tmp_path / "x.onnx").write_text("not a model")
+    assert graph.model_files(tmp_path / "x.onnx") == [tmp_path / "x.onnx"]
 
 
 def test_output_that_is_a_folder_is_refused(tmp_path):
