@@ -91,6 +91,8 @@ def _load_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
             length = int(info["length"]) if info.get("length") else None
         except ValueError:
             raise SlimError(f"external data of tensor '{tensor.name}' has a non-integer offset or length") from None
+        if length is None:  # the tensor's own size, not the rest of a maybe huge file
+            length = _dims_bytes(tensor)
         size = target.stat().st_size
         # checked before reading: a corrupt length must not make us allocate it
         if offset < 0 or (length is not None and (length < 0 or offset + length > size)) or offset > size:
@@ -243,16 +245,31 @@ def model_bytes(model: onnx.ModelProto) -> int:
 
 
 def _data_bytes(tensor: onnx.TensorProto) -> int:
-    """Bytes of a tensor's data, without reading it (reading raw_data copies it)."""
+    """Bytes of a tensor's data held in the proto, without reading it (reading raw_data copies it)."""
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return 0
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    except Exception:  # strings, sub-byte types: measure the tensor itself
-        return tensor.ByteSize()
+    size = _dims_bytes(tensor)
+    return tensor.ByteSize() if size is None else size
+
+
+def _dims_bytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes its dims and element type call for; None for strings and types numpy cannot size."""
     if tensor.data_type == onnx.TensorProto.STRING:
-        return tensor.ByteSize()
-    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+        return None
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    bits = _PACKED_BITS.get(tensor.data_type)
+    if bits:
+        return -(-count * bits // 8)
+    try:
+        return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:
+        return None
+
+
+# element types stored packed, several to a byte (numpy's itemsize says 1)
+_PACKED_BITS = {getattr(onnx.TensorProto, name): bits for name, bits in
+                (("UINT4", 4), ("INT4", 4), ("FLOAT4E2M1", 4), ("UINT2", 2), ("INT2", 2),
+                 ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6)) if hasattr(onnx.TensorProto, name)}
 
 
 def _copy_fields(src, dst, skip: str, skip_also: str = "") -> None:

@@ -259,6 +259,27 @@ def test_truncated_external_file(tmp_path, keep_length):
     _one_line_error(err)
 
 
+def _drop_lengths(path):
+    m = onnx.load(path, load_external_data=False)
+    for t in m.graph.initializer:
+        keep = [(e.key, e.value) for e in t.external_data if e.key != "length"]
+        del t.external_data[:]
+        for k, v in keep:
+            t.external_data.add(key=k, value=v)
+    with open(path, "wb") as fh:
+        fh.write(m.SerializeToString())
+
+
+def test_external_data_without_length_reads_only_the_tensor(tmp_path):
+    """Other tools' data files may hold more after a tensor (or be one big shared blob)."""
+    path = _save_external(_model(), str(tmp_path))
+    _drop_lengths(path)
+    with open(tmp_path / "weights.bin", "ab") as fh:
+        fh.write(b"\x7f" * 100_000)
+    back = graph.load_model(path)
+    _assert_same_weights(back, _model())
+
+
 @pytest.mark.parametrize("key,value", [("length", str(10**15)), ("offset", "-8"), ("offset", "abc")])
 def test_corrupt_external_offsets_are_refused_before_reading(tmp_path, key, value):
     path = _save_external(_model(), str(tmp_path))
