@@ -122,8 +122,10 @@ def _fold_batchnorm(graph: gs.Graph) -> int:
     folded = 0
     outputs = {id(t) for t in graph.outputs}
     for bn in list(graph.nodes):
-        if bn.op != "BatchNormalization" or len(bn.outputs) != 1 and any(o.outputs for o in bn.outputs[1:]):
-            continue
+        if bn.op != "BatchNormalization" or any(o.outputs or id(o) in outputs for o in bn.outputs[1:]):
+            continue  # its running mean/var outputs are used
+        if int(bn.attrs.get("training_mode", 0)):
+            continue  # normalizes by the batch's own statistics, not the running ones: not a per-channel affine
         x = bn.inputs[0]
         conv = x.inputs[0] if len(x.inputs) == 1 else None
         if conv is None or conv.op not in ("Conv", "ConvTranspose") or len(x.outputs) != 1 or id(x) in outputs:

@@ -145,6 +145,29 @@ def test_bn_not_folded_when_conv_output_is_also_used_elsewhere():
     _assert_same_outputs(model, out)
 
 
+def test_bn_in_training_mode_is_not_folded():
+    """training_mode=1 normalizes by the batch's statistics: folding the running ones changed the outputs."""
+    inits = {"w": _f32(4, 3, 3, 3), **_bn_inits(4)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "bn_g", "bn_b", "bn_m", "bn_v"], ["y", "rm", "rv"], name="bn",
+                              training_mode=1)]
+    model = _model(nodes, [("x", [2, 3, 6, 6])], [("y", [2, 4, 4, 4])], inits, opset=15)
+    out, report = _cleanup(model)
+    assert report["batchnorm_folded"] == 0
+    _assert_same_outputs(model, out)
+
+
+def test_bn_whose_running_stats_are_graph_outputs_is_kept():
+    inits = {"w": _f32(4, 3, 3, 3), **_bn_inits(4)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "bn_g", "bn_b", "bn_m", "bn_v"], ["y", "rm", "rv"], name="bn",
+                              training_mode=1)]
+    model = _model(nodes, [("x", [2, 3, 6, 6])], [("y", [2, 4, 4, 4]), ("rm", [4]), ("rv", [4])], inits, opset=15)
+    out, _ = _cleanup(model)
+    assert [o.name for o in out.graph.output] == ["y", "rm", "rv"]
+    _assert_same_outputs(model, out)
+
+
 def test_bn_after_non_conv_is_kept():
     inits = _bn_inits(3)
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), _bn("r", "y")]
