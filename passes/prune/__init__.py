@@ -36,6 +36,7 @@ class PruneConfig:
     # -- calibration-driven pruning and repair (need ctx.calibration; random data when absent) --
     repair: bool | None = None  # least-squares refit of the pruned groups' exits; None = on iff real data
     ridge: float = 0.05  # repair shrinkage toward the original weights, relative to the mean input energy
+    repair_prior: float = 8.0  # extra shrinkage per (features / rows): strong where rows are few (Gemm, 7x7 maps)
     calib_batch: int = 8  # calibration batch size streamed through onnxruntime
     positions_per_sample: int = 256  # output positions sampled per image and exit for the Gram statistics
     repair_passes: int = 4  # data passes of the layer-by-layer repair (exits split into this many waves)
@@ -59,8 +60,8 @@ class PruneConfig:
             raise SlimError(f"--allocation {self.allocation} needs --target-macs")
         if self.round_to < 1 or self.min_channels < 1:
             raise SlimError("--round-to and --min-channels must be >= 1")
-        if self.ridge < 0 or self.calib_batch < 1 or self.positions_per_sample < 1 or self.repair_passes < 1 or self.fidelity_samples < 1:
-            raise SlimError("--ridge must be >= 0; batch, positions, passes and fidelity samples must be >= 1")
+        if self.ridge < 0 or self.repair_prior < 0 or self.calib_batch < 1 or self.positions_per_sample < 1 or self.repair_passes < 1 or self.fidelity_samples < 1:
+            raise SlimError("--ridge and --repair-prior must be >= 0; batch, positions, passes and fidelity samples must be >= 1")
         if self.search_time < 0 or not 0 < self.sensitivity_step < 1 or self.sensitivity_candidates < 1:
             raise SlimError("--search-time must be >= 0, the sensitivity step in (0, 1), candidates >= 1")
 

@@ -54,6 +54,28 @@ class Calibrated:
             self._parametric = parametric_model(self.model, self.exits)
         return self._parametric
 
+    def _fit_batches(self):
+        """Batches the allocation's refits learn from: the calibration set minus the fidelity subset when at
+        least as many samples remain, so the loss that ranks plans is measured on held-out samples (a refit
+        scored on its own samples hides overfitting, e.g. of 7x7 layers refit from 64 images)."""
+        n_eval = len(self.subset())
+        n_all = self._n_batches()
+        if n_all - n_eval >= n_eval:
+            return itertools.islice(self._batches(), n_eval, None), n_all - n_eval
+        return self._batches(), n_all
+
+    def allocation_stats(self, state=None):
+        batches, n = self._fit_batches()
+        with self.ctx.progress("calibrating", total=n) as bar:
+            if state is None:
+                stats = collect(self.model, None, self.exits, None, batches,
+                                per_sample=self.config.positions_per_sample, seed=self.ctx.seed, progress=bar)
+            else:
+                stats = collect(self.model, self.parametric(), self.exits, state, batches,
+                                per_sample=self.config.positions_per_sample, seed=self.ctx.seed, progress=bar)
+        self.passes += 1
+        return stats
+
     def original_stats(self):
         """Exit statistics of the original model over the whole calibration set (one streamed pass)."""
         if self._original_stats is None:
@@ -62,14 +84,6 @@ class Calibrated:
                                                per_sample=self.config.positions_per_sample, seed=self.ctx.seed, progress=bar)
             self.passes += 1
         return self._original_stats
-
-    def current_stats(self, state):
-        """Exit statistics with inputs from the model in `state` (targets from the original)."""
-        with self.ctx.progress("calibrating", total=self._n_batches()) as bar:
-            stats = collect(self.model, self.parametric(), self.exits, state, self._batches(),
-                            per_sample=self.config.positions_per_sample, seed=self.ctx.seed, progress=bar)
-        self.passes += 1
-        return stats
 
     # -- importance ----------------------------------------------------------------------------------
     def scores(self, criterion: str) -> tuple[dict, dict]:
@@ -107,17 +121,17 @@ class Calibrated:
             def stats_for(state):
                 if first[0]:
                     first[0] = False
-                    return self.original_stats()
-                return self.current_stats(state)
+                    return self.allocation_stats()
+                return self.allocation_stats(state)
             plan, state, trace = sensitivity_plan(self.groups, scores, self.exits, self.evaluator(), stats_for, macs, align,
-                                                  cfg.target_macs, ridge=cfg.ridge, step=cfg.sensitivity_step,
+                                                  cfg.target_macs, ridge=cfg.ridge, prior_rows=cfg.repair_prior, step=cfg.sensitivity_step,
                                                   candidates=cfg.sensitivity_candidates, progress=self.ctx.progress)
             return plan, state, trace
         from .allocate import budget_plan
         from .search import search_plan
         start = budget_plan(self.groups, scores, cfg.target_macs, macs, align, "global")
-        plan, trace = search_plan(self.groups, scores, self.exits, self.original_stats(), self.evaluator(), macs, align,
-                                  cfg.target_macs, ridge=cfg.ridge, time_budget=cfg.search_time, seed=self.ctx.seed,
+        plan, trace = search_plan(self.groups, scores, self.exits, self.allocation_stats(), self.evaluator(), macs, align,
+                                  cfg.target_macs, ridge=cfg.ridge, prior_rows=cfg.repair_prior, time_budget=cfg.search_time, seed=self.ctx.seed,
                                   progress=self.ctx.progress, start=start)
         return plan, None, trace
 
@@ -132,10 +146,10 @@ class Calibrated:
         if repair_on:
             # one-shot refit from the original model's statistics first: every exit then starts close to
             # right, so exits repaired later in the same wave see inputs close to their final ones
-            state = plan_state(self.exits, plan, self.original_stats(), cfg.ridge)
+            state = plan_state(self.exits, plan, self.original_stats(), cfg.ridge, cfg.repair_prior)
             targets = pruned_exits(self.exits, plan)
             exits_report = repair(self.model, targets, kept_features(self.exits, plan), state, self.dataset,
-                                  ridge=cfg.ridge, batch_size=cfg.calib_batch, per_sample=cfg.positions_per_sample,
+                                  ridge=cfg.ridge, prior_rows=cfg.repair_prior, batch_size=cfg.calib_batch, per_sample=cfg.positions_per_sample,
                                   passes=cfg.repair_passes, seed=self.ctx.seed, progress=self.ctx.progress)
             self.passes += min(cfg.repair_passes, len(targets))
             fidelity["after_repair"] = evaluator.fidelity(state)

@@ -22,13 +22,14 @@ def pruned_exits(exits: list[Exit], plan: dict) -> list[Exit]:
     return [e for e in exits if e.group.id in plan and not plan[e.group.id].all()]
 
 
-def set_group(state: State, exits: list[Exit], mask: np.ndarray, stats: dict[str, ExitStats] | None, ridge: float) -> None:
+def set_group(state: State, exits: list[Exit], mask: np.ndarray, stats: dict[str, ExitStats] | None, ridge: float,
+              prior_rows: float = 1.0) -> None:
     """Give `exits` (of one group) the keep mask: refit from `stats` when given, else zero the removed columns
     of the original weights."""
     for e in exits:
         keep = e.features_of(mask)
         if stats is not None and e.node in stats:
-            state.w2[e.node], state.bias[e.node] = solve(e, stats[e.node], keep, ridge)
+            state.w2[e.node], state.bias[e.node] = solve(e, stats[e.node], keep, ridge, prior_rows=prior_rows)
         else:
             w2 = np.zeros_like(e.w2)
             w2[:, keep] = e.w2[:, keep]
@@ -36,13 +37,14 @@ def set_group(state: State, exits: list[Exit], mask: np.ndarray, stats: dict[str
             state.bias[e.node] = e.bias.astype(np.float64).copy() if e.bias is not None else np.zeros(e.w2.shape[0])
 
 
-def plan_state(exits: list[Exit], plan: dict, stats: dict[str, ExitStats] | None = None, ridge: float = 1e-2) -> State:
+def plan_state(exits: list[Exit], plan: dict, stats: dict[str, ExitStats] | None = None, ridge: float = 1e-2,
+               prior_rows: float = 1.0) -> State:
     state = State(exits)
     by_group: dict[int, list[Exit]] = {}
     for e in pruned_exits(exits, plan):
         by_group.setdefault(e.group.id, []).append(e)
     for gid, group_exits in by_group.items():
-        set_group(state, group_exits, plan[gid], stats, ridge)
+        set_group(state, group_exits, plan[gid], stats, ridge, prior_rows)
     return state
 
 

@@ -42,7 +42,7 @@ def feasible_plan(groups, scores, r, macs: MacModel, goal: float, align: Alignme
 
 
 def search_plan(groups, scores: dict, exits, stats, evaluator: Evaluator, macs: MacModel, align: Alignment, target: float,
-                *, ridge: float, time_budget: float, population: int = 6, seed: int = 0, progress=None,
+                *, ridge: float, prior_rows: float = 1.0, time_budget: float, population: int = 6, seed: int = 0, progress=None,
                 start: dict | None = None) -> tuple[dict, list[dict]]:
     """Returns (best plan, trace of improvements). `start` (a plan) seeds the population besides uniform."""
     rng = np.random.default_rng(seed)
@@ -53,7 +53,7 @@ def search_plan(groups, scores: dict, exits, stats, evaluator: Evaluator, macs: 
         plan = feasible_plan(groups, scores, r, macs, goal, align)
         if plan is None:
             return np.inf, None
-        return evaluator.loss(plan_state(exits, plan, stats, ridge)), plan
+        return evaluator.loss(plan_state(exits, plan, stats, ridge, prior_rows)), plan
 
     seeds = [np.ones(len(groups))]
     if start is not None:

@@ -42,7 +42,7 @@ def _next_keep(group, keep_now: int, plan: dict, macs: MacModel, align: Alignmen
 
 
 def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluator, collect_stats, macs: MacModel,
-                     align: Alignment, target: float, *, ridge: float, step: float = 0.01, candidates: int = 8,
+                     align: Alignment, target: float, *, ridge: float, prior_rows: float = 1.0, step: float = 0.01, candidates: int = 8,
                      refresh: int = 4, progress=None) -> tuple[dict, State, list[dict]]:
     """Returns (plan, state with refit exits, trace of the steps). `collect_stats(state)` -> {exit: ExitStats}
     from the current model (inputs) against the original (targets)."""
@@ -71,7 +71,7 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
                 proxy = 0.0
                 for e in group_exits:
                     if e.node in stats:
-                        proxy += stats[e.node].relative_error(*_solved(e, mask, stats, ridge)) - \
+                        proxy += stats[e.node].relative_error(*_solved(e, mask, stats, ridge, prior_rows)) - \
                             stats[e.node].relative_error(state.w2[e.node], state.bias[e.node])
                 tries.append((proxy / saved, g, mask, saved, group_exits))
             if not tries:
@@ -80,7 +80,7 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
             best = None
             for proxy, g, mask, saved, group_exits in tries[:candidates]:
                 trial = state.copy()
-                set_group(trial, group_exits, mask, stats, ridge)
+                set_group(trial, group_exits, mask, stats, ridge, prior_rows)
                 loss = evaluator.loss(trial)
                 rate = (loss - loss_now) / saved
                 if best is None or rate < best[0]:
@@ -96,6 +96,6 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
     return plan, state, trace
 
 
-def _solved(e, mask, stats, ridge):
+def _solved(e, mask, stats, ridge, prior_rows):
     from .repair import solve
-    return solve(e, stats[e.node], e.features_of(mask), ridge)
+    return solve(e, stats[e.node], e.features_of(mask), ridge, prior_rows=prior_rows)
