@@ -101,6 +101,7 @@ def main(argv=None):
     ap.add_argument("--sensitivity", choices=["auto", "on", "off"], default="auto",
                     help="weigh layer errors by their measured effect on the outputs (auto: on when data-aware)")
     ap.add_argument("--sensitivity-batches", type=int, default=2)
+    ap.add_argument("--sensitivity-outputs", default="", help="comma-separated graph outputs the sensitivity compares (default: all)")
     ap.add_argument("--save", default=None, help="folder to write the compressed models into")
     args = ap.parse_args(argv)
 
@@ -132,7 +133,8 @@ def main(argv=None):
             cfg = LowRankConfig(target_macs=target, ops=("matmul",), round_to=args.round_to, ridge=args.ridge,
                                 max_error=args.max_error, exclude=exclude, layer_weights=layer_weights,
                                 sensitivity=sens,
-                                sensitivity_batches=args.sensitivity_batches, **METHODS[method])
+                                sensitivity_batches=args.sensitivity_batches,
+                                sensitivity_outputs=tuple(filter(None, args.sensitivity_outputs.split(","))), **METHODS[method])
             start = time.perf_counter()
             result = run(model, cfg, Context(calibration=calib, progress=silent))
             seconds = time.perf_counter() - start

@@ -41,6 +41,7 @@ class LowRankConfig:
     sensitivity: bool | None = None      # weigh layer errors by their measured effect on the model outputs
                                          # (None: on for data-aware --lowrank-target-macs)
     sensitivity_batches: int = 2         # calibration batches used per layer for that measurement
+    sensitivity_outputs: tuple = ()      # graph outputs that measurement compares (empty: all of them)
     probe_error: float = 0.1             # layer error at which sensitivity is measured
     ranks: dict = field(default_factory=dict)          # explicit {node name: rank}, overriding the selection
     layer_weights: dict = field(default_factory=dict)  # {node name: weight of its error in the allocation}
@@ -173,7 +174,7 @@ def _sensitivities(model, layers, options, stats, fits, config, ctx) -> dict[str
 
     with ctx.progress("low-rank sensitivity", total=len(probes)) as bar:
         return sensitivity.measure(model, {k: o.error for k, o in probes.items()}, split_one, ctx.calibration,
-                                   config.batch_size, config.sensitivity_batches, bar)
+                                   config.batch_size, config.sensitivity_batches, bar, outputs=config.sensitivity_outputs)
 
 
 def _apply(model, plan, chosen, stats, fits, data_aware, config, ctx):

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from onnxslim.activations import TensorTap
+from onnxslim.errors import SlimError
 
 
 def output_error(reference: list[dict], model: onnx.ModelProto, feeds: list[dict]) -> float:
@@ -26,13 +27,18 @@ def output_error(reference: list[dict], model: onnx.ModelProto, feeds: list[dict
     return float(np.mean(errs)) if errs else 0.0
 
 
-def measure(model: onnx.ModelProto, probes: dict, split_one, calib, batch_size: int, batches: int, progress=None) -> dict[str, float]:
+def measure(model: onnx.ModelProto, probes: dict, split_one, calib, batch_size: int, batches: int, progress=None,
+            outputs=()) -> dict[str, float]:
     """{layer name: output error per unit of layer error}; `probes` = {name: layer error at the probe rank}.
 
     `split_one(name) -> model` returns the model with only that layer split at its probe rank.
     """
     feeds = list(itertools.islice(calib.batches(batch_size), batches))
-    outputs = [o.name for o in model.graph.output]
+    known = [o.name for o in model.graph.output]
+    unknown = [name for name in outputs if name not in known]
+    if unknown:
+        raise SlimError(f"low-rank sensitivity: {unknown} are not outputs of the model; it has {known}")
+    outputs = list(outputs) or known
     base = TensorTap(model, [])
     reference = [{k: v for k, v in base(feed).items() if k in outputs} for feed in feeds]
     weights = {}
