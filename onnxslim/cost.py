@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph import infer_shapes
+from .graph import infer_shapes, light_copy
 from .inputs import resolve_shapes
 
 # tensors up to this many elements keep their data in the shape-inference copy (they may be shapes)
@@ -102,53 +102,20 @@ def _inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None):
 
 def _skeleton(model: onnx.ModelProto, input_shapes: dict) -> onnx.ModelProto:
     """A copy without the data of large tensors (inference needs only their dims) and with concrete inputs."""
-    skel = onnx.ModelProto()
-    skel.ir_version = model.ir_version
-    skel.opset_import.extend(model.opset_import)
-    skel.functions.extend(model.functions)
-    g, src = skel.graph, model.graph
-    g.name = src.name
-    for tensor in src.initializer:
-        g.initializer.append(_light_tensor(tensor))
-    g.sparse_initializer.extend(src.sparse_initializer)
-    for node in src.node:
-        new = g.node.add()
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            new.op_type, new.domain, new.name = node.op_type, node.domain, node.name
-            new.output.extend(node.output)
-            for attr in node.attribute:
-                a = new.attribute.add()
-                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    a.name, a.type = attr.name, attr.type
-                    a.t.CopyFrom(_light_tensor(attr.t))
-                else:
-                    a.CopyFrom(attr)
-        else:
-            new.CopyFrom(node)
-    g.output.extend(src.output)
-    inits = {t.name for t in src.initializer}
-    for vi in src.input:
-        new = g.input.add()
-        new.CopyFrom(vi)
+    skel = light_copy(model)
+    skel.graph.ClearField("value_info")
+    inits = {t.name for t in skel.graph.initializer}
+    for vi in skel.graph.input:
         if vi.name in input_shapes and vi.name not in inits:
-            shape = new.type.tensor_type.shape
+            shape = vi.type.tensor_type.shape
             del shape.dim[:]
             for d in input_shapes[vi.name]:
                 shape.dim.add().dim_value = int(d)
     # exporters' value_info may carry symbolic dims that would only get in the way of the concrete ones
-    for out in g.output:
+    for out in skel.graph.output:
         if out.type.HasField("tensor_type"):
             out.type.tensor_type.ClearField("shape")
     return skel
-
-
-def _light_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
-    if _elements(tensor.dims) <= _SMALL or tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return tensor
-    light = onnx.TensorProto()
-    light.name, light.data_type = tensor.name, tensor.data_type
-    light.dims.extend(tensor.dims)
-    return light
 
 
 def _shape_map(model: onnx.ModelProto) -> dict[str, tuple | None]:
