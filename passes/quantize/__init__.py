@@ -20,7 +20,7 @@ from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.graph import to_graph, to_model
 
-from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target
+from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weights
 
 MODES = ("int8", "int8-dynamic")
 METHODS = ("minmax", "percentile", "entropy")
@@ -39,7 +39,8 @@ class QuantizeConfig:
     bias_correction: bool = True
     tolerance: float | None = None      # max relative L2 output error on calibration data; None: no fallback
     percentile: float = 99.99
-    reduce_range: bool | None = None    # 7-bit weights; None: on when the CPU has no VNNI (u8*s8 saturates)
+    reduce_range: bool | None = None    # 7-bit non-depthwise weights; None: on when the CPU has no VNNI (u8*s8 saturates)
+    weight_mse: bool = True             # per-channel weight clipping searched for the smallest MSE
     batch_size: int = 8
     max_fallback_nodes: int | None = None
     measure_latency: bool = True
@@ -114,13 +115,13 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
     if reduce_range is None:
         reduce_range = config.target == "onnxruntime" and vnni is False
     report["kernels"] = {"cpu_vnni": vnni, "reduce_range": reduce_range,
-                         "why": "7-bit weights keep u8*s8 products from saturating int16 on CPUs without VNNI" if reduce_range else None}
-    settings = target.settings_for(config.target, config.per_channel, reduce_range)
+                         "why": "7-bit weights (depthwise convs excepted) keep u8*s8 products from saturating int16 on CPUs without VNNI" if reduce_range else None}
+    # 7-bit weights go per layer through the overrides (depthwise kernels do not saturate), not globally
+    settings = target.settings_for(config.target, config.per_channel, reduce_range and not config.per_channel)
     excluded = []
     if config.target == "tensorrt":
         excluded = target.tensorrt_float_convs(graph)
     report["left_in_float"] = list(excluded)
-
     names = backend.float_activations(prepared)
     mean_axes = {}
     if config.bias_correction:
@@ -135,11 +136,17 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
     act_ranges = ranges.ranges_from_stats(stats, config.calib_method, symmetric=symmetric, percentile=config.percentile)
     clipped = [n for n in act_ranges if stats[n].absmax > 0 and max(abs(v) for v in act_ranges[n]) < 0.999 * stats[n].absmax]
     report["ranges"] = {"method": config.calib_method, "tensors": len(act_ranges), "clipped_below_minmax": len(clipped)}
+    excluded_names = {e["node"] for e in excluded}
+    # without VNNI every Conv/Gemm weight but the depthwise ones gets 7 bits (see weights.py); a 7-bit input
+    # activation instead was tried and still saturates in onnxruntime's AVX2 kernels
+    seven_weights = {n.name for n in prepared.graph.node} if reduce_range and config.per_channel else set()
+    w_overrides, report["weights"] = weights.overrides(prepared, per_channel=config.per_channel, seven_bit_nodes=seven_weights,
+                                                       mse=config.weight_mse, exclude=excluded_names)
     one = {k: v[:1] for k, v in feeds[0].items()}
     means = {n: s.channel_mean for n, s in stats.items() if s.channel_mean is not None}
 
     def build(exclude: list[str]) -> onnx.ModelProto:
-        q = backend.quantize_qdq(prepared, act_ranges, one, settings, nodes_to_exclude=exclude)
+        q = backend.quantize_qdq(prepared, act_ranges, one, settings, nodes_to_exclude=exclude, weight_overrides=w_overrides)
         if config.bias_correction:
             report["bias_correction"] = bias_correction.correct(q, prepared, means)
         return q
@@ -155,7 +162,8 @@ def _fallback(model, prepared, qmodel, build, base_exclude, feeds, config, repor
     """Keep the nodes that add the most error in float, doubling their number until the tolerance holds."""
     ref = fidelity.outputs_on(model, feeds)
     names = [o.name for o in model.graph.output]
-    error = fidelity.worst_relative_error(fidelity.compare(ref, fidelity.outputs_on(qmodel, feeds), names))
+    optimize = config.target != "tensorrt"
+    error = fidelity.worst_relative_error(fidelity.compare(ref, fidelity.outputs_on(qmodel, feeds, optimize=optimize), names))
     entry = {"tolerance": config.tolerance, "error_before": round(error, 6), "kept_in_float": [], "met": error <= config.tolerance}
     report["fallback"] = entry
     if entry["met"]:
@@ -167,7 +175,7 @@ def _fallback(model, prepared, qmodel, build, base_exclude, feeds, config, repor
     while top:
         chosen = [n for n, _ in ranking[:k]]
         candidate = build(base_exclude + chosen)
-        err = fidelity.worst_relative_error(fidelity.compare(ref, fidelity.outputs_on(candidate, feeds), names))
+        err = fidelity.worst_relative_error(fidelity.compare(ref, fidelity.outputs_on(candidate, feeds, optimize=optimize), names))
         if err < best[0]:
             best = (err, candidate, chosen)
         if err <= config.tolerance or k >= top:
@@ -230,11 +238,15 @@ def _sensitivity(prepared, qmodel, feeds, base_exclude) -> list[tuple[str, float
 def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None:
     names = [o.name for o in model.graph.output]
     ref = fidelity.outputs_on(model, feeds)
-    got = fidelity.outputs_on(qmodel, feeds)
+    simulated = config.mode == "int8" and config.target == "tensorrt"
+    got = fidelity.outputs_on(qmodel, feeds, optimize=not simulated)
     report["fidelity"] = {"measured_on": f"{sum(len(next(iter(f.values()))) for f in feeds)} calibration samples",
+                          "kernels": "QDQ simulation (what TensorRT computes)" if simulated else "onnxruntime CPU int8 kernels",
                           "outputs": fidelity.compare(ref, got, names)}
     report["size_ratio"] = round(qmodel.ByteSize() / max(model.ByteSize(), 1), 4)
-    if config.measure_latency:
+    if simulated:
+        report["latency"] = {"skipped": "TensorRT-target graph: onnxruntime CPU latency says nothing about TensorRT"}
+    elif config.measure_latency:
         one = {k: v[:1] for k, v in feeds[0].items()}
         t_float = fidelity.latency(model, one, runs=config.latency_runs)
         t_int8 = fidelity.latency(qmodel, one, runs=config.latency_runs)

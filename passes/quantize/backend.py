@@ -73,11 +73,12 @@ def _quiet():
 
 
 def quantize_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], feed: dict, settings: QdqSettings,
-                 *, nodes_to_exclude: list[str] | None = None) -> onnx.ModelProto:
+                 *, nodes_to_exclude: list[str] | None = None, weight_overrides: dict | None = None) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     act_type = QuantType.QUInt8 if settings.activation_type == "uint8" else QuantType.QInt8
     overrides = {name: [{"rmin": np.array(lo, dtype=np.float32), "rmax": np.array(hi, dtype=np.float32)}]
                  for name, (lo, hi) in ranges.items()}
+    overrides.update(weight_overrides or {})
     extra = {
         "ActivationSymmetric": settings.activation_symmetric,
         "WeightSymmetric": True,
