@@ -458,6 +458,9 @@ def test_node_names_unique_and_non_empty():
     out, _ = _cleanup(model)
     names = [n.name for n in out.graph.node]
     assert len(names) == 6 and all(names) and len(set(names)) == len(names)
+    by_op = {n.op_type: n.name for n in out.graph.node if n.op_type not in ("Relu",)}
+    # names the model gave keep pointing at the same node (--exclude uses them)
+    assert by_op["Sigmoid"] == "dup" and by_op["Neg"] == "Relu_0"
     x = _f32(2, 3)
     expected = np.abs(-np.maximum(np.tanh(1 / (1 + np.exp(-np.maximum(x, 0)))), 0))
     np.testing.assert_allclose(_run(out, {"x": x})["y"], expected, rtol=1e-6)
