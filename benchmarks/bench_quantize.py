@@ -36,9 +36,9 @@ OUR_MODES = {
     "ours_minmax": dict(calib_method="minmax"),
     "ours_percentile": dict(calib_method="percentile"),
     "ours_entropy": dict(calib_method="entropy"),
-    "ours_entropy_no_bias_correction": dict(calib_method="entropy", bias_correction=False),
-    "ours_entropy_tolerance": dict(calib_method="entropy", tolerance=0.2),
-    "ours_tensorrt_entropy": dict(calib_method="entropy", target="tensorrt"),
+    "ours_minmax_no_bias_correction": dict(calib_method="minmax", bias_correction=False),
+    "ours_minmax_tolerance_0.08": dict(calib_method="minmax", tolerance=0.08),
+    "ours_tensorrt_minmax": dict(calib_method="minmax", target="tensorrt"),
 }
 
 
