@@ -392,9 +392,6 @@ def test_unwritable_report_path_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "r.json"]
 
 
-@pytest.mark.xfail(strict=True, reason="cli._check_paths compares --report (and -o) with the input model only, not with "
-                   "the external data files it names (graph.model_files lists them); --report onto the input's "
-                   "weights.bin overwrites it with JSON and exits 0")
 def test_report_onto_the_inputs_external_data_is_refused(tmp_path):
     _setup(tmp_path, "external_data_report")
     before = (tmp_path / "weights.bin").read_bytes()
