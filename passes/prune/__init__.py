@@ -119,7 +119,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     estimated = macs_model.macs(plan) / max(macs_model.total, 1.0)
     repair_report = None
     if calibrated is not None:
-        repair_report = calibrated.finish(plan, repair_on)
+        repair_report = calibrated.finish(plan, repair_on, start=state)
     keep_positions = kept_positions(analysis, plan)
     pruned = apply_plan(analysis, plan, like=model)
     if calibrated is not None and repair_on and calibrated.repaired_exits:

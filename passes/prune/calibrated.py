@@ -136,7 +136,7 @@ class Calibrated:
         return plan, None, trace
 
     # -- repair and fidelity -------------------------------------------------------------------------
-    def finish(self, plan: dict, repair_on: bool) -> dict:
+    def finish(self, plan: dict, repair_on: bool, start=None) -> dict:
         cfg = self.config
         evaluator = self.evaluator()
         masked = plan_state(self.exits, plan)
@@ -144,13 +144,14 @@ class Calibrated:
                     "before_repair": evaluator.fidelity(masked)}
         exits_report = {}
         if repair_on:
-            # one-shot refit from the original model's statistics first: every exit then starts close to
-            # right, so exits repaired later in the same wave see inputs close to their final ones
-            state = plan_state(self.exits, plan, self.original_stats(), cfg.ridge, cfg.repair_prior)
+            # start from refit weights (the sensitivity's state, else a one-shot refit from the original
+            # model's statistics): exits repaired later in the same wave then see inputs close to final
+            state = start.copy() if start is not None else plan_state(self.exits, plan, self.original_stats(), cfg.ridge, cfg.repair_prior)
             targets = pruned_exits(self.exits, plan)
             exits_report = repair(self.model, targets, kept_features(self.exits, plan), state, self.dataset,
                                   ridge=cfg.ridge, prior_rows=cfg.repair_prior, batch_size=cfg.calib_batch, per_sample=cfg.positions_per_sample,
-                                  passes=cfg.repair_passes, seed=self.ctx.seed, progress=self.ctx.progress)
+                                  passes=cfg.repair_passes, seed=self.ctx.seed, progress=self.ctx.progress,
+                                  loss=evaluator.loss)
             self.passes += min(cfg.repair_passes, len(targets))
             fidelity["after_repair"] = evaluator.fidelity(state)
             self.state, self.repaired_exits = state, targets

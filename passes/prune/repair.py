@@ -118,7 +118,8 @@ def waves(exits: list[Exit], count: int) -> list[list[Exit]]:
 
 
 def repair(original_model, exits: list[Exit], keep: dict[str, np.ndarray], state: State, dataset, *,
-           ridge: float, batch_size: int, per_sample: int, passes: int, seed: int, progress, prior_rows: float = 1.0) -> dict:
+           ridge: float, batch_size: int, per_sample: int, passes: int, seed: int, progress, prior_rows: float = 1.0,
+           loss=None) -> dict:
     """Refit every exit in `exits` in topological order, `passes` waves: each wave collects its exits'
     inputs from the model with all earlier waves already repaired. `keep` maps exit node -> kept feature
     indices. Mutates `state`; returns per-exit relative errors before/after."""
@@ -127,11 +128,13 @@ def repair(original_model, exits: list[Exit], keep: dict[str, np.ndarray], state
         return report
     current = parametric_model(original_model, state.exits)
     chunks = waves(exits, passes)
+    best = loss(state) if loss is not None else None
     n_batches = -(-len(dataset) // batch_size)
     with progress("repairing", total=n_batches * len(chunks)) as bar:
         for i, chunk in enumerate(chunks):
             stats = collect(original_model, current, chunk, state, dataset.batches(batch_size),
                             per_sample=per_sample, seed=seed + i, progress=bar)
+            kept_before = {e.node: (state.w2[e.node], state.bias[e.node]) for e in chunk}
             for e in chunk:
                 s = stats[e.node]
                 before = s.relative_error(state.w2[e.node], state.bias[e.node])
@@ -140,4 +143,14 @@ def repair(original_model, exits: list[Exit], keep: dict[str, np.ndarray], state
                 if after < before:  # in-sample LS never loses; the guard covers a degenerate solve
                     state.w2[e.node], state.bias[e.node] = w2, bias
                 report[e.node] = {"relative_error_before": round(before, 6), "relative_error_after": round(min(after, before), 6)}
+            if loss is not None:
+                # a wave refits its exits against inputs from before the wave; when that makes the network
+                # worse on the fidelity samples, the wave is undone
+                now = loss(state)
+                if now > best:
+                    for node, (w2, bias) in kept_before.items():
+                        state.w2[node], state.bias[node] = w2, bias
+                        report[node]["kept"] = "previous weights (the wave raised the calibration loss)"
+                else:
+                    best = now
     return report

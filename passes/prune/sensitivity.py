@@ -10,8 +10,6 @@ current model every `refresh` steps.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from .allocate import Alignment, MacModel, choose
@@ -61,9 +59,10 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
     with progress("sensitivity", total=max(1, int(np.ceil((start_macs - goal) / quantum)))) as bar:
         while macs.macs(plan) > goal * (1 + 1e-9):
             tries = []
+            wanted = min(quantum, macs.macs(plan) - goal)  # the last step cuts only what is still over budget
             for g in groups:
                 keep_now = int(plan[g.id].sum())
-                k, saved = _next_keep(g, keep_now, plan, macs, align, quantum, scores)
+                k, saved = _next_keep(g, keep_now, plan, macs, align, wanted, scores)
                 if k >= keep_now or saved <= 0:
                     continue
                 mask = choose(g, scores[g.id], k)
