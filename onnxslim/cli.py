@@ -148,7 +148,7 @@ def _same(a: Path, b: Path) -> bool:
 def _check_paths(src: Path, dst: Path, o) -> None:
     """Outputs never replace an input or each other, and can be written: checked before any work."""
     from .graph import model_files
-    inputs = [("the input model", src)] + [("a data file of the input model", f) for f in model_files(src)[1:]]
+    inputs = [("the input model", src)] + [("the input model's external data file", f) for f in model_files(src)[1:]]
     inputs += [(f"the --{k} file", Path(o[k])) for k in ("data", "calib") if o[k]]
     outputs = [("output", dst)] + ([("--report", Path(o["report_path"]))] if o["report_path"] else [])
     for what, out in outputs:
