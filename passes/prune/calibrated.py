@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 
 from onnxslim.calibration import load_calibration
 
