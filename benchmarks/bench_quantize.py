@@ -32,12 +32,14 @@ from onnxslim.passes.quantize.fidelity import latency  # noqa: E402
 from onnxslim.progress import silent  # noqa: E402
 
 EFFICIENTNET_PREPROCESS = Preprocess(resize=256, crop=224, mean=(127.0,) * 3, std=(128.0,) * 3, scale=1.0, layout="NCHW", channels="RGB")
+DEFAULT_MODES = "ours_minmax,ours_percentile,ours_entropy,ours_minmax_no_bias_correction,ours_minmax_tolerance_0.08,ours_tensorrt_minmax"
 OUR_MODES = {
     "ours_minmax": dict(calib_method="minmax"),
     "ours_percentile": dict(calib_method="percentile"),
     "ours_entropy": dict(calib_method="entropy"),
     "ours_minmax_no_bias_correction": dict(calib_method="minmax", bias_correction=False),
     "ours_minmax_tolerance_0.08": dict(calib_method="minmax", tolerance=0.08),
+    "ours_minmax_tolerance_0.09": dict(calib_method="minmax", tolerance=0.09),
     "ours_tensorrt_minmax": dict(calib_method="minmax", target="tensorrt"),
 }
 
@@ -128,6 +130,7 @@ def bench(tag: str, model_path: str, calib, x_eval: np.ndarray, y_eval: np.ndarr
         rep = result.report
         extra = {"ranges_clipped_below_minmax": rep.get("ranges", {}).get("clipped_below_minmax"),
                  "reduce_range": rep.get("kernels", {}).get("reduce_range"),
+                 "left_in_float_count": len(rep.get("left_in_float", [])),
                  "left_in_float": [e["node"] for e in rep.get("left_in_float", [])][:12],
                  "calib_sqnr_db": {k: v.get("sqnr_db") for k, v in rep["fidelity"]["outputs"].items()}}
         if "fallback" in rep:
@@ -146,7 +149,7 @@ def main():
     ap.add_argument("--digits-calib", default=str(ROOT / "models/digits_calib.npz"))
     ap.add_argument("--digits-eval", default=str(ROOT / "models/digits_eval.npz"))
     ap.add_argument("--calib-size", type=int, default=64)
-    ap.add_argument("--modes", default=",".join(OUR_MODES), help="comma-separated subset of " + ",".join(OUR_MODES))
+    ap.add_argument("--modes", default=DEFAULT_MODES, help="comma-separated subset of " + ",".join(OUR_MODES))
     ap.add_argument("--skip-efficientnet", action="store_true")
     args = ap.parse_args()
     ort.set_default_logger_severity(3)
