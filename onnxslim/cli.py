@@ -259,10 +259,20 @@ def _summary(report: dict) -> str:
             lines.append(f"  frozen {f['frozen_channels']}/{f['channels']} ch: {f['reasons'][0]}")
         if len(frozen) > 6:
             lines.append(f"  ... {len(frozen) - 6} more frozen groups (see --report or `onnxslim inspect`)")
-    for name in ("lowrank", "quantize"):
-        section = passes.get(name)
-        if section and isinstance(section.get("summary"), str):
-            lines.append(f"{name}: {section['summary']}")
+    lowrank = passes.get("lowrank")
+    if lowrank:
+        lines.append(f"lowrank: {lowrank.get('factorized')} layers factorized ({'data-aware' if lowrank.get('data_aware') else 'weight'} SVD); "
+                     f"their MACs x{lowrank.get('fraction')}; {len(lowrank.get('skipped', []))} layers left as they are (see --report)")
+    quantize = passes.get("quantize")
+    if quantize:
+        floats = quantize.get("left_in_float", [])
+        method = quantize.get("config", {}).get("calib_method")
+        target = quantize.get("config", {}).get("target")
+        lines.append(f"quantize: {quantize.get('mode')} ({method}, for {target}); {len(floats)} nodes left in float")
+        for f in floats[:4]:
+            lines.append(f"  float: {f.get('node')}: {f.get('reason')}")
+        if quantize.get("warning"):
+            lines.append(f"  warning: {quantize['warning']}")
     if "validation" in report:
         lines.append(f"validated on {report['validation'].get('data')}")
         lines.append(format_report_table(report["validation"]))
