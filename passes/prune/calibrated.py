@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-
 from onnxslim.calibration import load_calibration
 
 from .data_importance import activation_scores, collect_channel_stats, reconstruction_scores
