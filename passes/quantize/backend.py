@@ -108,14 +108,15 @@ def quantize_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]],
         return onnx.load(out)
 
 
-def quantize_dynamic_int8(model: onnx.ModelProto, *, per_channel: bool, op_types: list[str], nodes_to_exclude=None) -> onnx.ModelProto:
+def quantize_dynamic_int8(model: onnx.ModelProto, *, per_channel: bool, op_types: list[str], nodes_to_exclude=None,
+                          reduce_range: bool = False) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     with tempfile.TemporaryDirectory(prefix="onnxslim-qd-") as tmp:
         src, out = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "q.onnx")
         onnx.save_model(model, src, save_as_external_data=model.ByteSize() >= 2**31 - 1)
         try:
             with _quiet():
-                quantize_dynamic(src, out, op_types_to_quantize=op_types, per_channel=per_channel,
+                quantize_dynamic(src, out, op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
                                  weight_type=QuantType.QInt8, nodes_to_exclude=list(nodes_to_exclude or []))
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -53,7 +53,10 @@ def compare(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], names: lis
         }
         shape = np.shape(ref[0][k])
         if len(shape) == 2 and shape[1] > 1:
+            # classifier logits: does the argmax survive; embeddings: per-sample cosine similarity
             entry["top1_agreement"] = round(float((r.argmax(1) == g.argmax(1)).mean()), 4)
+            norms = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
+            entry["mean_cosine"] = round(float(np.mean((r * g).sum(1) / np.maximum(norms, 1e-30))), 5)
         report[name] = entry
     return report
 
