@@ -151,6 +151,8 @@ def main():
     ap.add_argument("--calib-size", type=int, default=64)
     ap.add_argument("--modes", default=DEFAULT_MODES, help="comma-separated subset of " + ",".join(OUR_MODES))
     ap.add_argument("--skip-efficientnet", action="store_true")
+    ap.add_argument("--minilm", default=None, help="also run int8-dynamic on this model (e.g. ../shared/models/minilm_l6.onnx)")
+    ap.add_argument("--minilm-tokens", default=str(ROOT / "../shared/data/sentences/minilm_tokens.npz"))
     args = ap.parse_args()
     ort.set_default_logger_severity(3)
     modes = {k: OUR_MODES[k] for k in args.modes.split(",") if k}
@@ -161,6 +163,16 @@ def main():
         ev = np.load(args.digits_eval)
         bench("digits_resnet_folded", args.digits, calib, ev["input"], ev["labels"], modes,
               split=f"calibrate on {Path(args.digits_calib).name} ({len(calib)}), evaluate on {Path(args.digits_eval).name} ({len(ev['labels'])})")
+
+    if args.minilm:
+        mmodel = onnx.load(args.minilm)
+        data = load_calibration(args.minilm_tokens, mmodel, size=64)
+        t0 = time.time()
+        result = run(mmodel, QuantizeConfig(mode="int8-dynamic", latency_runs=10), Context(calibration=data, progress=silent))
+        rep = result.report
+        emit(model="minilm_l6", variant="ours_int8_dynamic", quantize_seconds=round(time.time() - t0, 1),
+             fidelity=rep["fidelity"]["outputs"], latency_ratio=rep["latency"]["ratio"], size_ratio=rep["size_ratio"],
+             split="first 64 sentences, fidelity measured on the same 64 (dynamic mode needs no calibration)")
 
     if not args.skip_efficientnet:
         model = onnx.load(args.model)

@@ -285,3 +285,24 @@ def test_bad_config(cfg, match):
     model = build([(8, 1)])
     with pytest.raises(SlimError, match=match):
         run(model, QuantizeConfig(**cfg), Context(progress=silent))
+
+
+def test_batchnorm_models_are_folded_first():
+    rng = np.random.default_rng(0)
+    c = 8
+    inits = [numpy_helper.from_array(rng.standard_normal((c, 3, 3, 3)).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, c).astype(np.float32), "g"), numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "m"), numpy_helper.from_array(rng.uniform(0.5, 2, c).astype(np.float32), "v"),
+             numpy_helper.from_array(rng.standard_normal((4, c, 1, 1)).astype(np.float32), "w1")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], name="c0", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c0", "g", "b", "m", "v"], ["bn"], name="bn"),
+             helper.make_node("Relu", ["bn"], ["r"], name="r"), helper.make_node("Conv", ["r", "w1"], ["y"], name="c1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    result = run(model, QuantizeConfig(**FAST), ctx_for(model))
+    ops = [n.op_type for n in result.model.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Conv") == 2
+    assert result.report["cle"]["pairs"] == 1  # the BN-folded Conv -> ReLU -> Conv chain is equalized
+    assert result.report["fidelity"]["outputs"]["y"]["sqnr_db"] > 20
