@@ -25,7 +25,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from onnxslim.calibration import ArrayDataset, Preprocess, load_calibration  # noqa: E402
+from onnxslim.calibration import Preprocess, load_calibration  # noqa: E402
 from onnxslim.context import Context  # noqa: E402
 from onnxslim.passes.quantize import QuantizeConfig, run  # noqa: E402
 from onnxslim.passes.quantize.fidelity import latency  # noqa: E402

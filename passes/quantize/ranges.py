@@ -13,7 +13,7 @@ full range is tried, so the chosen T is below the max whenever clipping lowers t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
