@@ -40,6 +40,7 @@ class QuantizeConfig:
     percentile: float = 99.99
     reduce_range: bool | None = None    # 7-bit non-depthwise weights; None: on when the CPU has no VNNI (u8*s8 saturates)
     weight_mse: bool = True             # per-channel weight clipping searched for the smallest MSE
+    eight_bit_nodes: tuple = ()         # node names that keep 8-bit weights even when reduce_range is on
     batch_size: int = 8
     max_fallback_nodes: int | None = None
     measure_latency: bool = True
@@ -143,7 +144,7 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
     excluded_names = {e["node"] for e in excluded}
     # without VNNI every Conv/Gemm weight but the depthwise ones gets 7 bits (see weights.py); a 7-bit input
     # activation instead was tried and still saturates in onnxruntime's AVX2 kernels
-    seven_weights = {n.name for n in prepared.graph.node} if reduce_range and config.per_channel else set()
+    seven_weights = {n.name for n in prepared.graph.node if n.name not in set(config.eight_bit_nodes)} if reduce_range and config.per_channel else set()
     w_overrides, report["weights"] = weights.overrides(prepared, per_channel=config.per_channel, seven_bit_nodes=seven_weights,
                                                        mse=config.weight_mse, exclude=excluded_names)
     one = {k: v[:1] for k, v in feeds[0].items()}
