@@ -18,7 +18,7 @@ from .allocate import Alignment, MacModel, budget_plan, uniform_plan
 from .apply import apply_plan, kept_positions
 from .importance import WEIGHT_CRITERIA, weight_importance
 
-DEFAULT_ROUND_TO = 16  # benchmarks/RESULTS.md: widths rounded to 16 ran fastest on onnxruntime CPU (AVX-512 blocks of 16)
+DEFAULT_ROUND_TO = 16  # benchmarks/RESULTS.md: on onnxruntime CPU, widths rounded to 16 ran faster than 8 (and unaligned slower than unpruned)
 
 DATA_CRITERIA = ("activation", "apoz", "hrank", "reconstruction")
 ALLOCATIONS = ("global", "uniform", "sensitivity", "search")
