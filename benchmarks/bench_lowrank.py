@@ -93,7 +93,7 @@ def main(argv=None):
     ap.add_argument("--targets", default="0.85,0.7,0.5")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--round-to", type=int, default=8)
-    ap.add_argument("--ridge", type=float, default=1e-3)
+    ap.add_argument("--ridge", type=float, default=1.0)
     ap.add_argument("--max-error", type=float, default=None)
     ap.add_argument("--exclude", default="", help="comma-separated substrings of MatMul names to keep")
     ap.add_argument("--weights", default="", help="error weights by name substring, e.g. attention=2,output/dense=1")

@@ -34,7 +34,8 @@ class LowRankConfig:
     round_to: int = 8                    # ranks are multiples of this
     data_aware: bool | None = None       # None: True when ctx.calibration is real data
     sequential: bool = True              # data-aware: fit each layer on the already-compressed model's inputs
-    ridge: float = 1e-3                  # sequential refit: shrinkage towards "no correction", x mean eigenvalue
+    ridge: float = 1.0                   # sequential refit: shrinkage towards "no correction", x mean eigenvalue
+                                         # (1.0 measured better than 1e-3 on MiniLM: less over-fitting)
     max_error: float | None = None       # never offer a rank whose relative output error exceeds this
     token_mask: str | None = "auto"      # input marking padding positions to ignore in statistics
     batch_size: int = 16

@@ -64,7 +64,7 @@ def ridge_towards_identity(czz: np.ndarray, czy: np.ndarray, ridge: float) -> np
     return np.eye(d) + np.linalg.solve(czz + lam * np.eye(d), czy - czz)
 
 
-def reduced_rank_fit(stats: OutputStats, ridge: float = 1e-3) -> Fit:
+def reduced_rank_fit(stats: OutputStats, ridge: float = 1.0) -> Fit:
     """Output-space reduced-rank regression; `errors` gives the relative error at every rank."""
     exact = stats.czz is stats.czy
     t_ls = np.eye(stats.czz.shape[0]) if exact else ridge_towards_identity(stats.czz, stats.czy, ridge)
