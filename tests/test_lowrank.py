@@ -278,3 +278,24 @@ def test_sensitivity_compresses_the_layer_whose_error_matters_less():
     assert ranks[True]["quiet"] < ranks[True]["loud"]
     rep = result.report["sensitivity"]
     assert rep["quiet"] < 0.01 * rep["loud"]
+
+
+def test_data_aware_sequential_conv_chain_is_exact_for_exact_low_rank_kernels():
+    """Channel split (data-aware, on output statistics) then a spatial split, fitted level by level."""
+    rng = np.random.default_rng(14)
+    k1 = (rng.standard_normal((16, 2)) @ rng.standard_normal((2, 4 * 9))).reshape(16, 4, 3, 3)
+    k2 = np.einsum("ci,oj->ocij", rng.standard_normal((16, 3)), rng.standard_normal((12, 3)))
+    nodes = [helper.make_node("Conv", ["x", "K1", "b1"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Conv", ["r1", "K2"], ["y"], name="c2", pads=[1, 1, 1, 1])]
+    model = _model(nodes, [_vi("x", ["N", 4, 8, 8])], [_vi("y", None)],
+                   {"K1": k1.astype(np.float32), "b1": rng.standard_normal(16).astype(np.float32), "K2": k2.astype(np.float32)})
+    calib = Calib({"x": rng.standard_normal((8, 4, 8, 8)).astype(np.float32)})
+    cfg = LowRankConfig(energy=1.0, round_to=1, conv_svd="auto", data_aware=True, sequential=True)
+    result = run(model, cfg, _ctx(calib))
+    by_name = {layer["name"]: layer for layer in result.report["layers"]}
+    assert (by_name["c1"]["scheme"], by_name["c1"]["rank"]) == ("channel", 2)
+    assert (by_name["c2"]["scheme"], by_name["c2"]["rank"]) == ("spatial", 1)
+    assert by_name["c1"]["error_fitted"] < 1e-6
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(_outputs(result.model, {"x": x})[0], _outputs(model, {"x": x})[0], rtol=1e-3, atol=1e-3)
