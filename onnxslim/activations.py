@@ -67,11 +67,13 @@ def make_session(model: onnx.ModelProto, *, threads: int | None = None) -> ort.I
     try:
         if model.ByteSize() < TWO_GB:
             return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.onnx")
-            onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location="model.data", size_threshold=1024)
-            return ort.InferenceSession(path, opts, providers=providers)
+        tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")
+        path = os.path.join(tmp.name, "model.onnx")
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="model.data", size_threshold=1024)
+        sess = ort.InferenceSession(path, opts, providers=providers)
+        sess._onnxslim_tmpdir = tmp  # weights may be memory-mapped: the folder lives as long as the session
+        return sess
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SlimError(f"onnxruntime cannot load the model: {first}") from None
