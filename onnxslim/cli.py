@@ -255,6 +255,12 @@ def _summary(report: dict) -> str:
         frozen = prune.get("frozen", [])
         lines.append(f"prune: {len(prune.get('pruned_groups', []))} of {prune.get('groups')} channel groups pruned "
                      f"({prune.get('importance')}, {prune.get('allocation')}); {len(frozen)} groups (partly) frozen")
+        fidelity = prune.get("fidelity") or {}
+        if fidelity.get("after_repair"):
+            b, a = fidelity.get("before_repair", {}), fidelity["after_repair"]
+            lines.append(f"  repair on {fidelity.get('samples')} calibration samples: loss {b.get('loss')} -> {a.get('loss')}")
+        for note in prune.get("notes") or []:
+            lines.append(f"  note: {note}")
         for f in frozen[:6]:
             lines.append(f"  frozen {f['frozen_channels']}/{f['channels']} ch: {f['reasons'][0]}")
         if len(frozen) > 6:
