@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import SlimError
-from .graph import TWO_GB, infer_shapes
+from .graph import TWO_GB, infer_shapes, model_bytes
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -65,7 +65,7 @@ def make_session(model: onnx.ModelProto, *, threads: int | None = None) -> ort.I
     opts.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
     try:
-        if model.ByteSize() < TWO_GB:
+        if model_bytes(model) < TWO_GB:
             return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
         tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")
         path = os.path.join(tmp.name, "model.onnx")

@@ -17,7 +17,7 @@ import onnx
 
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
-from onnxslim.graph import to_graph, to_model
+from onnxslim.graph import model_bytes, to_graph, to_model
 
 from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weights
 
@@ -259,7 +259,7 @@ def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None
     report["fidelity"] = {"measured_on": f"{sum(len(next(iter(f.values()))) for f in feeds)} calibration samples",
                           "kernels": "QDQ simulation (what TensorRT computes)" if simulated else "onnxruntime CPU int8 kernels",
                           "outputs": fidelity.compare(ref, got, names)}
-    report["size_ratio"] = round(qmodel.ByteSize() / max(model.ByteSize(), 1), 4)
+    report["size_ratio"] = round(model_bytes(qmodel) / max(model_bytes(model), 1), 4)
     if simulated:
         report["latency"] = {"skipped": "TensorRT-target graph: onnxruntime CPU latency says nothing about TensorRT"}
     elif config.measure_latency:
