@@ -6,8 +6,6 @@ graph outputs and run one batch at a time, so memory stays bounded whatever the 
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -15,7 +13,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import SlimError
-from .graph import TWO_GB, infer_shapes, model_bytes
+from .graph import infer_shapes
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -52,31 +50,9 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 
 def make_session(model: onnx.ModelProto, *, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session; models over 2 GB go through a temporary file with external data."""
-    try:
-        from . import validate  # another module may own session creation; use it when present
-        if hasattr(validate, "session"):
-            return validate.session(model)
-    except ImportError:
-        pass
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    try:
-        if model_bytes(model) < TWO_GB:
-            return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
-        tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")
-        path = os.path.join(tmp.name, "model.onnx")
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.data", size_threshold=1024)
-        sess = ort.InferenceSession(path, opts, providers=providers)
-        sess._onnxslim_tmpdir = tmp  # weights may be memory-mapped: the folder lives as long as the session
-        return sess
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SlimError(f"onnxruntime cannot load the model: {first}") from None
+    """A CPU session (models over 2 GB through a temporary folder with external data): validate.session."""
+    from .validate import session
+    return session(model, threads=threads)
 
 
 class TensorTap:
