@@ -119,6 +119,7 @@ class Analysis:
 
     def __post_init__(self):
         self._group_by_space = {s.id: g for g in self.groups for s in g.spaces}
+        self.nodes = {n.name: n for n in self.graph.nodes}  # by name: spaces of constants name their node
 
     def report(self) -> dict:
         return {

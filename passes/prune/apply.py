@@ -27,16 +27,12 @@ def kept_positions(analysis: Analysis, plan: Plan) -> dict[int, np.ndarray]:
     return keep
 
 
-def _nodes_by_name(graph: gs.Graph) -> dict[str, gs.Node]:
-    return {n.name: n for n in graph.nodes}
-
-
 def apply_plan(analysis: Analysis, plan: Plan, like: onnx.ModelProto) -> onnx.ModelProto:
     """Prune `analysis.graph` in place and return the new model (shapes re-inferred)."""
     keep = kept_positions(analysis, plan)
     if not keep:
         return like
-    nodes = _nodes_by_name(analysis.graph)
+    nodes = analysis.nodes
     per_use: dict[tuple[str, int], list] = {}
     for space in analysis.spaces:
         if space.is_constant and space.id in keep:
@@ -56,7 +52,7 @@ def apply_plan(analysis: Analysis, plan: Plan, like: onnx.ModelProto) -> onnx.Mo
 def masked_model(analysis: Analysis, plan: Plan, like: onnx.ModelProto) -> onnx.ModelProto:
     """The original with the removed channels zeroed at every exit (the oracle the pruned model must match)."""
     keep = kept_positions(analysis, plan)
-    nodes = _nodes_by_name(analysis.graph)
+    nodes = analysis.nodes
     for space in analysis.spaces:
         if space.role != EXIT or space.id not in keep:
             continue

@@ -14,11 +14,7 @@ WEIGHT_CRITERIA = ("l1", "l2", "bn", "random")
 
 
 def _constant_values(analysis: Analysis, space) -> np.ndarray:
-    node = analysis._nodes[space.node] if hasattr(analysis, "_nodes") else None
-    if node is None:
-        analysis._nodes = {n.name: n for n in analysis.graph.nodes}
-        node = analysis._nodes[space.node]
-    tensor = node.inputs[space.input_index]
+    tensor = analysis.nodes[space.node].inputs[space.input_index]
     assert isinstance(tensor, gs.Constant)
     return tensor.values
 
