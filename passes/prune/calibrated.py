@@ -70,7 +70,8 @@ class Calibrated:
                                 per_sample=self.config.positions_per_sample, seed=self.ctx.seed, progress=bar)
             else:
                 stats = collect(self.model, self.parametric(), self.exits, state, batches,
-                                per_sample=self.config.positions_per_sample, seed=self.ctx.seed, progress=bar)
+                                per_sample=self.config.positions_per_sample, seed=self.ctx.seed, progress=bar,
+                                residual=self.config.residual_targets)
         self.passes += 1
         return stats
 
@@ -149,7 +150,7 @@ class Calibrated:
             exits_report = repair(self.model, targets, kept_features(self.exits, plan), state, self.dataset,
                                   ridge=cfg.ridge, prior_rows=cfg.repair_prior, batch_size=cfg.calib_batch, per_sample=cfg.positions_per_sample,
                                   passes=cfg.repair_passes, seed=self.ctx.seed, progress=self.ctx.progress,
-                                  loss=evaluator.loss)
+                                  loss=evaluator.loss, residual=cfg.residual_targets)
             self.passes += min(cfg.repair_passes, len(targets))
             fidelity["after_repair"] = evaluator.fidelity(state)
             self.state, self.repaired_exits = state, targets

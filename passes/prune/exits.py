@@ -35,6 +35,9 @@ class Exit:
     dilations: tuple = (1, 1)
     trans_b: bool = False
     feature_class: np.ndarray | None = None  # class of `group` per feature
+    # (sum, skip) when the exit's output only feeds a residual Add `sum = output + skip`: the repair then
+    # fits the output to original(sum) - current(skip), so the branch also absorbs the skip path's drift
+    residual: tuple[str, str] | None = None
 
     @property
     def n_features(self) -> int:
@@ -132,11 +135,29 @@ def _matmul_exit(node: gs.Node) -> dict | None:
     return dict(op="matmul", w2=w.T.astype(np.float64), bias=None)
 
 
+def _residual(node: gs.Node, graph_outputs: set[str]) -> tuple[str, str] | None:
+    """(sum, skip) tensor names when `node`'s only consumer is an Add of its output and another activation of
+    the same shape (a residual connection); None otherwise."""
+    out = node.outputs[0]
+    if len(out.outputs) != 1 or out.name in graph_outputs:
+        return None
+    add = out.outputs[0]
+    if add.op != "Add" or len(add.inputs) != 2:
+        return None
+    skip = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+    if skip is out or isinstance(skip, gs.Constant):
+        return None
+    if out.shape is None or skip.shape is None or list(out.shape) != list(skip.shape) or any(not isinstance(d, int) for d in out.shape[1:]):
+        return None
+    return add.outputs[0].name, skip.name
+
+
 def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], list[dict]]:
     """The exits of `groups` that repair and data importance can model, in topological order, and the
     ones they cannot (with the reason)."""
     nodes = {n.name: n for n in analysis.graph.nodes}
     order = {n.name: i for i, n in enumerate(analysis.graph.nodes)}
+    graph_outputs = {t.name for t in analysis.graph.outputs}
     found, skipped = [], []
     for group in groups:
         for space in group.members(EXIT):
@@ -155,6 +176,7 @@ def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], lis
             source = next((s.id for s in analysis.spaces if s.node == node.name and s.input_index == 1 and s.role == SOURCE), None)
             found.append(Exit(node=node.name, group=group, exit_space=space.id, source_space=source,
                               input=node.inputs[0].name, output=node.outputs[0].name,
-                              weight_shape=tuple(node.inputs[1].values.shape), feature_class=feature_class, **info))
+                              weight_shape=tuple(node.inputs[1].values.shape), feature_class=feature_class,
+                              residual=_residual(node, graph_outputs), **info))
     found.sort(key=lambda e: order[e.node])
     return found, skipped

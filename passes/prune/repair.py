@@ -80,12 +80,16 @@ def solve(exit: Exit, stats: ExitStats, keep: np.ndarray, ridge: float, prior_w2
 
 
 def collect(original_model, current_model, exits: list[Exit], state: State | None, batches, *,
-            per_sample: int = 256, seed: int = 0, progress=None) -> dict[str, ExitStats]:
+            per_sample: int = 256, seed: int = 0, progress=None, residual: bool = False) -> dict[str, ExitStats]:
     """Stats of `exits`: inputs from `current_model` (the parametric model fed `state`; None = the original
-    model itself), targets from `original_model`, at the same sampled positions, batch by batch."""
+    model itself), targets from `original_model`, at the same sampled positions, batch by batch. With
+    `residual`, an exit feeding a residual Add gets the target original(sum) - current(skip) instead of
+    original(output): the refit branch then restores the residual stream, not just its own output."""
     stats = {e.node: ExitStats(e) for e in exits}
-    in_names = list(dict.fromkeys(e.input for e in exits))
-    out_names = list(dict.fromkeys(e.output for e in exits))
+    fix_skip = residual and current_model is not None
+    skips = {e.node: e.residual for e in exits if fix_skip and e.residual is not None}
+    in_names = list(dict.fromkeys([e.input for e in exits] + [r[1] for r in skips.values()]))
+    out_names = list(dict.fromkeys(skips[e.node][0] if e.node in skips else e.output for e in exits))
     if current_model is None:
         sess, names = tapped_session(original_model, in_names + out_names)
         orig_sess = None
@@ -98,11 +102,16 @@ def collect(original_model, current_model, exits: list[Exit], state: State | Non
         try:
             got = dict(zip(names, sess.run(names, {**feed, **weights})))
             if orig_sess is not None:
-                got.update(zip(orig_names, orig_sess.run(orig_names, feed)))
+                original = dict(zip(orig_names, orig_sess.run(orig_names, feed)))
         except Exception as err:
             raise SlimError(f"onnxruntime failed on a calibration batch: {str(err).splitlines()[0]}") from None
         for e in exits:
-            x, y = e.rows(got[e.input], got[e.output], rng, per_sample)
+            if e.node in skips:
+                total, skip = skips[e.node]
+                target = original[total] - got[skip]
+            else:
+                target = (original if orig_sess is not None else got)[e.output]
+            x, y = e.rows(got[e.input], target, rng, per_sample)
             stats[e.node].update(x, y)
         del got
         if progress is not None:
@@ -119,7 +128,7 @@ def waves(exits: list[Exit], count: int) -> list[list[Exit]]:
 
 def repair(original_model, exits: list[Exit], keep: dict[str, np.ndarray], state: State, dataset, *,
            ridge: float, batch_size: int, per_sample: int, passes: int, seed: int, progress, prior_rows: float = 1.0,
-           loss=None) -> dict:
+           loss=None, residual: bool = False) -> dict:
     """Refit every exit in `exits` in topological order, `passes` waves: each wave collects its exits'
     inputs from the model with all earlier waves already repaired. `keep` maps exit node -> kept feature
     indices. Mutates `state`; returns per-exit relative errors before/after."""
@@ -133,7 +142,7 @@ def repair(original_model, exits: list[Exit], keep: dict[str, np.ndarray], state
     with progress("repairing", total=n_batches * len(chunks)) as bar:
         for i, chunk in enumerate(chunks):
             stats = collect(original_model, current, chunk, state, dataset.batches(batch_size),
-                            per_sample=per_sample, seed=seed + i, progress=bar)
+                            per_sample=per_sample, seed=seed + i, progress=bar, residual=residual)
             kept_before = {e.node: (state.w2[e.node], state.bias[e.node]) for e in chunk}
             for e in chunk:
                 s = stats[e.node]
