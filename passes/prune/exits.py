@@ -179,4 +179,10 @@ def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], lis
                               weight_shape=tuple(node.inputs[1].values.shape), feature_class=feature_class,
                               residual=_residual(node, graph_outputs), **info))
     found.sort(key=lambda e: order[e.node])
+    # a skip that is itself an exit's output (a projection shortcut: Add(conv2, shortcut conv)) is refit on its
+    # own; letting both branches absorb the same drift would correct it twice
+    produced = {e.output for e in found}
+    for e in found:
+        if e.residual is not None and e.residual[1] in produced:
+            e.residual = None
     return found, skipped
