@@ -102,6 +102,12 @@ def main(argv=None):
                     help="weigh layer errors by their measured effect on the outputs (auto: on when data-aware)")
     ap.add_argument("--sensitivity-batches", type=int, default=2)
     ap.add_argument("--sensitivity-outputs", default="", help="comma-separated graph outputs the sensitivity compares (default: all)")
+    ap.add_argument("--allocation", choices=["auto", "greedy", "lagrangian"], default="auto",
+                    help="rank allocation for data-aware runs (auto: greedy)")
+    ap.add_argument("--loss", default="mse", help="greedy allocation loss: mse, cosine or similarity")
+    ap.add_argument("--allocation-batches", type=int, default=4)
+    ap.add_argument("--allocation-candidates", type=int, default=8)
+    ap.add_argument("--allocation-step", type=float, default=0.01)
     ap.add_argument("--save", default=None, help="folder to write the compressed models into")
     args = ap.parse_args(argv)
 
@@ -132,7 +138,9 @@ def main(argv=None):
                 sens = False
             cfg = LowRankConfig(target_macs=target, ops=("matmul",), round_to=args.round_to, ridge=args.ridge,
                                 max_error=args.max_error, exclude=exclude, layer_weights=layer_weights,
-                                sensitivity=sens,
+                                sensitivity=sens, allocation=args.allocation, allocation_loss=args.loss,
+                                allocation_batches=args.allocation_batches, allocation_step=args.allocation_step,
+                                allocation_candidates=args.allocation_candidates,
                                 sensitivity_batches=args.sensitivity_batches,
                                 sensitivity_outputs=tuple(filter(None, args.sensitivity_outputs.split(","))), **METHODS[method])
             start = time.perf_counter()
@@ -145,6 +153,8 @@ def main(argv=None):
             if "sensitivity" in rep:
                 measured = rep["sensitivity"]
             line = {"model": "minilm_l6", "target_macs": target, "method": method, "sensitivity": "sensitivity" in rep or bool(measured and METHODS[method]["data_aware"] and args.sensitivity != "off"),
+                    "allocation": rep.get("allocation"),
+                    **({"loss": args.loss, "allocation_batches": args.allocation_batches} if rep.get("allocation") == "greedy" else {}),
                     "macs_fraction": rep["fraction"], "factorized": rep["factorized"],
                     "mean_cosine": round(float(cos.mean()), 4), "min_cosine": round(float(cos.min()), 4),
                     "nn_agreement": round(float((nearest(emb) == ref_nn).mean()), 4),

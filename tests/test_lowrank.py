@@ -271,7 +271,8 @@ def test_sensitivity_compresses_the_layer_whose_error_matters_less():
     calib = Calib({"x": rng.standard_normal((32, 4, 32)).astype(np.float32)})
     ranks = {}
     for sens in (False, True):
-        result = run(model, LowRankConfig(target_macs=0.5, round_to=2, data_aware=True, sequential=False, sensitivity=sens), _ctx(calib))
+        result = run(model, LowRankConfig(target_macs=0.5, round_to=2, data_aware=True, sequential=False, sensitivity=sens,
+                                          allocation="lagrangian"), _ctx(calib))
         ranks[sens] = {layer["name"]: layer["rank"] or 32 for layer in result.report["layers"]}
         assert result.report["fraction"] <= 0.5
     assert ranks[False]["loud"] == ranks[False]["quiet"]
@@ -299,3 +300,70 @@ def test_data_aware_sequential_conv_chain_is_exact_for_exact_low_rank_kernels():
     assert by_name["c1"]["error_fitted"] < 1e-6
     x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(_outputs(result.model, {"x": x})[0], _outputs(model, {"x": x})[0], rtol=1e-3, atol=1e-3)
+
+
+def _conv_model(kernel, bias, **attrs):
+    nodes = [helper.make_node("Conv", ["x", "K", "b"], ["y"], name="conv", **attrs)]
+    return _model(nodes, [_vi("x", ["N", kernel.shape[1], 10, 10])], [_vi("y", None)],
+                  {"K": kernel.astype(np.float32), "b": bias.astype(np.float32)})
+
+
+def _anisotropic_images(rng, n, cin):
+    """Channels of very different scales, mixed (the same mix every call), so that some input directions
+    carry almost nothing."""
+    mix = np.random.default_rng(99).standard_normal((cin, cin)) * np.logspace(0, -2.5, cin)[None, :]
+    z = rng.standard_normal((n, 10, 10, cin)) @ mix.T
+    return (z.transpose(0, 3, 1, 2) + 0.5).astype(np.float32)
+
+
+def test_data_aware_spatial_svd_beats_weight_only_on_anisotropic_inputs():
+    rng = np.random.default_rng(21)
+    cin, cout, r = 6, 8, 4
+    kernel = rng.standard_normal((cout, cin, 3, 3))
+    bias = rng.standard_normal(cout)
+    attrs = dict(pads=[1, 0, 2, 1], strides=[2, 1])
+    model = _conv_model(kernel, bias, **attrs)
+    calib = Calib({"x": _anisotropic_images(rng, 64, cin)})
+    held_out = _anisotropic_images(rng, 64, cin)
+    want = _outputs(model, {"x": held_out})[0]
+    errors, reports = {}, {}
+    for data_aware in (False, True):
+        cfg = LowRankConfig(ranks={"conv": r}, conv_svd="spatial", data_aware=data_aware, sequential=False)
+        result = run(model, cfg, _ctx(calib))
+        assert [n.op_type for n in result.model.graph.node] == ["Conv", "Conv"]
+        shapes = [tuple(numpy_helper.to_array(t).shape) for t in result.model.graph.initializer if t.name != "K"]
+        assert (r, cin, 3, 1) in shapes and (cout, r, 1, 3) in shapes
+        got = _outputs(result.model, {"x": held_out})[0]
+        assert got.shape == want.shape
+        errors[data_aware] = float(np.sum((got - want) ** 2) / np.sum((want - want.mean(axis=(0, 2, 3), keepdims=True)) ** 2))
+        reports[data_aware] = result.report["layers"][0]
+    assert errors[True] < 0.5 * errors[False], errors
+    entry = reports[True]
+    assert entry["scheme"] == "spatial" and entry["rank"] == r
+    assert entry["error_data_aware"] < 0.5 * entry["error_weight_svd"]
+    # the reported (calibration) output error is what the rewritten model does on the calibration data
+    x = calib.arrays["x"]
+    ref = _outputs(model, {"x": x})[0]
+    got = _outputs(run(model, LowRankConfig(ranks={"conv": r}, conv_svd="spatial", data_aware=True, sequential=False),
+                       _ctx(calib)).model, {"x": x})[0]
+    measured = np.sum((got - ref) ** 2) / np.sum((ref - ref.mean(axis=(0, 2, 3), keepdims=True)) ** 2)
+    assert measured == pytest.approx(entry["error_data_aware"], rel=1e-2, abs=1e-6)
+
+
+def test_data_aware_spatial_error_curve_never_exceeds_weight_only():
+    rng = np.random.default_rng(22)
+    kernel = rng.standard_normal((5, 4, 3, 3))
+    x = _anisotropic_images(rng, 16, 4)
+    from onnxslim.passes.lowrank.stats import im2col
+    cols = im2col(x.astype(np.float64), (3, 3), {"pads": [1, 1, 1, 1]})
+    assert cols.shape == (16 * 10 * 10, 4 * 9)
+    cov = np.cov(cols.T, bias=True)
+    curve = factor.data_aware_spatial_errors(kernel, factor.PatchStats(cov, cols.mean(0)), round_to=1)
+    w = kernel.reshape(5, -1).T
+    total = np.sum(w * (cov @ w))
+    for rank in range(1, 12):
+        v, h, _ = factor.spatial_factors(kernel, rank)
+        d = w - np.einsum("rcik,orkj->ocij", v, h).reshape(5, -1).T
+        assert curve[rank] <= np.sum(d * (cov @ d)) / total + 1e-9
+    assert curve[12] < 1e-9  # full rank min(Cin*kh, Cout*kw) = 12 is exact
+    assert np.all(np.diff(curve[1:]) <= 1e-9)

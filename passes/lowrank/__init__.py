@@ -15,11 +15,11 @@ from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.inputs import random_feeds
 
-from . import factor, sensitivity
+from . import factor, greedy, sensitivity
 from .layers import Layer, find_layers
 from .rewrite import Editor
 from .select import Option, allocate, by_energy, candidate_ranks, layer_macs, options_for, schemes_for, split_macs
-from .stats import find_token_mask, original_stats, paired_stats, probe_shapes
+from .stats import MAX_PATCH, find_token_mask, original_stats, paired_stats, patch_stats, probe_shapes
 
 ALL_OPS = ("matmul", "gemm", "conv")
 
@@ -44,6 +44,13 @@ class LowRankConfig:
     sensitivity_batches: int = 2         # calibration batches used per layer for that measurement
     sensitivity_outputs: tuple = ()      # graph outputs that measurement compares (empty: all of them)
     probe_error: float = 0.1             # layer error at which sensitivity is measured
+    allocation: str = "auto"             # --lowrank-target-macs: "greedy" (step by step, measured on the compressed
+                                         # model), "lagrangian" (one-shot: layer errors x sensitivity); auto:
+                                         # greedy when data-aware
+    allocation_loss: str = "mse"         # greedy: "mse" | "cosine" | "similarity" on sensitivity_outputs
+    allocation_step: float = 0.01        # greedy: fraction of the layers' MACs cut per step
+    allocation_candidates: int = 8       # greedy: tries run through the network per step (besides first tries)
+    allocation_batches: int = 4          # greedy: calibration batches the loss is measured on
     ranks: dict = field(default_factory=dict)          # explicit {node name: rank}, overriding the selection
     layer_weights: dict = field(default_factory=dict)  # {node name: weight of its error in the allocation}
 
@@ -59,6 +66,10 @@ class LowRankConfig:
             raise SlimError(f"--lowrank-ops: unknown kind(s) {sorted(bad)}; choose from matmul,gemm,conv")
         if self.conv_svd not in ("channel", "spatial", "auto"):
             raise SlimError(f"--conv-svd must be channel, spatial or auto, got {self.conv_svd!r}")
+        if self.allocation not in ("auto", "greedy", "lagrangian"):
+            raise SlimError(f"low-rank allocation must be auto, greedy or lagrangian, got {self.allocation!r}")
+        if self.allocation_loss not in greedy.LOSSES:
+            raise SlimError(f"low-rank allocation loss must be one of {greedy.LOSSES}, got {self.allocation_loss!r}")
         if int(self.round_to) < 1:
             raise SlimError(f"--round-to must be a positive integer, got {self.round_to}")
 
@@ -87,16 +98,36 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
     if data_aware:
         with ctx.progress("low-rank statistics", total=_batches(calib, config.batch_size)) as bar:
             stats = original_stats(model, layers, calib.batches(config.batch_size), mask, bar)
+    patches = {}  # data-aware spatial SVD: im2col input statistics of the Convs that may be split spatially
+    spatial = [l for l in layers if "spatial" in schemes_for(l, config.conv_svd) and l.in_features <= MAX_PATCH]
+    if data_aware and spatial:
+        with ctx.progress("low-rank patch statistics", total=_batches(calib, config.batch_size)) as bar:
+            patches = patch_stats(model, spatial, calib.batches(config.batch_size), bar)
 
     fits = {}  # data-aware fits on the original model, reused by the non-sequential rewrite
-    curves = {layer.name: _curves(layer, stats.get(layer.name), config, fits) for layer in layers}
+    curves = {layer.name: _curves(layer, stats.get(layer.name), config, fits, patches.get(layer.name)) for layer in layers}
     options = {}
     chosen = _choose(layers, shapes, curves, config, report, options)
-    if options:
+    allocation = config.allocation if config.allocation != "auto" else ("greedy" if data_aware else "lagrangian")
+    if options and allocation == "greedy" and calib is not None:
+        report["allocation"] = "greedy"
+        fixed = sum(o.macs for o in chosen.values())
+        total = fixed + sum(opts[0].macs for opts in options.values())
+        feeds = greedy.calibration_feeds(calib, config.batch_size, config.allocation_batches)
+        opened = greedy.OpenModel(model, [l for l in layers if l.name in options], feeds, config.sensitivity_outputs,
+                                  config.allocation_loss)
+        effective = _effective_weights(layers, stats, fits, patches, config, opened)
+        picked, trace = greedy.greedy_allocate(opened, options, effective, config.target_macs * total - fixed,
+                                               step=config.allocation_step, candidates=config.allocation_candidates,
+                                               progress=ctx.progress)
+        chosen.update(picked)
+        report["allocation_trace"] = trace
+    elif options:
+        report["allocation"] = "lagrangian"
         weights = dict(config.layer_weights)
         use_sensitivity = config.sensitivity if config.sensitivity is not None else data_aware
         if use_sensitivity and calib is not None:
-            measured = _sensitivities(model, layers, options, stats, fits, config, ctx)
+            measured = _sensitivities(model, layers, options, stats, fits, patches, config, ctx)
             report["sensitivity"] = {k: float(f"{v:.4g}") for k, v in measured.items()}
             weights.update({k: weights.get(k, 1.0) * v for k, v in measured.items()})
         fixed = sum(o.macs for o in chosen.values())
@@ -106,23 +137,64 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
 
     fitted_errors = {}
     if plan:
-        model_out, fitted_errors = _apply(model, plan, chosen, stats, fits, data_aware, config, ctx)
+        model_out, fitted_errors = _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx)
     else:
         model_out = model
-    _report_layers(report, layers, shapes, curves, chosen, stats, fitted_errors, config)
+    _report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted_errors, config)
     return PassResult(model_out, report)
+
+
+def _effective_weights(layers, stats, fits, patches, config, opened):
+    """effective(name, option) -> the open model's arrays for that layer at that option (W' = A B, bias + shift)."""
+    by_name = {layer.name: layer for layer in layers}
+    svds = {}
+
+    def effective(name, option):
+        layer = by_name[name]
+        if option.scheme is None:
+            return opened.set(name, layer.weight, layer.bias)
+        r = option.rank
+        if option.scheme == "spatial":
+            vertical, horizontal, shift = _spatial(layer, r, patches.get(name))
+            kernel = np.einsum("rcik,orkj->ocij", vertical, horizontal)
+            bias = None if layer.bias is None else layer.bias + shift
+            return opened.set(name, kernel.reshape(kernel.shape[0], -1).T, bias)
+        st = stats.get(name)
+        if st is not None:
+            fit = fits.get(name) or factor.reduced_rank_fit(st, config.ridge)
+            left, right, shift = factor.projection_at(fit, st, r)
+        else:
+            if name not in svds:
+                svds[name] = factor.weight_svd_errors(layer.weight, None)[0]
+            v = svds[name][:, :r]
+            left, right, shift = v, v.T, np.zeros(layer.out_features)
+        bias = None if layer.bias is None else layer.bias + shift
+        return opened.set(name, layer.weight @ left @ right, bias)
+
+    return effective
+
+
+def _spatial(layer, rank, patches):
+    """(vertical, horizontal, bias shift): data-aware with im2col statistics, else weight-only."""
+    if patches is not None:
+        vertical, horizontal, shift, _ = factor.data_aware_spatial(layer.kernel, patches, rank)
+        return vertical, horizontal, shift
+    vertical, horizontal, _ = factor.spatial_factors(layer.kernel, rank)
+    return vertical, horizontal, np.zeros(layer.out_features)
 
 
 def _batches(calib, batch_size) -> int:
     return -(-len(calib) // batch_size)
 
 
-def _curves(layer: Layer, stats, config, fits) -> dict[str, np.ndarray]:
+def _curves(layer: Layer, stats, config, fits, patches=None) -> dict[str, np.ndarray]:
     """Relative error at every rank, per scheme: output error on the data if data-aware, else weight error."""
     out = {}
     for scheme in schemes_for(layer, config.conv_svd):
         if scheme == "spatial":
-            out[scheme] = factor.spatial_errors(layer.kernel)
+            out[scheme] = (factor.spatial_errors(layer.kernel) if patches is None
+                           else factor.data_aware_spatial_errors(layer.kernel, patches, config.round_to,
+                                                                  extra=(config.ranks.get(layer.name),)))
         elif stats is not None:
             fit = factor.reduced_rank_fit(stats, config.ridge)
             fits[layer.name] = fit
@@ -157,7 +229,7 @@ def _choose(layers, shapes, curves, config, report, options) -> dict[str, Option
     return chosen
 
 
-def _sensitivities(model, layers, options, stats, fits, config, ctx) -> dict[str, float]:
+def _sensitivities(model, layers, options, stats, fits, patches, config, ctx) -> dict[str, float]:
     """Per layer, model output error per unit of layer error, each layer split alone near probe_error."""
     by_name = {layer.name: layer for layer in layers}
     dtypes = {t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
@@ -170,7 +242,7 @@ def _sensitivities(model, layers, options, stats, fits, config, ctx) -> dict[str
 
     def split_one(name):
         editor = Editor(model)
-        _split(editor, by_name[name], probes[name], stats.get(name), config, dtypes, {}, fits.get(name))
+        _split(editor, by_name[name], probes[name], stats.get(name), config, dtypes, {}, fits.get(name), patches.get(name))
         return editor.finish()
 
     with ctx.progress("low-rank sensitivity", total=len(probes)) as bar:
@@ -178,7 +250,7 @@ def _sensitivities(model, layers, options, stats, fits, config, ctx) -> dict[str
                                    config.batch_size, config.sensitivity_batches, bar, outputs=config.sensitivity_outputs)
 
 
-def _apply(model, plan, chosen, stats, fits, data_aware, config, ctx):
+def _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx):
     """Rewrite the planned layers; data-aware + sequential goes level by level on the compressed model."""
     dtypes = {t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
               if t.name in {layer.node.input[1] for layer in plan}}
@@ -186,7 +258,8 @@ def _apply(model, plan, chosen, stats, fits, data_aware, config, ctx):
     if not (data_aware and config.sequential):
         editor = Editor(model)
         for layer in plan:
-            _split(editor, layer, chosen[layer.name], stats.get(layer.name), config, dtypes, fitted, fits.get(layer.name))
+            _split(editor, layer, chosen[layer.name], stats.get(layer.name), config, dtypes, fitted, fits.get(layer.name),
+                   patches.get(layer.name))
         return editor.finish(), fitted
     calib = ctx.calibration
     mask = find_token_mask(model, config.token_mask)
@@ -200,18 +273,20 @@ def _apply(model, plan, chosen, stats, fits, data_aware, config, ctx):
             paired = paired_stats(original, current, needs_data, calib.batches(config.batch_size), mask, stats) if needs_data else {}
             editor = Editor(current)
             for layer in group:
-                _split(editor, layer, chosen[layer.name], paired.get(layer.name), config, dtypes, fitted)
+                _split(editor, layer, chosen[layer.name], paired.get(layer.name), config, dtypes, fitted,
+                       patches=patches.get(layer.name))
             current = editor.finish()
             bar.update(1)
     return current, fitted
 
 
-def _split(editor: Editor, layer: Layer, option: Option, stats, config, dtypes, fitted, fit=None) -> None:
+def _split(editor: Editor, layer: Layer, option: Option, stats, config, dtypes, fitted, fit=None, patches=None) -> None:
     dtype = dtypes.get(layer.node.input[1], np.float32)
     r = option.rank
     if option.scheme == "spatial":
-        vertical, horizontal, _ = factor.spatial_factors(layer.kernel, r)
-        editor.split_conv_spatial(layer, vertical, horizontal, layer.bias, dtype)
+        vertical, horizontal, shift = _spatial(layer, r, patches)
+        bias = None if layer.bias is None else layer.bias + shift
+        editor.split_conv_spatial(layer, vertical, horizontal, bias, dtype)
         return
     if stats is not None:
         fit = fit or factor.reduced_rank_fit(stats, config.ridge)
@@ -229,7 +304,7 @@ def _split(editor: Editor, layer: Layer, option: Option, stats, config, dtypes, 
         editor.split_matmul(layer, a, b, bias, dtype)
 
 
-def _report_layers(report, layers, shapes, curves, chosen, stats, fitted, config) -> None:
+def _report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted, config) -> None:
     before = after = 0
     ratios = []
     for layer in layers:
@@ -256,6 +331,13 @@ def _report_layers(report, layers, shapes, curves, chosen, stats, fitted, config
                 entry["error_data_aware"] = round(option.error, 6)
                 if weight_err > 1e-9:
                     ratios.append(option.error / weight_err)
+            pt = patches.get(layer.name)
+            if pt is not None and option.scheme == "spatial":
+                weight_err = _spatial_weight_only_error(layer, pt, option.rank)
+                entry["error_weight_svd"] = round(weight_err, 6)
+                entry["error_data_aware"] = round(option.error, 6)
+                if weight_err > 1e-9:
+                    ratios.append(option.error / weight_err)
             if layer.name in fitted:
                 entry["error_fitted"] = round(fitted[layer.name], 6)
         report["layers"].append(entry)
@@ -266,6 +348,15 @@ def _report_layers(report, layers, shapes, curves, chosen, stats, fitted, config
     if ratios:
         report["data_aware_over_weight_svd_error"] = {"median": round(float(np.median(ratios)), 4),
                                                       "max": round(float(np.max(ratios)), 4)}
+
+
+def _spatial_weight_only_error(layer, patches, rank) -> float:
+    """Output error on the calibration patches of weight-only spatial SVD (same bias correction)."""
+    vertical, horizontal, _ = factor.spatial_factors(layer.kernel, rank)
+    kernel = np.einsum("rcik,orkj->ocij", vertical, horizontal)
+    d = layer.weight - kernel.reshape(kernel.shape[0], -1).T
+    total = max(float(np.sum(layer.weight * (patches.cov @ layer.weight))), 1e-30)
+    return float(np.sum(d * (patches.cov @ d))) / total
 
 
 def _keep_reason(layer, entry, config) -> str:

@@ -132,3 +132,95 @@ def spatial_errors(kernel: np.ndarray) -> np.ndarray:
     s = np.linalg.svd(kernel.transpose(1, 2, 0, 3).reshape(cin * kh, cout * kw), compute_uv=False)
     total = max(float((s**2).sum()), 1e-30)
     return np.maximum(np.concatenate([[total], total - np.cumsum(s**2)]) / total, 0.0)
+
+
+@dataclass
+class PatchStats:
+    """Statistics of a Conv layer's im2col input patches, features ordered (Cin, kh, kw) like W's rows.
+
+    cov: centered covariance when the layer has a bias (the mean shift goes into it), else the raw second
+    moment; mean: the mean patch (zeros without a bias).
+    """
+    cov: np.ndarray
+    mean: np.ndarray
+
+
+def _spatial_refit(kernel: np.ndarray, cov: np.ndarray, u: np.ndarray, ridge: float = 1e-9):
+    """Given the vertical factor's column space U [(Cin, kh), r], the least-squares horizontal factor.
+
+    The vertical Conv gives features phi[(r, j)] = sum_(c,i) U[(c,i), r] x[(c,i,j)] (j = horizontal tap), and
+    the output is linear in phi, so the best second factor solves G H = B with G = E[phi phi^T],
+    B = E[phi y^T]. Returns (H [r*kw, Cout], output error E||y - y'||^2, E||y||^2).
+    """
+    cout, cin, kh, kw = kernel.shape
+    r = u.shape[1]
+    w = kernel.reshape(cout, -1).T                       # [(c,i,j), o]
+    c4 = cov.reshape(cin * kh, kw, cin * kh, kw)
+    g = np.einsum("ar,ajbk,bs->rjsk", u, c4, u, optimize=True).reshape(r * kw, r * kw)
+    cw = (cov @ w).reshape(cin * kh, kw, cout)
+    b = np.einsum("ar,ajo->rjo", u, cw).reshape(r * kw, cout)
+    lam = ridge * max(np.trace(g) / max(g.shape[0], 1), 1e-30)
+    h = np.linalg.solve(g + lam * np.eye(g.shape[0]), b)
+    total = float(np.sum(w * (cov @ w)))
+    err = total - float(np.sum(h * b)) * 2 + float(np.sum(h * (g @ h)))
+    return h, max(err, 0.0), max(total, 1e-30)
+
+
+def vertical_bases(kernel: np.ndarray, cov: np.ndarray) -> list[np.ndarray]:
+    """Candidate vertical column spaces [(Cin, kh), full] (keep the first r columns): the weight SVD's, and the one whitened by the data.
+
+    The data-aware one takes the top singular vectors of S M, S = Cv^(1/2), Cv = sum_j E[x_j x_j^T] (the
+    patch covariance of the (c, i) coordinates, summed over horizontal taps), mapped back by S^-1: exact
+    data-aware SVD when taps at different j are uncorrelated, an approximation otherwise, hence both tried.
+    """
+    cout, cin, kh, kw = kernel.shape
+    m = kernel.transpose(1, 2, 0, 3).reshape(cin * kh, cout * kw)
+    u_w = np.linalg.svd(m, full_matrices=False)[0]
+    cv = np.einsum("ajbj->ab", cov.reshape(cin * kh, kw, cin * kh, kw))
+    vals, vecs = np.linalg.eigh((cv + cv.T) / 2)
+    keep = vals > max(vals.max(), 1e-30) * 1e-10
+    s = (vecs[:, keep] * np.sqrt(vals[keep])) @ vecs[:, keep].T
+    s_inv = (vecs[:, keep] / np.sqrt(vals[keep])) @ vecs[:, keep].T
+    u_d = np.linalg.svd(s @ m, full_matrices=False)[0]
+    return [u_w, np.linalg.qr(s_inv @ u_d)[0]]  # QR keeps the nested spans, conditions the refit
+
+
+def data_aware_spatial(kernel: np.ndarray, stats: PatchStats, rank: int, bases: list | None = None):
+    """(vertical [r, Cin, kh, 1], horizontal [Cout, r, 1, kw], bias shift [Cout], relative output error).
+
+    Of the candidate vertical factors, the one whose least-squares horizontal factor gives the lower output
+    error on the calibration patches; never worse than weight-only spatial SVD (a feasible choice of both).
+    """
+    cout, cin, kh, kw = kernel.shape
+    best = None
+    for u in bases if bases is not None else vertical_bases(kernel, stats.cov):
+        u = u[:, :rank]
+        h, err, total = _spatial_refit(kernel, stats.cov, u)
+        if best is None or err < best[2]:
+            best = (u, h, err, total)
+    u, h, err, total = best
+    r = u.shape[1]
+    vertical = u.T.reshape(r, cin, kh, 1)
+    horizontal = h.reshape(r, kw, cout).transpose(2, 0, 1)[:, :, None, :]
+    w = kernel.reshape(cout, -1).T
+    w_new = np.einsum("rcik,orkj->ocij", vertical, horizontal).reshape(cout, -1).T
+    shift = stats.mean @ (w - w_new)
+    return vertical, horizontal, shift, err / total
+
+
+def data_aware_spatial_errors(kernel: np.ndarray, stats: PatchStats, round_to: int, extra=()) -> np.ndarray:
+    """Relative output error at every rank 0..full; computed at multiples of round_to, full and `extra`, each
+    other rank given the error of the next computed rank (what a rank rounded up to round_to would get)."""
+    cout, cin, kh, kw = kernel.shape
+    full = min(cin * kh, cout * kw)
+    step = max(1, int(round_to))
+    computed = sorted(set(range(step, full + 1, step)) | {full} | {int(r) for r in extra if r and 0 < int(r) <= full})
+    errors = np.ones(full + 1)
+    bases = vertical_bases(kernel, stats.cov)
+    values = {r: data_aware_spatial(kernel, stats, r, bases)[3] for r in computed}
+    nxt = full
+    for r in range(full, 0, -1):
+        if r in values:
+            nxt = r
+        errors[r] = values[nxt]
+    return errors

@@ -7,7 +7,7 @@ import onnx
 from onnxslim.activations import CrossGramAccumulator, GramAccumulator, TensorTap
 from onnxslim.inputs import model_inputs
 
-from .factor import OutputStats
+from .factor import OutputStats, PatchStats
 from .layers import Layer
 
 
@@ -103,4 +103,44 @@ def paired_stats(original: TensorTap, current: onnx.ModelProto, layers: list[Lay
         else:
             n = max(a.count, 1.0)
             out[layer.name] = OutputStats(a.second_moment, c.cross / n, ref.cyy, np.zeros_like(a.mean), ref.mean_y)
+    return out
+
+
+MAX_PATCH = 2304  # im2col features (Cin*kh*kw) up to which spatial SVD is data-aware (a 2304^2 covariance)
+
+
+def im2col(x: np.ndarray, kernel_shape, attrs: dict) -> np.ndarray:
+    """[N, Cin, H, W] -> [N*Ho*Wo, Cin*kh*kw] patches (features ordered c, i, j like a Conv kernel's)."""
+    kh, kw = kernel_shape
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
+    x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    n, c, h, w = x.shape
+    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    cols = np.empty((n, ho, wo, c, kh, kw), dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+            cols[..., i, j] = patch.transpose(0, 2, 3, 1)
+    return cols.reshape(n * ho * wo, c * kh * kw)
+
+
+def patch_stats(model: onnx.ModelProto, layers: list[Layer], batches, progress=None) -> dict[str, PatchStats]:
+    """im2col input-patch covariance (centered when the layer has a bias) of Conv layers, one pass."""
+    tap = TensorTap(model, [layer.node.input[0] for layer in layers])
+    accs = {layer.name: GramAccumulator(-1) for layer in layers}
+    for feed in batches:
+        values = tap(feed)
+        for layer in layers:
+            accs[layer.name].update(im2col(values[layer.node.input[0]], layer.kernel.shape[2:], layer.attrs))
+        if progress is not None:
+            progress.update(1)
+    out = {}
+    for layer in layers:
+        acc = accs[layer.name]
+        if layer.bias is not None:
+            out[layer.name] = PatchStats(acc.covariance, acc.mean)
+        else:
+            out[layer.name] = PatchStats(acc.second_moment, np.zeros_like(acc.mean))
     return out

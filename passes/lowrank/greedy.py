@@ -1,0 +1,213 @@
+"""Step-by-step rank allocation measured on the already-compressed model.
+
+One-shot sensitivity weights (each layer split alone, near one probe error, from the original model) assume
+that a layer's cost at the outputs is linear in its own error and independent of the other layers' cuts.
+Neither holds far from the original. Here every step starts from the current choice of ranks, tries
+cutting about `step` of the layers' MACs from a layer, measures the calibration loss of the resulting
+model, and takes the cut with the smallest loss increase per MAC saved (like passes/prune/sensitivity.py).
+
+To measure a try without building a model and a session per try, the model is "opened" once: every
+candidate layer reads its weight (and bias) from a new graph input, and a try feeds the layer's low-rank
+weight W' = A B (same shape as W, same function as the split pair up to float rounding).
+
+Which tries are run: each layer offers cuts of about 1, 2 and 4 steps (a first cut from full rank saves
+little, so a single small step would misjudge a layer); they are ranked by a local proxy, the layer's own
+error increase per MAC saved times its last measured (loss increase / layer error increase), and the best
+`candidates` are run through the network.
+
+Loss on the chosen outputs: "mse" (relative squared error, as in sensitivity.py), "cosine" (mean over
+samples of 1 - cosine similarity), or "similarity" (relative squared error of the samples' cosine-similarity
+matrix within each batch: the geometry that nearest-neighbour search sees).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxslim.activations import TensorTap
+from onnxslim.errors import SlimError
+
+from .layers import Layer
+from .select import Option
+
+LOSSES = ("mse", "cosine", "similarity")
+
+
+class OpenModel:
+    """The model with each candidate layer's weight and bias fed as graph inputs; `loss(choice)` on fixed batches."""
+
+    def __init__(self, model: onnx.ModelProto, layers: list[Layer], feeds: list[dict], outputs, loss: str):
+        if loss not in LOSSES:
+            raise SlimError(f"low-rank allocation loss must be one of {LOSSES}, got {loss!r}")
+        self.loss_kind = loss
+        inits = {t.name: t for t in model.graph.initializer}
+        opened = onnx.ModelProto()
+        opened.CopyFrom(model)
+        self.slots: dict[str, tuple] = {}   # layer name -> (weight input, stored shape/dtype), (bias input, shape) or None
+        by_output = {layer.node.output[0]: layer for layer in layers}
+        add_of = {layer.bias_add.output[0]: layer for layer in layers if layer.bias_add is not None}
+        new_inputs = []
+        for node in opened.graph.node:
+            key = node.output[0] if node.output else None
+            layer = by_output.get(key)
+            if layer is not None and layer.node.op_type == node.op_type and layer.name == node.name:
+                w = inits[node.input[1]]
+                w_name = f"lowrank_open/{len(self.slots)}/W"
+                node.input[1] = w_name
+                new_inputs.append(helper.make_tensor_value_info(w_name, w.data_type, list(w.dims)))
+                bias_slot = None
+                if layer.kind in ("gemm", "conv") and layer.bias is not None:
+                    b_name = f"lowrank_open/{len(self.slots)}/B"
+                    node.input[2] = b_name
+                    new_inputs.append(helper.make_tensor_value_info(b_name, w.data_type, [layer.out_features]))
+                    bias_slot = (b_name, (layer.out_features,))
+                self.slots[layer.name] = [(w_name, tuple(w.dims), numpy_helper.to_array(w).dtype), bias_slot]
+            layer = add_of.get(key)
+            if layer is not None and layer.bias is not None:
+                old = node.input[1] if node.input[0] == layer.node.output[0] else node.input[0]
+                b = inits[old]
+                b_name = f"lowrank_open/{layer.name}/bias"
+                node.input[list(node.input).index(old)] = b_name
+                new_inputs.append(helper.make_tensor_value_info(b_name, b.data_type, list(b.dims)))
+                self.slots.setdefault(layer.name, [None, None])[1] = (b_name, tuple(b.dims))
+        opened.graph.input.extend(new_inputs)
+        known = [o.name for o in model.graph.output]
+        unknown = [name for name in outputs if name not in known]
+        if unknown:
+            raise SlimError(f"low-rank allocation: {unknown} are not outputs of the model; it has {known}")
+        keep = set(outputs) or set(known)
+        kept = [o for o in opened.graph.output if o.name in keep]
+        del opened.graph.output[:]
+        opened.graph.output.extend(kept)
+        self.layers = {layer.name: layer for layer in layers}
+        self.feeds = feeds
+        self.tap = TensorTap(opened, [])
+        reference = TensorTap(model, [])
+        self.reference = [{k: v.astype(np.float64) for k, v in reference(feed).items() if k in keep} for feed in feeds]
+        self.weights: dict[str, dict] = {}  # layer name -> {input name: stored array} for its current option
+
+    def set(self, name: str, w: np.ndarray, bias: np.ndarray | None) -> dict:
+        """Stored arrays for layer `name` with effective weight w [in, out] and bias [out]."""
+        layer = self.layers[name]
+        (w_name, w_shape, dtype), bias_slot = self.slots[name]
+        out = {w_name: _stored_weight(layer, w, w_shape).astype(dtype)}
+        if bias_slot is not None:
+            b_name, b_shape = bias_slot
+            b = bias if bias is not None else layer.bias
+            out[b_name] = (np.asarray(b) / _beta(layer)).reshape(b_shape).astype(dtype)
+        return out
+
+    def loss(self, arrays: dict[str, dict]) -> float:
+        """Loss of the model whose layers use `arrays` ({layer: stored arrays}, every layer present)."""
+        extra = {k: v for per in arrays.values() for k, v in per.items()}
+        losses = []
+        for ref, feed in zip(self.reference, self.feeds):
+            out = self.tap({**feed, **extra})
+            for name, value in ref.items():
+                losses.append(_loss(self.loss_kind, value, out[name].astype(np.float64)))
+        return float(np.mean(losses)) if losses else 0.0
+
+
+def _beta(layer: Layer) -> float:
+    return float(layer.attrs.get("beta", 1.0)) if layer.kind == "gemm" else 1.0
+
+
+def _stored_weight(layer: Layer, w: np.ndarray, shape: tuple) -> np.ndarray:
+    if layer.kind == "matmul":
+        return w.reshape(shape)
+    if layer.kind == "gemm":
+        w = w / float(layer.attrs.get("alpha", 1.0))
+        return w.T if layer.attrs.get("transB", 0) else w
+    return w.T.reshape(shape)  # conv: [Cin*kh*kw, Cout] -> [Cout, Cin, kh, kw]
+
+
+def _loss(kind: str, ref: np.ndarray, out: np.ndarray) -> float:
+    if kind == "mse":
+        return float(np.sum((out - ref) ** 2)) / (float(np.sum(ref**2)) or 1.0)
+    a, b = ref.reshape(len(ref), -1), out.reshape(len(out), -1)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
+    if kind == "cosine":
+        return float(np.mean(1.0 - np.sum(a * b, axis=1)))
+    sa, sb = a @ a.T, b @ b.T
+    off = ~np.eye(len(a), dtype=bool)
+    return float(np.sum((sa - sb)[off] ** 2)) / (float(np.sum((sa[off] - sa[off].mean()) ** 2)) or 1.0)
+
+
+def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effective, budget: float, *,
+                    step: float = 0.01, candidates: int = 8, jumps=(1, 2, 4), progress=None) -> tuple[dict, list[dict]]:
+    """Returns ({layer: chosen Option}, trace). `effective(name, option) -> stored arrays` (OpenModel.set).
+
+    `budget`: MACs the layers in `options` may use in total. Layers start whole (their first option).
+    """
+    chosen = {name: opts[0] for name, opts in options.items()}
+    arrays = {name: effective(name, chosen[name]) for name in options}
+    total = float(sum(o.macs for o in chosen.values())) or 1.0
+    quantum = step * total
+    loss_now = opened.loss(arrays)
+    slope = {name: None for name in options}  # measured loss increase per unit of layer error
+    trace = [{"step": 0, "macs_fraction": 1.0, "loss": round(loss_now, 6)}]
+    spent = total
+    bar_total = max(1, int(np.ceil((total - budget) / quantum)))
+    with progress("low-rank greedy allocation", total=bar_total) as bar:
+        while spent > budget * (1 + 1e-9):
+            wanted = min(quantum, spent - budget)
+            tries = []
+            for name, opts in options.items():
+                cur = chosen[name]
+                seen = set()
+                for j in jumps:
+                    cheaper = [o for o in opts if o.macs <= cur.macs - j * wanted]
+                    if not cheaper:
+                        continue
+                    o = max(cheaper, key=lambda o: (o.macs, -o.error))
+                    if (o.scheme, o.rank) in seen:
+                        continue
+                    seen.add((o.scheme, o.rank))
+                    tries.append((name, o))
+            if not tries:
+                break
+            known = [s for s in slope.values() if s is not None]
+            default = float(np.median(known)) if known else 1.0
+
+            def proxy(t):
+                name, o = t
+                s = slope[name] if slope[name] is not None else default
+                return (max(o.error - chosen[name].error, 0.0) * s + 1e-12) / (chosen[name].macs - o.macs)
+
+            # every layer never measured yet is tried once, so the proxy's slopes come from measurements
+            unmeasured = [t for t in tries if slope[t[0]] is None]
+            ordered = sorted(tries, key=proxy)
+            run, keys = [], set()
+            firsts = [min((t for t in unmeasured if t[0] == n), key=proxy) for n in dict.fromkeys(t[0] for t in unmeasured)]
+            for name, o in [*ordered[:candidates], *firsts]:
+                if (name, o.scheme, o.rank) not in keys:
+                    keys.add((name, o.scheme, o.rank))
+                    run.append((name, o))
+            best = None
+            for name, o in run:
+                trial = dict(arrays)
+                trial[name] = effective(name, o)
+                loss = opened.loss(trial)
+                d_err = o.error - chosen[name].error
+                if d_err > 1e-12:
+                    slope[name] = max(loss - loss_now, 0.0) / d_err
+                rate = (loss - loss_now) / (chosen[name].macs - o.macs)
+                if best is None or rate < best[0]:
+                    best = (rate, name, o, trial[name], loss)
+            _, name, o, arr, loss = best
+            spent -= chosen[name].macs - o.macs
+            chosen[name] = o
+            arrays[name] = arr
+            loss_now = loss
+            trace.append({"step": len(trace), "layer": name, "rank": o.rank, "macs_fraction": round(spent / total, 4),
+                          "loss": round(float(loss_now), 6), "tried": len(run)})
+            bar.update(1)
+    return chosen, trace
+
+
+def calibration_feeds(calib, batch_size: int, batches: int) -> list[dict]:
+    return list(itertools.islice(calib.batches(batch_size), batches))
