@@ -146,7 +146,7 @@ class Calibrated:
             # start from refit weights (the sensitivity's state, else a one-shot refit from the original
             # model's statistics): exits repaired later in the same wave then see inputs close to final
             state = start.copy() if start is not None else plan_state(self.exits, plan, self.original_stats(), cfg.ridge, cfg.repair_prior)
-            targets = pruned_exits(self.exits, plan)
+            targets = self.exits if cfg.refit_all else pruned_exits(self.exits, plan)
             exits_report = repair(self.model, targets, kept_features(self.exits, plan), state, self.dataset,
                                   ridge=cfg.ridge, prior_rows=cfg.repair_prior, batch_size=cfg.calib_batch, per_sample=cfg.positions_per_sample,
                                   passes=cfg.repair_passes, seed=self.ctx.seed, progress=self.ctx.progress,

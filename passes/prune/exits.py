@@ -38,6 +38,7 @@ class Exit:
     # (sum, skip) when the exit's output only feeds a residual Add `sum = output + skip`: the repair then
     # fits the output to original(sum) - current(skip), so the branch also absorbs the skip path's drift
     residual: tuple[str, str] | None = None
+    skip_upstream: frozenset = frozenset()  # exits the skip depends on (see _mark_skip_upstream)
 
     @property
     def n_features(self) -> int:
@@ -179,10 +180,25 @@ def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], lis
                               weight_shape=tuple(node.inputs[1].values.shape), feature_class=feature_class,
                               residual=_residual(node, graph_outputs), **info))
     found.sort(key=lambda e: order[e.node])
-    # a skip that is itself an exit's output (a projection shortcut: Add(conv2, shortcut conv)) is refit on its
-    # own; letting both branches absorb the same drift would correct it twice
-    produced = {e.output for e in found}
-    for e in found:
-        if e.residual is not None and e.residual[1] in produced:
-            e.residual = None
+    _mark_skip_upstream(found, analysis.graph)
     return found, skipped
+
+
+def _mark_skip_upstream(exits: list[Exit], graph: gs.Graph) -> None:
+    """For each residual exit, the exits its skip tensor depends on. Refitting one of them together with this
+    exit (from the same statistics) would correct the same drift twice: once upstream, once in the branch."""
+    producer = {t.name: n for n in graph.nodes for t in n.outputs}
+    by_node = {e.node for e in exits}
+    for e in exits:
+        if e.residual is None:
+            continue
+        seen, todo, found = set(), [e.residual[1]], set()
+        while todo:
+            node = producer.get(todo.pop())
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.name in by_node:
+                found.add(node.name)
+            todo.extend(t.name for t in node.inputs if not isinstance(t, gs.Constant))
+        e.skip_upstream = frozenset(found)

@@ -80,14 +80,18 @@ def solve(exit: Exit, stats: ExitStats, keep: np.ndarray, ridge: float, prior_w2
 
 
 def collect(original_model, current_model, exits: list[Exit], state: State | None, batches, *,
-            per_sample: int = 256, seed: int = 0, progress=None, residual: bool = False) -> dict[str, ExitStats]:
+            per_sample: int = 256, seed: int = 0, progress=None, residual: bool = False,
+            together: set[str] | None = None) -> dict[str, ExitStats]:
     """Stats of `exits`: inputs from `current_model` (the parametric model fed `state`; None = the original
     model itself), targets from `original_model`, at the same sampled positions, batch by batch. With
     `residual`, an exit feeding a residual Add gets the target original(sum) - current(skip) instead of
-    original(output): the refit branch then restores the residual stream, not just its own output."""
+    original(output): the refit branch then restores the residual stream, not just its own output. Not when
+    an exit the skip depends on is in `together` (the exits refit from these same statistics)."""
     stats = {e.node: ExitStats(e) for e in exits}
     fix_skip = residual and current_model is not None
-    skips = {e.node: e.residual for e in exits if fix_skip and e.residual is not None}
+    together = together or set()
+    skips = {e.node: e.residual for e in exits
+             if fix_skip and e.residual is not None and not (e.skip_upstream & together)}
     in_names = list(dict.fromkeys([e.input for e in exits] + [r[1] for r in skips.values()]))
     out_names = list(dict.fromkeys(skips[e.node][0] if e.node in skips else e.output for e in exits))
     if current_model is None:
@@ -142,7 +146,8 @@ def repair(original_model, exits: list[Exit], keep: dict[str, np.ndarray], state
     with progress("repairing", total=n_batches * len(chunks)) as bar:
         for i, chunk in enumerate(chunks):
             stats = collect(original_model, current, chunk, state, dataset.batches(batch_size),
-                            per_sample=per_sample, seed=seed + i, progress=bar, residual=residual)
+                            per_sample=per_sample, seed=seed + i, progress=bar, residual=residual,
+                            together={e.node for e in chunk})
             kept_before = {e.node: (state.w2[e.node], state.bias[e.node]) for e in chunk}
             for e in chunk:
                 s = stats[e.node]

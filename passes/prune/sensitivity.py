@@ -41,7 +41,7 @@ def _next_keep(group, keep_now: int, plan: dict, macs: MacModel, align: Alignmen
 
 def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluator, collect_stats, macs: MacModel,
                      align: Alignment, target: float, *, ridge: float, prior_rows: float = 1.0, step: float = 0.01, candidates: int = 8,
-                     refresh: int = 4, progress=None) -> tuple[dict, State, list[dict]]:
+                     refresh: int = 1, progress=None) -> tuple[dict, State, list[dict]]:
     """Returns (plan, state with refit exits, trace of the steps). `collect_stats(state)` -> {exit: ExitStats}
     from the current model (inputs) against the original (targets)."""
     plan = {g.id: np.ones(g.n_classes, bool) for g in groups}
