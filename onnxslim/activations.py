@@ -49,10 +49,10 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return copy
 
 
-def make_session(model: onnx.ModelProto, *, threads: int | None = None) -> ort.InferenceSession:
+def make_session(model: onnx.ModelProto, *, threads: int | None = None, basic: bool = False) -> ort.InferenceSession:
     """A CPU session (models over 2 GB through a temporary folder with external data): validate.session."""
     from .validate import session
-    return session(model, threads=threads)
+    return session(model, threads=threads, basic=basic)
 
 
 class TensorTap:

@@ -28,10 +28,14 @@ _EXTERNAL_MIN_BYTES = 1024
 
 # -- sessions and runs --------------------------------------------------------------------------------
 
-def session(model: onnx.ModelProto, *, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU onnxruntime session; models over 2 GB go through a temp folder with external data."""
+def session(model: onnx.ModelProto, *, threads: int | None = None, basic: bool = False) -> ort.InferenceSession:
+    """A CPU onnxruntime session; models over 2 GB go through a temp folder with external data. `basic`:
+    only basic graph optimizations (onnxruntime's Conv+Add fusion drops a tapped Conv output whose weight
+    is a graph input)."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if basic:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
