@@ -107,7 +107,7 @@ def main(argv=None):
     ap.add_argument("--loss", default="mse", help="greedy allocation loss: mse, cosine or similarity")
     ap.add_argument("--allocation-batches", type=int, default=4)
     ap.add_argument("--allocation-candidates", type=int, default=8)
-    ap.add_argument("--allocation-step", type=float, default=0.01)
+    ap.add_argument("--allocation-step", type=float, default=0.005)
     ap.add_argument("--save", default=None, help="folder to write the compressed models into")
     args = ap.parse_args(argv)
 

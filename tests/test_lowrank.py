@@ -367,3 +367,35 @@ def test_data_aware_spatial_error_curve_never_exceeds_weight_only():
         assert curve[rank] <= np.sum(d * (cov @ d)) / total + 1e-9
     assert curve[12] < 1e-9  # full rank min(Cin*kh, Cout*kw) = 12 is exact
     assert np.all(np.diff(curve[1:]) <= 1e-9)
+
+
+def test_correct_unsplit_refits_a_whole_layer_after_a_split_one():
+    """A split layer's error reaches the next layer; with correct_unsplit that layer (left whole, same MACs) is
+    refitted towards the original output and the model's output error drops. The first layer has no bias, so its
+    split cannot absorb the mean of what it drops; the second one's bias can. (In a purely linear chain with
+    centered data the lost principal components are uncorrelated with what is kept: nothing to correct.)"""
+    rng = np.random.default_rng(23)
+    w0 = rng.standard_normal((16, 16)) * np.linspace(1, 0.2, 16)
+    w1 = rng.standard_normal((16, 16))
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["h0"], name="first"),
+             helper.make_node("Relu", ["h0"], ["r0"], name="relu"),
+             helper.make_node("MatMul", ["r0", "W1"], ["h1"], name="second"),
+             helper.make_node("Add", ["h1", "b1"], ["y"], name="add1")]
+    model = _model(nodes, [_vi("x", ["N", 4, 16])], [_vi("y", ["N", 4, 16])],
+                   {"W0": w0.astype(np.float32),
+                    "W1": w1.astype(np.float32), "b1": rng.standard_normal(16).astype(np.float32)})
+    mix = rng.standard_normal((16, 16)) * np.logspace(0, -1, 16)
+    calib = Calib({"x": (rng.standard_normal((64, 4, 16)) @ mix + 1.0).astype(np.float32)})
+    x = (rng.standard_normal((32, 4, 16)) @ mix + 1.0).astype(np.float32)
+    want = _outputs(model, {"x": x})[0]
+    errs = {}
+    for correct in (False, True):
+        cfg = LowRankConfig(ranks={"first": 4}, data_aware=True, sequential=True, correct_unsplit=correct, ridge=1e-3)
+        result = run(model, cfg, _ctx(calib))
+        second = next(l for l in result.report["layers"] if l["name"] == "second")
+        assert second["scheme"] is None and second["macs_after"] == second["macs_before"]
+        assert second.get("corrected", False) == correct
+        assert [n.op_type for n in result.model.graph.node] == ["MatMul", "MatMul", "Relu", "MatMul", "Add"]
+        got = _outputs(result.model, {"x": x})[0]
+        errs[correct] = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
+    assert errs[True] < 0.9 * errs[False], errs

@@ -34,6 +34,8 @@ class LowRankConfig:
     round_to: int = 8                    # ranks are multiples of this
     data_aware: bool | None = None       # None: True when ctx.calibration is real data
     sequential: bool = True              # data-aware: fit each layer on the already-compressed model's inputs
+    correct_unsplit: bool = False        # sequential: also refit the layers left whole (full-rank output-space
+                                         # correction towards the original's output, same ridge)
     ridge: float = 1.0                   # sequential refit: shrinkage towards "no correction", x mean eigenvalue
                                          # (1.0 measured better than 1e-3 on MiniLM: less over-fitting)
     max_error: float | None = None       # never offer a rank whose relative output error exceeds this
@@ -48,7 +50,7 @@ class LowRankConfig:
                                          # model), "lagrangian" (one-shot: layer errors x sensitivity); auto:
                                          # greedy when data-aware
     allocation_loss: str = "mse"         # greedy: "mse" | "cosine" | "similarity" on sensitivity_outputs
-    allocation_step: float = 0.01        # greedy: fraction of the layers' MACs cut per step
+    allocation_step: float = 0.005       # greedy: a step cuts at least this fraction of the layers' MACs
     allocation_candidates: int = 8       # greedy: tries run through the network per step (besides first tries)
     allocation_batches: int = 4          # greedy: calibration batches the loss is measured on
     ranks: dict = field(default_factory=dict)          # explicit {node name: rank}, overriding the selection
@@ -119,7 +121,7 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
         effective = _effective_weights(layers, stats, fits, patches, config, opened)
         picked, trace = greedy.greedy_allocate(opened, options, effective, config.target_macs * total - fixed,
                                                step=config.allocation_step, candidates=config.allocation_candidates,
-                                               progress=ctx.progress)
+                                               probe_error=config.probe_error, progress=ctx.progress)
         chosen.update(picked)
         report["allocation_trace"] = trace
     elif options:
@@ -137,7 +139,7 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
 
     fitted_errors = {}
     if plan:
-        model_out, fitted_errors = _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx)
+        model_out, fitted_errors = _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx, layers)
     else:
         model_out = model
     _report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted_errors, config)
@@ -224,6 +226,8 @@ def _choose(layers, shapes, curves, config, report, options) -> dict[str, Option
             best = min((Option(s, r, split_macs(layer, shapes[layer.name], s, r), float(curves[layer.name][s][r]))
                         for s, r in ranks.items()), key=lambda o: o.macs)
             chosen[layer.name] = best if best.macs < base else keep
+        elif config.target_macs is None:  # explicit ranks only: the other layers stay whole
+            chosen[layer.name] = keep
         else:
             options[layer.name] = options_for(layer, shapes[layer.name], curves[layer.name], config.round_to, config.max_error)
     return chosen
@@ -250,7 +254,7 @@ def _sensitivities(model, layers, options, stats, fits, patches, config, ctx) ->
                                    config.batch_size, config.sensitivity_batches, bar, outputs=config.sensitivity_outputs)
 
 
-def _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx):
+def _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx, all_layers=()):
     """Rewrite the planned layers; data-aware + sequential goes level by level on the compressed model."""
     dtypes = {t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
               if t.name in {layer.node.input[1] for layer in plan}}
@@ -263,16 +267,31 @@ def _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx):
         return editor.finish(), fitted
     calib = ctx.calibration
     mask = find_token_mask(model, config.token_mask)
-    original = TensorTap(model, [layer.out_tensor for layer in plan])
+    corrected = [layer for layer in all_layers if chosen[layer.name].scheme is None and layer.name in stats] \
+        if config.correct_unsplit else []
+    dtypes.update({t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
+                   if t.name in {layer.node.input[1] for layer in corrected}})
+    work = plan + corrected
+    original = TensorTap(model, [layer.out_tensor for layer in work])
     current = model
-    levels = sorted({layer.level for layer in plan})
+    levels = sorted({layer.level for layer in work})
+    first_level = min(layer.level for layer in plan)
     with ctx.progress("low-rank sequential fit", total=len(levels)) as bar:
         for level in levels:
-            group = [layer for layer in plan if layer.level == level]
+            group = [layer for layer in work if layer.level == level and
+                     (chosen[layer.name].scheme is not None or level > first_level)]  # nothing to correct before the first split
             needs_data = [layer for layer in group if chosen[layer.name].scheme != "spatial"]
             paired = paired_stats(original, current, needs_data, calib.batches(config.batch_size), mask, stats) if needs_data else {}
             editor = Editor(current)
             for layer in group:
+                if chosen[layer.name].scheme is None:
+                    st = paired[layer.name]
+                    fit = factor.reduced_rank_fit(st, config.ridge)
+                    left, right, shift = factor.projection_at(fit, st, layer.out_features)
+                    bias = None if layer.bias is None else layer.bias + shift
+                    editor.replace_weights(layer, layer.weight @ left @ right, bias, dtypes.get(layer.node.input[1], np.float32))
+                    fitted[layer.name] = float(fit.errors[layer.out_features])
+                    continue
                 _split(editor, layer, chosen[layer.name], paired.get(layer.name), config, dtypes, fitted,
                        patches=patches.get(layer.name))
             current = editor.finish()
@@ -322,6 +341,9 @@ def _report_layers(report, layers, shapes, curves, chosen, stats, patches, fitte
             for scheme, curve in curves[layer.name].items()}
         if option.scheme is None:
             entry["kept_because"] = _keep_reason(layer, entry, config)
+            if layer.name in fitted:  # left whole but refitted (correct_unsplit)
+                entry["corrected"] = True
+                entry["error_fitted"] = round(fitted[layer.name], 6)
         else:
             entry["error"] = round(option.error, 6)
             st = stats.get(layer.name)

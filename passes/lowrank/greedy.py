@@ -10,10 +10,10 @@ To measure a try without building a model and a session per try, the model is "o
 candidate layer reads its weight (and bias) from a new graph input, and a try feeds the layer's low-rank
 weight W' = A B (same shape as W, same function as the split pair up to float rounding).
 
-Which tries are run: each layer offers cuts of about 1, 2 and 4 steps (a first cut from full rank saves
-little, so a single small step would misjudge a layer); they are ranked by a local proxy, the layer's own
-error increase per MAC saved times its last measured (loss increase / layer error increase), and the best
-`candidates` are run through the network.
+Which tries are run: every cheaper option of every layer (saving at least one step) is ranked by a local
+proxy, the layer's own error increase per MAC saved times its last measured (loss increase / layer error
+increase); the best `candidates` are run through the network (a first cut from full rank saves little per
+unit of error, so cuts of any depth are offered, not only the next rank).
 
 Loss on the chosen outputs: "mse" (relative squared error, as in sensitivity.py), "cosine" (mean over
 samples of 1 - cosine similarity), or "similarity" (relative squared error of the samples' cosine-similarity
@@ -138,10 +138,14 @@ def _loss(kind: str, ref: np.ndarray, out: np.ndarray) -> float:
 
 
 def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effective, budget: float, *,
-                    step: float = 0.01, candidates: int = 8, jumps=(1, 2, 4), progress=None) -> tuple[dict, list[dict]]:
+                    step: float = 0.005, candidates: int = 8, per_layer: int = 2, probe_error: float = 0.1,
+                    progress=None) -> tuple[dict, list[dict]]:
     """Returns ({layer: chosen Option}, trace). `effective(name, option) -> stored arrays` (OpenModel.set).
 
-    `budget`: MACs the layers in `options` may use in total. Layers start whole (their first option).
+    `budget`: MACs the layers in `options` may use in total. Layers start whole (their first option). A step
+    cuts at least `step` of the layers' MACs (or what is still over budget). Tries: per layer its `per_layer`
+    cheaper options of best proxy; the best `candidates` overall are measured, and every layer not measured
+    yet is measured once at its option nearest `probe_error` (to learn its slope).
     """
     chosen = {name: opts[0] for name, opts in options.items()}
     arrays = {name: effective(name, chosen[name]) for name in options}
@@ -151,39 +155,29 @@ def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effecti
     slope = {name: None for name in options}  # measured loss increase per unit of layer error
     trace = [{"step": 0, "macs_fraction": 1.0, "loss": round(loss_now, 6)}]
     spent = total
-    bar_total = max(1, int(np.ceil((total - budget) / quantum)))
-    with progress("low-rank greedy allocation", total=bar_total) as bar:
+    with progress("low-rank greedy allocation", total=max(1, int(np.ceil((total - budget) / quantum)))) as bar:
         while spent > budget * (1 + 1e-9):
             wanted = min(quantum, spent - budget)
-            tries = []
-            for name, opts in options.items():
-                cur = chosen[name]
-                seen = set()
-                for j in jumps:
-                    cheaper = [o for o in opts if o.macs <= cur.macs - j * wanted]
-                    if not cheaper:
-                        continue
-                    o = max(cheaper, key=lambda o: (o.macs, -o.error))
-                    if (o.scheme, o.rank) in seen:
-                        continue
-                    seen.add((o.scheme, o.rank))
-                    tries.append((name, o))
-            if not tries:
-                break
-            known = [s for s in slope.values() if s is not None]
+            known = [v for v in slope.values() if v is not None]
             default = float(np.median(known)) if known else 1.0
 
-            def proxy(t):
-                name, o = t
+            def proxy(name, o):
                 s = slope[name] if slope[name] is not None else default
                 return (max(o.error - chosen[name].error, 0.0) * s + 1e-12) / (chosen[name].macs - o.macs)
 
-            # every layer never measured yet is tried once, so the proxy's slopes come from measurements
-            unmeasured = [t for t in tries if slope[t[0]] is None]
-            ordered = sorted(tries, key=proxy)
+            tries, firsts = [], []
+            for name, opts in options.items():
+                cur = chosen[name]
+                cheaper = [o for o in opts if cur.macs - o.macs >= wanted]
+                if not cheaper:
+                    continue
+                tries += [(proxy(name, o), name, o) for o in sorted(cheaper, key=lambda o: proxy(name, o))[:per_layer]]
+                if slope[name] is None:
+                    firsts.append((0.0, name, min(cheaper, key=lambda o: abs(o.error - cur.error - probe_error))))
+            if not tries:
+                break
             run, keys = [], set()
-            firsts = [min((t for t in unmeasured if t[0] == n), key=proxy) for n in dict.fromkeys(t[0] for t in unmeasured)]
-            for name, o in [*ordered[:candidates], *firsts]:
+            for _, name, o in [*sorted(tries, key=lambda t: t[0])[:candidates], *firsts]:
                 if (name, o.scheme, o.rank) not in keys:
                     keys.add((name, o.scheme, o.rank))
                     run.append((name, o))
@@ -199,13 +193,14 @@ def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effecti
                 if best is None or rate < best[0]:
                     best = (rate, name, o, trial[name], loss)
             _, name, o, arr, loss = best
-            spent -= chosen[name].macs - o.macs
+            saved = chosen[name].macs - o.macs
+            spent -= saved
             chosen[name] = o
             arrays[name] = arr
             loss_now = loss
             trace.append({"step": len(trace), "layer": name, "rank": o.rank, "macs_fraction": round(spent / total, 4),
                           "loss": round(float(loss_now), 6), "tried": len(run)})
-            bar.update(1)
+            bar.update(max(1, int(round(saved / quantum))))
     return chosen, trace
 
 

@@ -93,6 +93,29 @@ class Editor:
                                   kernel_shape=[1, kw], strides=[1, sw], pads=[0, pl, 0, pr], dilations=[1, dw])
         self._replace_node(layer, [first, second])
 
+    def replace_weights(self, layer: Layer, w: np.ndarray, bias: np.ndarray | None, dtype) -> None:
+        """Same node, new weight W [in, out] (and bias): a full-rank correction of a layer left whole."""
+        node, base = layer.node, layer.node.name or layer.node.output[0]
+        new = onnx.NodeProto.FromString(node.SerializeToString())
+        if layer.kind == "matmul":
+            stored = w.reshape(self._init_shape(node.input[1]))
+        elif layer.kind == "gemm":
+            stored = w / float(layer.attrs.get("alpha", 1.0))
+            stored = stored.T if layer.attrs.get("transB", 0) else stored
+        else:
+            stored = w.T.reshape(layer.kernel.shape)
+        new.input[1] = self.constant(f"{base}/corrected_W", stored, dtype)
+        if bias is not None and layer.kind in ("gemm", "conv") and len(new.input) > 2 and new.input[2]:
+            beta = float(layer.attrs.get("beta", 1.0)) if layer.kind == "gemm" else 1.0
+            new.input[2] = self.constant(f"{base}/corrected_bias", np.asarray(bias) / beta, dtype)
+        elif bias is not None and layer.bias_add is not None:
+            add = layer.bias_add
+            old = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+            new_b = self.constant(f"{base}/corrected_bias", np.asarray(bias).reshape(self._init_shape(old)), dtype)
+            self._add_inputs[add.output[0]] = (old, new_b)
+            self._maybe_unused.add(old)
+        self._replace_node(layer, [new])
+
     def _init_shape(self, name: str) -> tuple:
         for t in self.model.graph.initializer:
             if t.name == name:
