@@ -116,13 +116,18 @@ class Evaluator:
 
 def tapped_session(model: onnx.ModelProto, names: list[str]):
     tapped = with_outputs(model, names)
-    try:
-        sess = make_session(tapped)
-    except SlimError:
-        # a tapped Conv output feeding an Add, with the Conv's weight a graph input (the parametric model),
-        # is lost by onnxruntime's Conv+Add fusion; without the fusion the same graph loads
-        sess = make_session(tapped, basic=True)
-    return sess, [o.name for o in tapped.graph.output]
+    return make_session(tapped, basic=_fusion_loses_tap(model, names)), [o.name for o in tapped.graph.output]
+
+
+def _fusion_loses_tap(model: onnx.ModelProto, names: list[str]) -> bool:
+    """True when a tapped tensor is the output of a Conv whose weight is a graph input and that feeds an Add
+    (a projection shortcut in the parametric model): onnxruntime's Conv+Add fusion then fails to load the
+    session ("Failed to find node output"), so such a session gets basic optimizations only."""
+    graph_inputs = {i.name for i in model.graph.input}
+    wanted = set(names)
+    conv_taps = {n.output[0] for n in model.graph.node
+                 if n.op_type == "Conv" and n.output[0] in wanted and len(n.input) > 1 and n.input[1] in graph_inputs}
+    return any(n.op_type == "Add" and conv_taps.intersection(n.input) for n in model.graph.node)
 
 
 def _is_logits(a: np.ndarray) -> bool:
