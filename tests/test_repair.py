@@ -15,8 +15,9 @@ from onnxslim.context import Context
 from onnxslim.graph import infer_shapes, to_graph
 from onnxslim.passes import cleanup
 from onnxslim.passes.prune import PruneConfig, run
-from onnxslim.passes.prune.evaluate import output_loss
+from onnxslim.passes.prune.evaluate import Evaluator, output_loss, parametric_model
 from onnxslim.passes.prune.exits import find_exits
+from onnxslim.passes.prune.plan_state import plan_state
 from onnxslim.passes.prune.repair import collect, solve
 from onnxslim.progress import silent
 from onnxslim.validate import session
@@ -136,3 +137,61 @@ def test_random_calibration_turns_repair_off(digits):
     assert any("real calibration data" in n for n in result.report["notes"])
     assert result.report["calibration"]["real"] is False
     assert "after_repair" not in result.report["fidelity"]
+
+
+def residual_toy(seed=0) -> onnx.ModelProto:
+    """x -> conv1 -> h -> conv2 -> s;  s -> conv3 -> Relu -> r -> conv4 -> t;  y = t + s, 1x1 convs: pruning h
+    makes the skip s drift, and conv4 (the branch exit) can only compensate that with the residual target.
+    (Without the Relu the drift left after conv2's refit is orthogonal to every linear feature of h, so no
+    branch could undo any of it.)"""
+    rng = np.random.default_rng(seed)
+    shapes = {"w1": (6, 8), "w2": (8, 6), "w3": (6, 8), "w4": (8, 6)}
+    inits = [numpy_helper.from_array(rng.standard_normal((*s, 1, 1)).astype(np.float32), n) for n, s in shapes.items()]
+    inits += [numpy_helper.from_array(rng.standard_normal(s[0]).astype(np.float32), "b" + n[1]) for n, s in shapes.items()]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="conv1"),
+             helper.make_node("Conv", ["h", "w2", "b2"], ["s"], name="conv2"),
+             helper.make_node("Conv", ["s", "w3", "b3"], ["r0"], name="conv3"),
+             helper.make_node("Relu", ["r0"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w4", "b4"], ["t"], name="conv4"),
+             helper.make_node("Add", ["t", "s"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 5, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_residual_target_restores_the_sum():
+    """conv2 left masked (pruned, not refit): the skip s drifts. conv4 refit to original(y) - current(s) gives
+    a lower output error than conv4 refit to its own original output t; and that residual refit is the least
+    squares optimum of the output error itself, so a step away from it in any direction only raises it."""
+    model = residual_toy()
+    analysis = analyze_graph(to_graph(infer_shapes(model)))
+    exits = {e.node: e for e in find_exits(analysis, analysis.prunable_groups)[0]}
+    assert exits["conv4"].residual == ("y", "s") and exits["conv4"].skip_upstream == {"conv2"}
+    assert exits["conv2"].residual is None  # s also feeds conv3: not a pure residual branch
+    h_group, r_group = exits["conv2"].group, exits["conv4"].group
+    plan = {h_group.id: np.array([True, False, True, False, True, False]), r_group.id: np.array([True] * 4 + [False] * 2)}
+    state = plan_state(list(exits.values()), plan)  # masked, no refit
+    rng = np.random.default_rng(3)
+    batches = [{"x": rng.standard_normal((16, 8, 5, 5)).astype(np.float32)} for _ in range(4)]
+    current = parametric_model(model, list(exits.values()))
+    evaluator = Evaluator(model, list(exits.values()), batches)
+    conv4 = exits["conv4"]
+    keep = conv4.features_of(plan[r_group.id])
+    losses = {}
+    for residual in (False, True):
+        stats = collect(model, current, [conv4], state, batches, per_sample=1000, residual=residual, together={"conv4"})
+        trial = state.copy()
+        trial.w2["conv4"], trial.bias["conv4"] = solve(conv4, stats["conv4"], keep, ridge=0.0, prior_rows=0.0)
+        losses[residual] = evaluator.loss(trial)
+        if residual:
+            for _ in range(3):
+                nudged = trial.copy()
+                nudged.w2["conv4"][:, keep] += 1e-2 * rng.standard_normal((8, len(keep)))
+                assert evaluator.loss(nudged) > losses[True]
+    assert losses[True] < losses[False]
+    # refit together with conv2 (the skip's producer), the residual target is not used: same as the plain one
+    both = collect(model, current, [conv4], state, batches, per_sample=1000, residual=True, together={"conv2", "conv4"})
+    plain = collect(model, current, [conv4], state, batches, per_sample=1000, residual=False)
+    np.testing.assert_allclose(both["conv4"].cross, plain["conv4"].cross)
