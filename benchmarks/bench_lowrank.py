@@ -32,6 +32,7 @@ METHODS = {
     "weight_svd": dict(data_aware=False),
     "data_aware": dict(data_aware=True, sequential=False),
     "data_aware_seq": dict(data_aware=True, sequential=True),
+    "data_aware_seq_all": dict(data_aware=True, sequential=True, correct_unsplit=True),  # + refit the whole layers
 }
 
 
@@ -128,8 +129,10 @@ def main(argv=None):
         key, val = item.split("=")
         weights.update({n: float(val) for n in matmuls if key in n})
 
+    allocation_seconds = 0.0
     measured = None  # sensitivity does not depend on the target: measure once, pass it on as layer weights
     for target in [float(t) for t in args.targets.split(",")]:
+        allocated = None  # greedy ranks do not depend on the sequential step: allocate once per target
         for method in args.methods.split(","):
             sens = {"auto": None, "on": True, "off": False}[args.sensitivity]
             layer_weights = dict(weights)
@@ -143,6 +146,9 @@ def main(argv=None):
                                 allocation_candidates=args.allocation_candidates,
                                 sensitivity_batches=args.sensitivity_batches,
                                 sensitivity_outputs=tuple(filter(None, args.sensitivity_outputs.split(","))), **METHODS[method])
+            reused = allocated is not None and METHODS[method]["data_aware"]
+            if reused:
+                cfg.ranks, cfg.target_macs = dict(allocated), None
             start = time.perf_counter()
             result = run(model, cfg, Context(calibration=calib, progress=silent))
             seconds = time.perf_counter() - start
@@ -150,15 +156,20 @@ def main(argv=None):
             emb = embeddings(sess, evals)
             cos = np.sum(ref * emb, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1))
             rep = result.report
+            if rep.get("allocation") == "greedy":
+                allocated = {l["name"]: l["rank"] for l in rep["layers"] if l["rank"]}
+                allocation_seconds = seconds
             if "sensitivity" in rep:
                 measured = rep["sensitivity"]
             line = {"model": "minilm_l6", "target_macs": target, "method": method, "sensitivity": "sensitivity" in rep or bool(measured and METHODS[method]["data_aware"] and args.sensitivity != "off"),
-                    "allocation": rep.get("allocation"),
-                    **({"loss": args.loss, "allocation_batches": args.allocation_batches} if rep.get("allocation") == "greedy" else {}),
+                    "allocation": "greedy (ranks reused from the line above)" if reused else rep.get("allocation"),
+                    **({"loss": args.loss, "allocation_batches": args.allocation_batches} if reused or rep.get("allocation") == "greedy" else {}),
                     "macs_fraction": rep["fraction"], "factorized": rep["factorized"],
                     "mean_cosine": round(float(cos.mean()), 4), "min_cosine": round(float(cos.min()), 4),
                     "nn_agreement": round(float((nearest(emb) == ref_nn).mean()), 4),
                     "eval_sentences": len(ref), "calib_sentences": args.calib, "seconds": round(seconds, 1)}
+            if reused:
+                line["seconds_with_allocation"] = round(seconds + allocation_seconds, 1)
             if "data_aware_over_weight_svd_error" in rep:
                 line["data_aware_over_weight_svd_error"] = rep["data_aware_over_weight_svd_error"]
             if not args.no_latency:

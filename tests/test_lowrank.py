@@ -399,3 +399,48 @@ def test_correct_unsplit_refits_a_whole_layer_after_a_split_one():
         got = _outputs(result.model, {"x": x})[0]
         errs[correct] = float(np.sum((got - want) ** 2) / np.sum(want ** 2))
     assert errs[True] < 0.9 * errs[False], errs
+
+
+def _attention_model(wq, bq, wk, bk, heads):
+    """logits[n, h, t, s] = q_t,h . k_s,h with q = x Wq + bq, k = x Wk + bk split into contiguous heads."""
+    d = wq.shape[1] // heads
+    nodes = [helper.make_node("MatMul", ["x", "Wq"], ["q0"], name="query"),
+             helper.make_node("Add", ["q0", "bq"], ["q1"], name="q_add"),
+             helper.make_node("Reshape", ["q1", "shape"], ["q2"], name="q_heads"),
+             helper.make_node("Transpose", ["q2"], ["q3"], name="q_t", perm=[0, 2, 1, 3]),
+             helper.make_node("MatMul", ["x", "Wk"], ["k0"], name="key"),
+             helper.make_node("Add", ["k0", "bk"], ["k1"], name="k_add"),
+             helper.make_node("Reshape", ["k1", "shape"], ["k2"], name="k_heads"),
+             helper.make_node("Transpose", ["k2"], ["k3"], name="k_t", perm=[0, 2, 3, 1]),
+             helper.make_node("MatMul", ["q3", "k3"], ["scores"], name="qk"),
+             helper.make_node("Mul", ["scores", "scale"], ["logits"], name="scale_mul")]
+    inits = {"Wq": wq.astype(np.float32), "bq": bq.astype(np.float32), "Wk": wk.astype(np.float32),
+             "bk": bk.astype(np.float32), "shape": np.array([0, 0, heads, d], np.int64),
+             "scale": np.array(d ** -0.5, np.float32)}
+    return _model(nodes, [_vi("x", ["N", 6, wq.shape[0]])], [_vi("logits", None)], inits)
+
+
+def test_attention_metric_fits_q_and_k_for_the_logits():
+    rng = np.random.default_rng(24)
+    dim, heads = 16, 2
+    model = _attention_model(rng.standard_normal((dim, dim)), rng.standard_normal(dim),
+                             rng.standard_normal((dim, dim)), rng.standard_normal(dim), heads)
+    mix = rng.standard_normal((dim, dim)) * np.logspace(0, -0.5, dim)
+    calib = Calib({"x": (rng.standard_normal((64, 6, dim)) @ mix).astype(np.float32)})
+    x = (rng.standard_normal((64, 6, dim)) @ mix).astype(np.float32)
+    want = _outputs(model, {"x": x})[0]
+    centered = want - want.mean(axis=-1, keepdims=True)  # a softmax ignores what is constant over the keys
+    errs = {}
+    for metric in (False, True):
+        cfg = LowRankConfig(ranks={"query": 4, "key": 4}, data_aware=True, sequential=False, attention_metric=metric)
+        result = run(model, cfg, _ctx(calib))
+        assert bool(result.report.get("attention_metric")) == metric
+        got = _outputs(result.model, {"x": x})[0]
+        diff = (got - want) - (got - want).mean(axis=-1, keepdims=True)
+        errs[metric] = float(np.sum(diff ** 2) / np.sum(centered ** 2))
+        layers = {l["name"]: l for l in result.report["layers"]}
+        assert layers["query"]["rank"] == layers["key"]["rank"] == 4
+        if metric:
+            assert set(result.report["attention_metric"]) == {"query", "key"}
+            assert "error_attention_metric" in layers["query"]
+    assert errs[True] < 0.8 * errs[False], errs

@@ -15,7 +15,7 @@ from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.inputs import random_feeds
 
-from . import factor, greedy, sensitivity
+from . import attention, factor, greedy, sensitivity
 from .layers import Layer, find_layers
 from .rewrite import Editor
 from .select import Option, allocate, by_energy, candidate_ranks, layer_macs, options_for, schemes_for, split_macs
@@ -34,6 +34,7 @@ class LowRankConfig:
     round_to: int = 8                    # ranks are multiples of this
     data_aware: bool | None = None       # None: True when ctx.calibration is real data
     sequential: bool = True              # data-aware: fit each layer on the already-compressed model's inputs
+    attention_metric: bool = True        # data-aware: fit Q/K projections for the attention logits (attention.py)
     correct_unsplit: bool = False        # sequential: also refit the layers left whole (full-rank output-space
                                          # correction towards the original's output, same ridge)
     ridge: float = 1.0                   # sequential refit: shrinkage towards "no correction", x mean eigenvalue
@@ -100,6 +101,9 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
     if data_aware:
         with ctx.progress("low-rank statistics", total=_batches(calib, config.batch_size)) as bar:
             stats = original_stats(model, layers, calib.batches(config.batch_size), mask, bar)
+    if data_aware and config.attention_metric:
+        layouts = attention.head_layouts(model, attention.find_pairs(model, layers), probe)
+        report["attention_metric"] = attention.attach_metrics(stats, layouts)
     patches = {}  # data-aware spatial SVD: im2col input statistics of the Convs that may be split spatially
     spatial = [l for l in layers if "spatial" in schemes_for(l, config.conv_svd) and l.in_features <= MAX_PATCH]
     if data_aware and spatial:
@@ -349,10 +353,15 @@ def _report_layers(report, layers, shapes, curves, chosen, stats, patches, fitte
             st = stats.get(layer.name)
             if st is not None and option.scheme != "spatial":
                 weight_err = float(factor.weight_svd_errors(layer.weight, st.czz)[1][option.rank])
+                data_err = option.error
+                if st.metric is not None:  # fitted for the attention logits: compare plain output errors
+                    left, right, _ = factor.projection_at(factor.reduced_rank_fit(st, config.ridge), st, option.rank)
+                    data_err = factor.plain_error(st, left, right)
+                    entry["error_attention_metric"] = round(option.error, 6)
                 entry["error_weight_svd"] = round(weight_err, 6)
-                entry["error_data_aware"] = round(option.error, 6)
+                entry["error_data_aware"] = round(data_err, 6)
                 if weight_err > 1e-9:
-                    ratios.append(option.error / weight_err)
+                    ratios.append(data_err / weight_err)
             pt = patches.get(layer.name)
             if pt is not None and option.scheme == "spatial":
                 weight_err = _spatial_weight_only_error(layer, pt, option.rank)

@@ -38,6 +38,7 @@ class OutputStats:
     cyy: np.ndarray
     mean_z: np.ndarray
     mean_y: np.ndarray
+    metric: np.ndarray | None = None  # S (symmetric): fit and measure errors on y S instead of y (attention.py)
 
     @classmethod
     def same(cls, cov: np.ndarray, mean: np.ndarray) -> "OutputStats":
@@ -65,7 +66,17 @@ def ridge_towards_identity(czz: np.ndarray, czy: np.ndarray, ridge: float) -> np
 
 
 def reduced_rank_fit(stats: OutputStats, ridge: float = 1.0) -> Fit:
-    """Output-space reduced-rank regression; `errors` gives the relative error at every rank."""
+    """Output-space reduced-rank regression; `errors` gives the relative error at every rank.
+
+    With a metric S the fit is made on y S ~ z S L R and mapped back: left = S L, right = R S^-1; the errors
+    are then relative errors in that metric.
+    """
+    if stats.metric is not None:
+        s = stats.metric
+        czz = s @ stats.czz @ s
+        czy = czz if stats.czz is stats.czy else s @ stats.czy @ s
+        fit = reduced_rank_fit(OutputStats(czz, czy, s @ stats.cyy @ s, stats.mean_z @ s, stats.mean_y @ s), ridge)
+        return Fit(left=s @ fit.left, right=fit.right @ np.linalg.pinv(s), bias_shift=fit.bias_shift, errors=fit.errors)
     exact = stats.czz is stats.czy
     t_ls = np.eye(stats.czz.shape[0]) if exact else ridge_towards_identity(stats.czz, stats.czy, ridge)
     fitted = t_ls.T @ stats.czz @ t_ls
@@ -80,6 +91,12 @@ def reduced_rank_fit(stats: OutputStats, ridge: float = 1.0) -> Fit:
     err = float(np.trace(stats.cyy)) - np.concatenate([[0.0], np.cumsum(2 * cross - own)])
     errors = np.maximum(err, 0.0) / total
     return Fit(left=t_ls @ v, right=v.T, bias_shift=np.zeros(0), errors=errors)
+
+
+def plain_error(stats: OutputStats, left: np.ndarray, right: np.ndarray) -> float:
+    """Relative output error (no metric) of y ~ z left right on original-model statistics (z = y)."""
+    e = np.eye(left.shape[0]) - left @ right
+    return max(float(np.trace(e.T @ stats.cyy @ e)), 0.0) / max(float(np.trace(stats.cyy)), 1e-30)
 
 
 def projection_at(fit: Fit, stats: OutputStats, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

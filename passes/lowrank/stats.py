@@ -99,10 +99,10 @@ def paired_stats(original: TensorTap, current: onnx.ModelProto, layers: list[Lay
     for layer in layers:
         a, c, ref = zz[layer.name], zy[layer.name], reference[layer.name]
         if layer.bias is not None:
-            out[layer.name] = OutputStats(a.covariance, c.cross_covariance, ref.cyy, a.mean, ref.mean_y)
+            out[layer.name] = OutputStats(a.covariance, c.cross_covariance, ref.cyy, a.mean, ref.mean_y, ref.metric)
         else:
             n = max(a.count, 1.0)
-            out[layer.name] = OutputStats(a.second_moment, c.cross / n, ref.cyy, np.zeros_like(a.mean), ref.mean_y)
+            out[layer.name] = OutputStats(a.second_moment, c.cross / n, ref.cyy, np.zeros_like(a.mean), ref.mean_y, ref.metric)
     return out
 
 
