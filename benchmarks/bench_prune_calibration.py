@@ -1,11 +1,13 @@
 """Calibration-driven pruning benchmark: EfficientNet-Lite0 on ImageNet sample images, and the digits ResNet.
 
-For every (importance, allocation, repair) combination and MACs target, prints one JSON line: top-1 on the
+For every (importance, allocation) combination and MACs target, runs the pass once with repair and prints
+two JSON lines (with the repair, and the same plan without it): top-1 on the
 evaluation images, agreement with the original model's top-1, measured MACs fraction, calibration fidelity
 before/after repair, and the wall time of calibrate + prune + repair (cleanup and evaluation excluded).
 
-    python benchmarks/bench_prune_calibration.py efficientnet --combos reconstruction:sensitivity:1
-    python benchmarks/bench_prune_calibration.py digits
+    python benchmarks/bench_prune_calibration.py efficientnet --combos reconstruction:sensitivity
+    python benchmarks/bench_prune_calibration.py efficientnet --combos all --search-time 30
+    python benchmarks/bench_prune_calibration.py digits --combos all
 
 Paths default to ../shared relative to the repo root. Split: the first 64 images in sorted file order
 calibrate, the other 236 evaluate (labels.tsv).
@@ -78,21 +80,35 @@ def digits_setup(args):
     return model, calibration, ev["input"], ev["labels"], (1, 1, 8, 8)
 
 
+ALL_IMPORTANCE = ("l1", "l2", "random", "bn", "activation", "apoz", "hrank", "reconstruction")
+ALL_ALLOCATION = ("uniform", "global", "sensitivity", "search")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("which", choices=["efficientnet", "digits"])
     parser.add_argument("--model")
+    parser.add_argument("--bn-model", help="model with BatchNormalization kept, for importance bn (efficientnet only)")
     parser.add_argument("--data")
     parser.add_argument("--calib-size", type=int, default=64)
     parser.add_argument("--targets", default="0.9,0.8,0.7,0.5")
-    parser.add_argument("--combos", default="l1:global:0,reconstruction:uniform:1,reconstruction:sensitivity:1",
-                        help="comma list of importance:allocation:repair(0/1)")
+    parser.add_argument("--combos", default="reconstruction:sensitivity",
+                        help="comma list of importance:allocation, or 'all' (every importance x allocation); each run "
+                             "repairs and prints two lines: with the repair and, for the same plan, without it")
     parser.add_argument("--round-to", type=int, default=None)
     parser.add_argument("--search-time", type=float, default=60.0)
+    parser.add_argument("--latency", action="store_true", help="also measure the latency ratio (batch 1, interleaved)")
     parser.add_argument("--set", action="append", default=[], help="extra PruneConfig field=value")
     parser.add_argument("--workdir", default="/tmp/bench_prune_calibration")
     args = parser.parse_args()
     model, calibration, inputs, truth, shape = (efficientnet_setup if args.which == "efficientnet" else digits_setup)(args)
+    bn_model = None
+    if args.which == "efficientnet":
+        bn_path = args.bn_model or ROOT / "../shared/models/efficientnet_lite0_bn.onnx"
+        if Path(bn_path).exists():
+            bn_model = cleanup.run(onnx.load(str(bn_path)), cleanup.CleanupConfig(fold_bn=False)).model
+    elif any(n.op_type == "BatchNormalization" for n in onnx.load(str(ROOT / "models/digits_resnet.onnx")).graph.node):
+        bn_model = cleanup.run(onnx.load(str(ROOT / "models/digits_resnet.onnx")), cleanup.CleanupConfig(fold_bn=False)).model
     base_pred = predictions(model, inputs)
     base_macs = macs_of(model, shape)
     print(json.dumps({"model": args.which, "baseline_top1": round(float((base_pred == truth).mean()), 4),
@@ -101,33 +117,42 @@ def main():
     for item in args.set:
         key, value = item.split("=", 1)
         extra[key] = json.loads(value)
-    for combo in args.combos.split(","):
-        importance, allocation, repair = combo.split(":")
+    combos = [f"{i}:{a}" for a in ALL_ALLOCATION for i in ALL_IMPORTANCE] if args.combos == "all" else args.combos.split(",")
+    for combo in combos:
+        importance, allocation = combo.split(":")[:2]
+        source = bn_model if importance == "bn" else model
+        if source is None:
+            print(json.dumps({"model": args.which, "importance": importance, "error": "no BatchNormalization model"}), flush=True)
+            continue
         for target in [float(t) for t in args.targets.split(",")]:
-            config = PruneConfig(target_macs=target, importance=importance, allocation=allocation, repair=bool(int(repair)),
+            config = PruneConfig(target_macs=target, importance=importance, allocation=allocation, repair=True,
                                  search_time=args.search_time, **extra)
             if args.round_to:
                 config.round_to = args.round_to
+            head = {"model": args.which, "importance": importance, "allocation": allocation, "target_macs": target}
             start = time.perf_counter()
             try:
-                result = run(model, config, Context(calibration=calibration, progress=silent))
+                result = run(source, config, Context(calibration=calibration, progress=silent))
             except Exception as err:  # one failing combination must not hide the others
-                print(json.dumps({"model": args.which, "importance": importance, "allocation": allocation, "repair": bool(int(repair)),
-                                  "target_macs": target, "error": f"{type(err).__name__}: {err}"}), flush=True)
+                print(json.dumps({**head, "error": f"{type(err).__name__}: {err}"}), flush=True)
                 continue
             seconds = time.perf_counter() - start
-            pred = predictions(result.model, inputs)
             fidelity = result.report.get("fidelity", {})
-            print(json.dumps({
-                "model": args.which, "importance": importance, "allocation": allocation, "repair": bool(int(repair)),
-                "target_macs": target, "macs_fraction": round(macs_of(result.model, shape) / base_macs, 4),
-                "top1": round(float((pred == truth).mean()), 4), "agreement": round(float((pred == base_pred).mean()), 4),
-                "seconds": round(seconds, 1),
-                "calib_loss_before_repair": fidelity.get("before_repair", {}).get("loss"),
-                "calib_loss_after_repair": fidelity.get("after_repair", {}).get("loss"),
-                "kept": {g["group"]: g["after"] for g in result.report["pruned_groups"]},
-                **{k: v for k, v in extra.items()},
-            }), flush=True)
+            repair_seconds = fidelity.get("repair_seconds", 0.0)
+            kept = {g["group"]: g["after"] for g in result.report["pruned_groups"]}
+            for repaired, pruned in ((True, result.model), (False, result.extras["unrepaired"])):
+                pred = predictions(pruned, inputs)
+                line = {**head, "repair": repaired, "macs_fraction": round(macs_of(pruned, shape) / base_macs, 4),
+                        "top1": round(float((pred == truth).mean()), 4), "agreement": round(float((pred == base_pred).mean()), 4),
+                        # without repair: the same run less the refit (calibration and allocation are shared)
+                        "seconds": round(seconds if repaired else seconds - repair_seconds, 1),
+                        "calib_loss_before_repair": fidelity.get("before_repair", {}).get("loss"),
+                        "calib_loss_after_repair": fidelity.get("after_repair", {}).get("loss") if repaired else None}
+                if args.latency:
+                    from onnxslim.validate import paired_latency
+                    before, after, _ = paired_latency(session(source), session(pruned), {"input": inputs[:1]}, budget_s=8)
+                    line["latency_ratio_b1"] = round(after / before, 3)
+                print(json.dumps({**line, "kept": kept, **extra}), flush=True)
 
 
 if __name__ == "__main__":

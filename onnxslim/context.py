@@ -16,6 +16,8 @@ from .progress import progress as _progress
 class PassResult:
     model: onnx.ModelProto
     report: dict  # JSON-serializable; what the pass did, skipped (with reasons) and measured
+    # by-products a caller may want besides the result (e.g. prune: the pruned model before repair)
+    extras: dict = field(default_factory=dict)
 
 
 @dataclass

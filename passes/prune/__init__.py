@@ -40,7 +40,6 @@ class PruneConfig:
     calib_batch: int = 8  # calibration batch size streamed through onnxruntime
     positions_per_sample: int = 256  # output positions sampled per image and exit for the Gram statistics
     residual_targets: bool = True  # a refit branch feeding a residual Add restores the sum (absorbs the skip's drift)
-    refit_all: bool = False  # repair also refits the exits of unpruned groups (they then absorb upstream drift)
     repair_passes: int = 4  # data passes of the layer-by-layer repair (exits split into this many waves)
     fidelity_samples: int = 32  # calibration samples the allocation's loss and the fidelity report use
     search_time: float = 60.0  # seconds for allocation=search
@@ -124,6 +123,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
         repair_report = calibrated.finish(plan, repair_on, start=state)
     keep_positions = kept_positions(analysis, plan)
     pruned = apply_plan(analysis, plan, like=model)
+    unrepaired = pruned
     if calibrated is not None and repair_on and calibrated.repaired_exits:
         from .plan_state import write_weights
         pruned = infer_shapes(write_weights(pruned, calibrated.repaired_exits, calibrated.state, plan, keep_positions))
@@ -153,4 +153,5 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     if notes:
         report["notes"] = notes
     report["seconds"] = round(time.perf_counter() - started, 2)
-    return PassResult(pruned, report)
+    # the same plan without the refit: what repair is worth, at no extra cost
+    return PassResult(pruned, report, extras={"unrepaired": unrepaired})

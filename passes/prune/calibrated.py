@@ -3,6 +3,7 @@ search allocation, repair and the fidelity report, sharing one evaluator and one
 from __future__ import annotations
 
 import itertools
+import time
 
 from onnxslim.calibration import load_calibration
 
@@ -143,16 +144,18 @@ class Calibrated:
                     "before_repair": evaluator.fidelity(masked)}
         exits_report = {}
         if repair_on:
+            started = time.perf_counter()
             # start from refit weights (the sensitivity's state, else a one-shot refit from the original
             # model's statistics): exits repaired later in the same wave then see inputs close to final
             state = start.copy() if start is not None else plan_state(self.exits, plan, self.original_stats(), cfg.ridge, cfg.repair_prior)
-            targets = self.exits if cfg.refit_all else pruned_exits(self.exits, plan)
+            targets = pruned_exits(self.exits, plan)
             exits_report = repair(self.model, targets, kept_features(self.exits, plan), state, self.dataset,
                                   ridge=cfg.ridge, prior_rows=cfg.repair_prior, batch_size=cfg.calib_batch, per_sample=cfg.positions_per_sample,
                                   passes=cfg.repair_passes, seed=self.ctx.seed, progress=self.ctx.progress,
                                   loss=evaluator.loss, residual=cfg.residual_targets)
             self.passes += min(cfg.repair_passes, len(targets))
             fidelity["after_repair"] = evaluator.fidelity(state)
+            fidelity["repair_seconds"] = round(time.perf_counter() - started, 2)
             self.state, self.repaired_exits = state, targets
         return {"fidelity": fidelity, "exits": exits_report, "skipped_exits": self.skipped}
 
