@@ -57,7 +57,7 @@ def _float_list(value, name):
 @click.option("--importance", default="l1", show_default=True,
               help="Channel importance: l1, l2, bn, random; with --calib also activation, apoz, hrank, reconstruction.")
 @click.option("--allocation", default=None, help="For --target-macs: global (default), uniform, sensitivity, search.")
-@click.option("--round-to", type=int, default=None, help="Kept widths (and ranks) are multiples of N (default 8).")
+@click.option("--round-to", type=int, default=None, help="Kept widths are multiples of N (default 16), low-rank ranks too (default 8).")
 @click.option("--min-channels", type=int, default=1, show_default=True, help="Never keep fewer channels in a group.")
 @click.option("--exclude", multiple=True, help="Node name to leave untouched (repeatable).")
 @click.option("--repair/--no-repair", default=None, help="Refit layers after pruning on calibration data (default: on with real --calib).")

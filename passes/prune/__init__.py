@@ -40,7 +40,7 @@ class PruneConfig:
     calib_batch: int = 8  # calibration batch size streamed through onnxruntime
     positions_per_sample: int = 256  # output positions sampled per image and exit for the Gram statistics
     residual_targets: bool = True  # a refit branch feeding a residual Add restores the sum (absorbs the skip's drift)
-    repair_passes: int = 4  # data passes of the layer-by-layer repair (exits split into this many waves)
+    repair_passes: int = 8  # data passes of the layer-by-layer repair (exits split into this many waves)
     fidelity_samples: int = 32  # calibration samples the allocation's loss and the fidelity report use
     search_time: float = 60.0  # seconds for allocation=search
     sensitivity_step: float = 0.02  # fraction of the total MACs removed per sensitivity step
