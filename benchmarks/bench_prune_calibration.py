@@ -98,6 +98,7 @@ def main():
     parser.add_argument("--round-to", type=int, default=None)
     parser.add_argument("--search-time", type=float, default=60.0)
     parser.add_argument("--latency", action="store_true", help="also measure the latency ratio (batch 1, interleaved)")
+    parser.add_argument("--save", help="folder to save each repaired model in (IMPORTANCE_ALLOCATION_TARGET.onnx)")
     parser.add_argument("--set", action="append", default=[], help="extra PruneConfig field=value")
     parser.add_argument("--workdir", default="/tmp/bench_prune_calibration")
     args = parser.parse_args()
@@ -140,6 +141,9 @@ def main():
             fidelity = result.report.get("fidelity", {})
             repair_seconds = fidelity.get("repair_seconds", 0.0)
             kept = {g["group"]: g["after"] for g in result.report["pruned_groups"]}
+            if args.save:
+                Path(args.save).mkdir(parents=True, exist_ok=True)
+                onnx.save(result.model, str(Path(args.save) / f"{importance}_{allocation}_{target:g}.onnx"))
             for repaired, pruned in ((True, result.model), (False, result.extras["unrepaired"])):
                 pred = predictions(pruned, inputs)
                 line = {**head, "repair": repaired, "macs_fraction": round(macs_of(pruned, shape) / base_macs, 4),

@@ -44,7 +44,7 @@ class PruneConfig:
     fidelity_samples: int = 32  # calibration samples the allocation's loss and the fidelity report use
     search_time: float = 60.0  # seconds for allocation=search
     sensitivity_step: float = 0.02  # fraction of the total MACs removed per sensitivity step
-    sensitivity_candidates: int = 4  # tries per sensitivity step measured through the network
+    sensitivity_candidates: int = 8  # tries per sensitivity step measured through the network (4 -> 8: 69.9 -> 73.3% at 80% MACs)
 
     def check(self) -> None:
         if (self.ratio is None) == (self.target_macs is None):
