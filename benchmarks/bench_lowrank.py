@@ -109,6 +109,7 @@ def main(argv=None):
     ap.add_argument("--allocation-batches", type=int, default=4)
     ap.add_argument("--allocation-candidates", type=int, default=8)
     ap.add_argument("--allocation-step", type=float, default=0.005)
+    ap.add_argument("--no-attention-metric", action="store_true", help="fit Q/K projections on plain output error")
     ap.add_argument("--save", default=None, help="folder to write the compressed models into")
     args = ap.parse_args(argv)
 
@@ -144,6 +145,7 @@ def main(argv=None):
                                 sensitivity=sens, allocation=args.allocation, allocation_loss=args.loss,
                                 allocation_batches=args.allocation_batches, allocation_step=args.allocation_step,
                                 allocation_candidates=args.allocation_candidates,
+                                attention_metric=not args.no_attention_metric,
                                 sensitivity_batches=args.sensitivity_batches,
                                 sensitivity_outputs=tuple(filter(None, args.sensitivity_outputs.split(","))), **METHODS[method])
             reused = allocated is not None and METHODS[method]["data_aware"]
@@ -164,6 +166,7 @@ def main(argv=None):
             line = {"model": "minilm_l6", "target_macs": target, "method": method, "sensitivity": "sensitivity" in rep or bool(measured and METHODS[method]["data_aware"] and args.sensitivity != "off"),
                     "allocation": "greedy (ranks reused from the line above)" if reused else rep.get("allocation"),
                     **({"loss": args.loss, "allocation_batches": args.allocation_batches} if reused or rep.get("allocation") == "greedy" else {}),
+                    "attention_metric": bool(rep.get("attention_metric")),
                     "macs_fraction": rep["fraction"], "factorized": rep["factorized"],
                     "mean_cosine": round(float(cos.mean()), 4), "min_cosine": round(float(cos.min()), 4),
                     "nn_agreement": round(float((nearest(emb) == ref_nn).mean()), 4),

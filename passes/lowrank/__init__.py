@@ -354,10 +354,14 @@ def _report_layers(report, layers, shapes, curves, chosen, stats, patches, fitte
             if st is not None and option.scheme != "spatial":
                 weight_err = float(factor.weight_svd_errors(layer.weight, st.czz)[1][option.rank])
                 data_err = option.error
-                if st.metric is not None:  # fitted for the attention logits: compare plain output errors
+                if st.metric is not None:
+                    # fitted for the attention logits; the data-aware vs weight SVD comparison stays on plain
+                    # output error: data-aware SVD without the metric, and the applied fit's plain error
+                    plain = factor.OutputStats(st.czz, st.czy, st.cyy, st.mean_z, st.mean_y)
+                    data_err = float(factor.reduced_rank_fit(plain, config.ridge).errors[option.rank])
                     left, right, _ = factor.projection_at(factor.reduced_rank_fit(st, config.ridge), st, option.rank)
-                    data_err = factor.plain_error(st, left, right)
                     entry["error_attention_metric"] = round(option.error, 6)
+                    entry["error_applied_plain"] = round(factor.plain_error(st, left, right), 6)
                 entry["error_weight_svd"] = round(weight_err, 6)
                 entry["error_data_aware"] = round(data_err, 6)
                 if weight_err > 1e-9:
