@@ -444,3 +444,32 @@ def test_attention_metric_fits_q_and_k_for_the_logits():
             assert set(result.report["attention_metric"]) == {"query", "key"}
             assert "error_attention_metric" in layers["query"]
     assert errs[True] < 0.8 * errs[False], errs
+
+
+def test_greedy_allocation_meets_budget_cuts_the_quiet_layer_and_measures_the_real_model():
+    """Greedy steps on the opened model: same loud/quiet pair as above; the loss it tracked is the loss of the
+    model actually written (non-sequential: the same low-rank weights)."""
+    rng = np.random.default_rng(13)
+    w = (rng.standard_normal((32, 32)) * np.linspace(1, 0.1, 32)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["h0"], name="loud"),
+             helper.make_node("Add", ["h0", "b0"], ["a0"], name="add0"),
+             helper.make_node("MatMul", ["x", "W1"], ["h1"], name="quiet"),
+             helper.make_node("Mul", ["h1", "s"], ["q"], name="scale"),
+             helper.make_node("Add", ["a0", "q"], ["y"], name="sum")]
+    model = _model(nodes, [_vi("x", ["N", 4, 32])], [_vi("y", ["N", 4, 32])],
+                   {"W0": w, "W1": w.copy(), "s": np.array(0.01, np.float32), "b0": rng.standard_normal(32).astype(np.float32)})
+    calib = Calib({"x": (rng.standard_normal((32, 4, 32)) + 0.5).astype(np.float32)})
+    cfg = LowRankConfig(target_macs=0.5, round_to=2, data_aware=True, sequential=False, allocation="greedy",
+                        allocation_batches=2, batch_size=8)
+    result = run(model, cfg, _ctx(calib))
+    rep = result.report
+    assert rep["allocation"] == "greedy" and rep["fraction"] <= 0.5
+    ranks = {layer["name"]: layer["rank"] or 32 for layer in rep["layers"]}
+    assert ranks["quiet"] < ranks["loud"]
+    feeds = list(calib.batches(8))[:2]
+    errs = []
+    for feed in feeds:
+        want, got = _outputs(model, feed)[0], _outputs(result.model, feed)[0]
+        errs.append(np.sum((got.astype(np.float64) - want) ** 2) / np.sum(want.astype(np.float64) ** 2))
+    assert rep["allocation_trace"][-1]["loss"] == pytest.approx(np.mean(errs), rel=1e-3, abs=1e-6)
+    assert rep["allocation_trace"][-1]["macs_fraction"] <= 0.5
