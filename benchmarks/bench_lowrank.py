@@ -109,6 +109,7 @@ def main(argv=None):
     ap.add_argument("--allocation-batches", type=int, default=4)
     ap.add_argument("--allocation-candidates", type=int, default=8)
     ap.add_argument("--allocation-step", type=float, default=0.005)
+    ap.add_argument("--allocation-refine", type=int, default=2)
     ap.add_argument("--no-attention-metric", action="store_true", help="fit Q/K projections on plain output error")
     ap.add_argument("--save", default=None, help="folder to write the compressed models into")
     args = ap.parse_args(argv)
@@ -144,7 +145,7 @@ def main(argv=None):
                                 max_error=args.max_error, exclude=exclude, layer_weights=layer_weights,
                                 sensitivity=sens, allocation=args.allocation, allocation_loss=args.loss,
                                 allocation_batches=args.allocation_batches, allocation_step=args.allocation_step,
-                                allocation_candidates=args.allocation_candidates,
+                                allocation_candidates=args.allocation_candidates, allocation_refine=args.allocation_refine,
                                 attention_metric=not args.no_attention_metric,
                                 sensitivity_batches=args.sensitivity_batches,
                                 sensitivity_outputs=tuple(filter(None, args.sensitivity_outputs.split(","))), **METHODS[method])

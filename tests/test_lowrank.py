@@ -471,5 +471,6 @@ def test_greedy_allocation_meets_budget_cuts_the_quiet_layer_and_measures_the_re
     for feed in feeds:
         want, got = _outputs(model, feed)[0], _outputs(result.model, feed)[0]
         errs.append(np.sum((got.astype(np.float64) - want) ** 2) / np.sum(want.astype(np.float64) ** 2))
-    assert rep["allocation_trace"][-1]["loss"] == pytest.approx(np.mean(errs), rel=1e-3, abs=1e-6)
-    assert rep["allocation_trace"][-1]["macs_fraction"] <= 0.5
+    final = [t for t in rep["allocation_trace"] if t.get("kept", True)][-1]  # a refinement not kept is only tried
+    assert final["loss"] == pytest.approx(np.mean(errs), rel=1e-3, abs=1e-6)
+    assert final["macs_fraction"] <= 0.5

@@ -54,6 +54,7 @@ class LowRankConfig:
     allocation_step: float = 0.005       # greedy: a step cuts at least this fraction of the layers' MACs
     allocation_candidates: int = 8       # greedy: tries run through the network per step (besides first tries)
     allocation_batches: int = 4          # greedy: calibration batches the loss is measured on
+    allocation_refine: int = 2           # greedy: re-linearized Lagrangian refinements tried after the steps
     ranks: dict = field(default_factory=dict)          # explicit {node name: rank}, overriding the selection
     layer_weights: dict = field(default_factory=dict)  # {node name: weight of its error in the allocation}
 
@@ -125,7 +126,8 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
         effective = _effective_weights(layers, stats, fits, patches, config, opened)
         picked, trace = greedy.greedy_allocate(opened, options, effective, config.target_macs * total - fixed,
                                                step=config.allocation_step, candidates=config.allocation_candidates,
-                                               probe_error=config.probe_error, progress=ctx.progress)
+                                               probe_error=config.probe_error, refine=config.allocation_refine,
+                                               progress=ctx.progress)
         chosen.update(picked)
         report["allocation_trace"] = trace
     elif options:

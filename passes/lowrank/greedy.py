@@ -31,7 +31,7 @@ from onnxslim.activations import TensorTap
 from onnxslim.errors import SlimError
 
 from .layers import Layer
-from .select import Option
+from .select import Option, allocate
 
 LOSSES = ("mse", "cosine", "similarity")
 
@@ -139,13 +139,15 @@ def _loss(kind: str, ref: np.ndarray, out: np.ndarray) -> float:
 
 def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effective, budget: float, *,
                     step: float = 0.005, candidates: int = 8, per_layer: int = 2, probe_error: float = 0.1,
-                    progress=None) -> tuple[dict, list[dict]]:
+                    refine: int = 2, progress=None) -> tuple[dict, list[dict]]:
     """Returns ({layer: chosen Option}, trace). `effective(name, option) -> stored arrays` (OpenModel.set).
 
     `budget`: MACs the layers in `options` may use in total. Layers start whole (their first option). A step
     cuts at least `step` of the layers' MACs (or what is still over budget). Tries: per layer its `per_layer`
     cheaper options of best proxy; the best `candidates` overall are measured, and every layer not measured
-    yet is measured once at its option nearest `probe_error` (to learn its slope).
+    yet is measured once at its option nearest `probe_error` (to learn its slope). Then up to `refine` times:
+    every layer's slope is re-measured at the plan reached and a Lagrangian allocation with those weights is
+    tried (it can choose any rank, the steps cannot), and kept if its measured loss is lower.
     """
     chosen = {name: opts[0] for name, opts in options.items()}
     arrays = {name: effective(name, chosen[name]) for name in options}
@@ -201,6 +203,28 @@ def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effecti
             trace.append({"step": len(trace), "layer": name, "rank": o.rank, "macs_fraction": round(spent / total, 4),
                           "loss": round(float(loss_now), 6), "tried": len(run)})
             bar.update(max(1, int(round(saved / quantum))))
+    for _ in range(refine):
+        # re-linearize at the plan reached: each layer's slope measured on the compressed model, then a
+        # Lagrangian allocation with those weights (any rank, no step granularity), kept if it measures better
+        for name, opts in options.items():
+            cur = chosen[name]
+            worse = [o for o in opts if o.error > cur.error + 1e-9]
+            if not worse:
+                continue
+            o = min(worse, key=lambda o: abs(o.error - cur.error - probe_error / 2))
+            trial = dict(arrays)
+            trial[name] = effective(name, o)
+            slope[name] = max(opened.loss(trial) - loss_now, 0.0) / (o.error - cur.error)
+        weights = {k: v for k, v in slope.items() if v is not None}
+        plan = allocate(options, budget, weights)
+        plan_arrays = {name: arrays[name] if plan[name] == chosen[name] else effective(name, plan[name]) for name in options}
+        loss = opened.loss(plan_arrays)
+        kept = loss < loss_now
+        trace.append({"step": len(trace), "refine": "lagrangian on re-measured slopes", "loss": round(float(loss), 6),
+                      "kept": bool(kept), "macs_fraction": round(sum(o.macs for o in plan.values()) / total, 4)})
+        if not kept:
+            break
+        chosen, arrays, loss_now = plan, plan_arrays, loss
     return chosen, trace
 
 
