@@ -86,6 +86,56 @@ def latency(sess_a, sess_b, feed, repeats=20) -> tuple[float, float]:
     return float(np.median(ta)), float(np.median(tb))
 
 
+def layer_ratios(model, tokens, n_calib, held_out=200, ranks=(48, 96, 192)) -> None:
+    """Goal 2 of issue 5: data-aware over weight-SVD output error per layer at fixed ranks, several ways.
+
+    in_sample: on the calibration sentences, padding masked, both with the same mean (bias) correction (the
+    pass's own measure); no_mean_fix: weight SVD without that correction (how the weight_svd method runs);
+    held_out: both projections fitted on the calibration sentences, errors on the next `held_out` sentences;
+    with_padding: statistics (fit and error) counting padding tokens too (positions the model ignores).
+    """
+    from onnxslim.passes.lowrank import factor
+    from onnxslim.passes.lowrank.layers import find_layers
+    from onnxslim.passes.lowrank.stats import original_stats
+
+    layers, _ = find_layers(model, {"matmul"}, set())
+
+    def batches(a, b):
+        for i in range(a, b, 16):
+            yield {k: v[i:min(i + 16, b)] for k, v in tokens.items()}
+
+    cal = original_stats(model, layers, batches(0, n_calib), "attention_mask")
+    pad = original_stats(model, layers, batches(0, n_calib), None)
+    held = original_stats(model, layers, batches(n_calib, n_calib + held_out), "attention_mask")
+
+    def out_err(p_perp, st, mean_fit):
+        d = (st.mean_y - mean_fit) @ p_perp
+        return (np.trace(p_perp.T @ st.cyy @ p_perp) + d @ d) / np.trace(st.cyy)
+
+    table = []
+    for layer in layers:
+        c, h, cp = cal[layer.name], held[layer.name], pad[layer.name]
+        fit, fit_pad = factor.reduced_rank_fit(c), factor.reduced_rank_fit(cp)
+        v, w_err = factor.weight_svd_errors(layer.weight, c.czz)
+        _, w_err_pad = factor.weight_svd_errors(layer.weight, cp.czz)
+        eye = np.eye(layer.out_features)
+        row = {}
+        for r in ranks:
+            pw = eye - v[:, :r] @ v[:, :r].T
+            pd = eye - fit.right[:r].T @ fit.right[:r]
+            row[r] = {"in_sample": fit.errors[r] / w_err[r],
+                      "no_mean_fix": fit.errors[r] / (w_err[r] + float((c.mean_y @ pw) @ (c.mean_y @ pw)) / np.trace(c.cyy)),
+                      "held_out": out_err(pd, h, c.mean_y) / out_err(pw, h, c.mean_y),
+                      "with_padding": fit_pad.errors[r] / w_err_pad[r]}
+        name = layer.name.split("/encoder/")[-1].replace("/MatMul", "")
+        print(json.dumps({"layer": name, **{str(r): {k: round(float(x), 3) for k, x in row[r].items()} for r in ranks}}), flush=True)
+        table.append(row)
+    for r in ranks:
+        summary = {k: {"median": round(float(np.median([t[r][k] for t in table])), 3),
+                       "max": round(float(np.max([t[r][k] for t in table])), 3)} for k in table[0][r]}
+        print(json.dumps({"rank": r, "layers": len(table), **summary}), flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(REPO / "../shared/models/minilm_l6.onnx"))
@@ -111,12 +161,16 @@ def main(argv=None):
     ap.add_argument("--allocation-step", type=float, default=0.005)
     ap.add_argument("--allocation-refine", type=int, default=2)
     ap.add_argument("--no-attention-metric", action="store_true", help="fit Q/K projections on plain output error")
+    ap.add_argument("--layer-ratios", action="store_true",
+                    help="only print data-aware / weight-SVD output error per layer at ranks 48, 96, 192 (goal 2)")
     ap.add_argument("--save", default=None, help="folder to write the compressed models into")
     args = ap.parse_args(argv)
 
     model = onnx.load(args.model)
     with np.load(args.tokens) as npz:
         tokens = {k: npz[k] for k in npz.files}
+    if args.layer_ratios:
+        return layer_ratios(model, tokens, args.calib)
     calib = Sentences({k: v[: args.calib] for k, v in tokens.items()})
     evals = {k: v[args.calib:] for k, v in tokens.items()}
     base_sess = session(model)
@@ -174,6 +228,11 @@ def main(argv=None):
                     "eval_sentences": len(ref), "calib_sentences": args.calib, "seconds": round(seconds, 1)}
             if reused:
                 line["seconds_with_allocation"] = round(seconds + allocation_seconds, 1)
+            refined = [t for t in rep.get("allocation_trace", []) if "refine" in t]
+            if refined:
+                steps = [t for t in rep["allocation_trace"] if "refine" not in t]
+                line["greedy_loss"] = steps[-1]["loss"]
+                line["refine"] = [{"loss": t["loss"], "kept": t["kept"]} for t in refined]
             if "data_aware_over_weight_svd_error" in rep:
                 line["data_aware_over_weight_svd_error"] = rep["data_aware_over_weight_svd_error"]
             if not args.no_latency:
