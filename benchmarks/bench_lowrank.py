@@ -154,12 +154,12 @@ def main(argv=None):
     ap.add_argument("--sensitivity-batches", type=int, default=2)
     ap.add_argument("--sensitivity-outputs", default="", help="comma-separated graph outputs the sensitivity compares (default: all)")
     ap.add_argument("--allocation", choices=["auto", "greedy", "lagrangian"], default="auto",
-                    help="rank allocation for data-aware runs (auto: greedy)")
+                    help="rank allocation for data-aware runs (auto: lagrangian)")
     ap.add_argument("--loss", default="mse", help="greedy allocation loss: mse, cosine or similarity")
     ap.add_argument("--allocation-batches", type=int, default=4)
     ap.add_argument("--allocation-candidates", type=int, default=8)
     ap.add_argument("--allocation-step", type=float, default=0.005)
-    ap.add_argument("--allocation-refine", type=int, default=2)
+    ap.add_argument("--allocation-refine", type=int, default=0)
     ap.add_argument("--no-attention-metric", action="store_true", help="fit Q/K projections on plain output error")
     ap.add_argument("--layer-ratios", action="store_true",
                     help="only print data-aware / weight-SVD output error per layer at ranks 48, 96, 192 (goal 2)")
