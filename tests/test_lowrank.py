@@ -474,3 +474,32 @@ def test_greedy_allocation_meets_budget_cuts_the_quiet_layer_and_measures_the_re
     final = [t for t in rep["allocation_trace"] if t.get("kept", True)][-1]  # a refinement not kept is only tried
     assert final["loss"] == pytest.approx(np.mean(errs), rel=1e-3, abs=1e-6)
     assert final["macs_fraction"] <= 0.5
+
+
+@pytest.mark.parametrize("conv_svd", ["channel", "spatial"])
+def test_greedy_opened_model_matches_the_written_one_for_conv_and_gemm(conv_svd):
+    """The opened model's weight layouts (Conv kernel, Gemm with transB/alpha/beta and a bias, split or fed
+    whole) reproduce the rewritten model: the loss greedy tracked equals the written model's."""
+    rng = np.random.default_rng(25)
+    k1 = rng.standard_normal((12, 4, 3, 3)).astype(np.float32)
+    wg = rng.standard_normal((10, 12 * 16)).astype(np.float32)  # transB: [out, in]
+    nodes = [helper.make_node("Conv", ["x", "K1", "c1"], ["h"], name="conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "Wg", "bg"], ["y"], name="fc", transB=1, alpha=0.5, beta=2.0)]
+    model = _model(nodes, [_vi("x", ["N", 4, 8, 8])], [_vi("y", ["N", 10])],
+                   {"K1": k1, "c1": rng.standard_normal(12).astype(np.float32), "Wg": wg,
+                    "bg": rng.standard_normal(10).astype(np.float32)})
+    calib = Calib({"x": _anisotropic_images(rng, 32, 4)[:, :, :8, :8].copy()})
+    cfg = LowRankConfig(target_macs=0.6, round_to=2, data_aware=True, sequential=False, allocation="greedy",
+                        allocation_batches=2, batch_size=8, conv_svd=conv_svd)
+    result = run(model, cfg, _ctx(calib))
+    rep = result.report
+    assert rep["allocation"] == "greedy" and rep["fraction"] <= 0.6 and rep["factorized"] >= 1
+    assert {l["scheme"] for l in rep["layers"] if l["name"] == "conv"} <= {conv_svd, None}
+    errs = []
+    for feed in list(calib.batches(8))[:2]:
+        want, got = _outputs(model, feed)[0].astype(np.float64), _outputs(result.model, feed)[0].astype(np.float64)
+        errs.append(np.sum((got - want) ** 2) / np.sum(want ** 2))
+    final = [t for t in rep["allocation_trace"] if t.get("kept", True)][-1]
+    assert final["loss"] == pytest.approx(np.mean(errs), rel=1e-3, abs=1e-6)

@@ -46,7 +46,7 @@ class OpenModel:
         inits = {t.name: t for t in model.graph.initializer}
         opened = onnx.ModelProto()
         opened.CopyFrom(model)
-        self.slots: dict[str, tuple] = {}   # layer name -> (weight input, stored shape/dtype), (bias input, shape) or None
+        self.slots: dict[str, list] = {}   # layer name -> [(weight input, stored shape, dtype), (bias input, shape) or None]
         by_output = {layer.node.output[0]: layer for layer in layers}
         add_of = {layer.bias_add.output[0]: layer for layer in layers if layer.bias_add is not None}
         new_inputs = []
@@ -87,7 +87,6 @@ class OpenModel:
         self.tap = TensorTap(opened, [])
         reference = TensorTap(model, [])
         self.reference = [{k: v.astype(np.float64) for k, v in reference(feed).items() if k in keep} for feed in feeds]
-        self.weights: dict[str, dict] = {}  # layer name -> {input name: stored array} for its current option
 
     def set(self, name: str, w: np.ndarray, bias: np.ndarray | None) -> dict:
         """Stored arrays for layer `name` with effective weight w [in, out] and bias [out]."""
