@@ -108,7 +108,7 @@ def main():
         bn_path = args.bn_model or ROOT / "../shared/models/efficientnet_lite0_bn.onnx"
         if Path(bn_path).exists():
             bn_model = cleanup.run(onnx.load(str(bn_path)), cleanup.CleanupConfig(fold_bn=False)).model
-    elif any(n.op_type == "BatchNormalization" for n in onnx.load(str(ROOT / "models/digits_resnet.onnx")).graph.node):
+    else:
         bn_model = cleanup.run(onnx.load(str(ROOT / "models/digits_resnet.onnx")), cleanup.CleanupConfig(fold_bn=False)).model
     base_pred = predictions(model, inputs)
     base_macs = macs_of(model, shape)

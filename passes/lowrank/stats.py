@@ -57,25 +57,31 @@ def probe_shapes(model: onnx.ModelProto, layers: list[Layer], feed: dict) -> dic
     return shapes
 
 
-def original_stats(model: onnx.ModelProto, layers: list[Layer], batches, mask_name, progress=None) -> dict[str, OutputStats]:
-    """Output covariance (centered when the layer has a bias to absorb the mean) of every layer, one pass."""
-    tap = TensorTap(model, [layer.out_tensor for layer in layers])
-    accs = {layer.name: GramAccumulator(layer.feature_axis) for layer in layers}
+def _accumulate(model: onnx.ModelProto, layers: list[Layer], tensor_of, rows_of, axis_of, batches, progress=None) -> dict:
+    """One streamed pass: per layer, a GramAccumulator over `rows_of(layer, tensor, feed)` -> update args."""
+    tap = TensorTap(model, [tensor_of(layer) for layer in layers])
+    accs = {layer.name: GramAccumulator(axis_of(layer)) for layer in layers}
     for feed in batches:
         values = tap(feed)
         for layer in layers:
-            y = _pre_bias(layer, values[layer.out_tensor])
-            accs[layer.name].update(y, _row_weights(layer, y, feed, mask_name))
+            accs[layer.name].update(*rows_of(layer, values[tensor_of(layer)], feed))
         if progress is not None:
             progress.update(1)
-    out = {}
-    for layer in layers:
-        acc = accs[layer.name]
-        if layer.bias is not None:
-            out[layer.name] = OutputStats.same(acc.covariance, acc.mean)
-        else:
-            out[layer.name] = OutputStats.same(acc.second_moment, np.zeros_like(acc.mean))
-    return out
+    return accs
+
+
+def _moments(acc: GramAccumulator, has_bias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(covariance, mean) when a bias absorbs the mean, else (second moment, zeros)."""
+    return (acc.covariance, acc.mean) if has_bias else (acc.second_moment, np.zeros_like(acc.mean))
+
+
+def original_stats(model: onnx.ModelProto, layers: list[Layer], batches, mask_name, progress=None) -> dict[str, OutputStats]:
+    """Output covariance (centered when the layer has a bias to absorb the mean) of every layer, one pass."""
+    def rows(layer, value, feed):
+        y = _pre_bias(layer, value)
+        return y, _row_weights(layer, y, feed, mask_name)
+    accs = _accumulate(model, layers, lambda layer: layer.out_tensor, rows, lambda layer: layer.feature_axis, batches, progress)
+    return {layer.name: OutputStats.same(*_moments(accs[layer.name], layer.bias is not None)) for layer in layers}
 
 
 def paired_stats(original: TensorTap, current: onnx.ModelProto, layers: list[Layer], batches, mask_name,
@@ -128,19 +134,7 @@ def im2col(x: np.ndarray, kernel_shape, attrs: dict) -> np.ndarray:
 
 def patch_stats(model: onnx.ModelProto, layers: list[Layer], batches, progress=None) -> dict[str, PatchStats]:
     """im2col input-patch covariance (centered when the layer has a bias) of Conv layers, one pass."""
-    tap = TensorTap(model, [layer.node.input[0] for layer in layers])
-    accs = {layer.name: GramAccumulator(-1) for layer in layers}
-    for feed in batches:
-        values = tap(feed)
-        for layer in layers:
-            accs[layer.name].update(im2col(values[layer.node.input[0]], layer.kernel.shape[2:], layer.attrs))
-        if progress is not None:
-            progress.update(1)
-    out = {}
-    for layer in layers:
-        acc = accs[layer.name]
-        if layer.bias is not None:
-            out[layer.name] = PatchStats(acc.covariance, acc.mean)
-        else:
-            out[layer.name] = PatchStats(acc.second_moment, np.zeros_like(acc.mean))
-    return out
+    accs = _accumulate(model, layers, lambda layer: layer.node.input[0],
+                       lambda layer, value, feed: (im2col(value, layer.kernel.shape[2:], layer.attrs),),
+                       lambda layer: -1, batches, progress)
+    return {layer.name: PatchStats(*_moments(accs[layer.name], layer.bias is not None)) for layer in layers}
