@@ -1,5 +1,5 @@
-"""Latency of optimized models against their original, measured interleaved in one run (batch 1, the
-machine's default onnxruntime threads), one JSON line per model:
+"""Latency of optimized models against their original, measured interleaved in one run (batch 1, one
+onnxruntime thread unless --threads), one JSON line per model (ratio_iqr: quartiles of the per-block ratios, the spread of the measurement):
 
     python benchmarks/bench_latency.py ../shared/models/efficientnet_lite0.onnx /tmp/grid/models/*.onnx
 
@@ -26,17 +26,20 @@ def main():
     ap.add_argument("original")
     ap.add_argument("models", nargs="+")
     ap.add_argument("--budget", type=float, default=15.0, help="seconds of timing per model pair")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="onnxruntime intra-op threads (default 1: on 2 shared cores, 2-thread timings of the same pair "
+                         "ranged 0.70-0.86x run to run, 1-thread ones 0.71-0.72x; 0 = onnxruntime's default)")
     args = ap.parse_args()
     original = load_model(args.original)
-    base = session(original)
+    base = session(original, threads=args.threads or None)
     feed = random_feeds(original)[0]  # batch 1; latency does not depend on the values
     base_macs = model_cost(original)["macs"]
     for path in args.models:
         model = load_model(path)
-        before, after, runs = paired_latency(base, session(model), feed, budget_s=args.budget)
+        before, after, runs, spread = paired_latency(base, session(model, threads=args.threads or None), feed, budget_s=args.budget)
         print(json.dumps({"model": Path(path).name, "macs_ratio": round(model_cost(model)["macs"] / base_macs, 4),
-                          "latency_ratio_b1": round(after / before, 3), "original_ms": round(before * 1e3, 2),
-                          "runs": runs}), flush=True)
+                          "latency_ratio_b1": round(after / before, 3), "ratio_iqr": [round(q, 3) for q in spread],
+                          "original_ms": round(before * 1e3, 2), "runs": runs, "threads": args.threads}), flush=True)
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def main():
                         "calib_loss_after_repair": fidelity.get("after_repair", {}).get("loss") if repaired else None}
                 if args.latency:
                     from onnxslim.validate import paired_latency
-                    before, after, _ = paired_latency(session(source), session(pruned), {"input": inputs[:1]}, budget_s=8)
+                    before, after, _, _ = paired_latency(session(source), session(pruned), {"input": inputs[:1]}, budget_s=8)
                     line["latency_ratio_b1"] = round(after / before, 3)
                 print(json.dumps({**line, "kept": kept, **extra}), flush=True)
 

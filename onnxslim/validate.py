@@ -28,12 +28,16 @@ _EXTERNAL_MIN_BYTES = 1024
 
 # -- sessions and runs --------------------------------------------------------------------------------
 
-def session(model: onnx.ModelProto, *, threads: int | None = None, basic: bool = False) -> ort.InferenceSession:
+def session(model: onnx.ModelProto, *, threads: int | None = None, basic: bool = False,
+            profile_prefix: str | None = None) -> ort.InferenceSession:
     """A CPU onnxruntime session; models over 2 GB go through a temp folder with external data. `basic`:
     only basic graph optimizations (onnxruntime's Conv+Add fusion drops a tapped Conv output whose weight
-    is a graph input)."""
+    is a graph input). `profile_prefix`: write onnxruntime's per-node profile there (end_profiling())."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     if basic:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
@@ -253,35 +257,46 @@ def median_latency(model_or_session, feed: dict, *, runs: int = 50, warmup: int 
     return statistics.median(times)
 
 
-def paired_latency(sess_a, sess_b, feed: dict, *, budget_s: float = 10.0, max_runs: int = 200,
-                   block: int = 5, min_runs: int = 3) -> tuple[float, float, int]:
-    """Median seconds per run of two sessions measured interleaved: blocks of runs alternate A,B,B,A,...
-    so that machine load and clock drift hit both alike. Returns (median A, median B, runs each)."""
+def paired_latency(sess_a, sess_b, feed: dict, *, budget_s: float = 10.0, max_runs: int = 5000,
+                   block_s: float = 0.15, skip: int = 2, min_runs: int = 3) -> tuple[float, float, int, tuple[float, float]]:
+    """Median seconds per run of two sessions measured in alternating blocks (A,B,B,A,...) so that machine
+    load and clock drift hit both alike. Returns (median A, median B, timed runs each, (25th, 75th
+    percentile of the per-block-pair ratio B/A): the run-to-run spread of the ratio).
+
+    The first `skip` runs of every block are not timed: onnxruntime's worker threads spin for a while after
+    a run, so the first runs of a block share the cores with the other session's spinning threads (measured
+    on EfficientNet-Lite0, blocks of 5 untrimmed runs put one 70%-MACs model anywhere from 0.65x to 0.87x of
+    the original; 40-run blocks without their first runs gave 0.73-0.75x three times out of three)."""
     a, b = _as_session(sess_a), _as_session(sess_b)
-    start = time.perf_counter()
     first = []
     for sess in (a, b):  # warm-up; its duration also sizes the blocks
         _run_once(sess, feed)
         t0 = time.perf_counter()
         _run_once(sess, feed)
         first.append(time.perf_counter() - t0)
-    per_pair = max(sum(first), 1e-6)
-    # a block of slow runs would leave too few alternations inside the budget
-    block = max(1, min(block, int(budget_s / per_pair / 8)))
-    times_a, times_b = [], []
+    per_run = max(sum(first) / 2, 1e-6)
+    block = max(1, min(int(block_s / per_run), int(budget_s / per_run / 8) - skip))
+    times_a, times_b, ratios = [], [], []
     start = time.perf_counter()
     order = 0
     while len(times_a) < max_runs:
         pair = ((a, times_a), (b, times_b)) if order % 2 == 0 else ((b, times_b), (a, times_a))
+        medians = {}
         for sess, times in pair:
-            for _ in range(block):
+            block_times = []
+            for i in range(skip + block):
                 t0 = time.perf_counter()
                 _run_once(sess, feed)
-                times.append(time.perf_counter() - t0)
+                if i >= skip:
+                    block_times.append(time.perf_counter() - t0)
+            times.extend(block_times)
+            medians[id(times)] = statistics.median(block_times)
+        ratios.append(medians[id(times_b)] / medians[id(times_a)])
         order += 1
         if len(times_a) >= min_runs and time.perf_counter() - start > budget_s:
             break
-    return statistics.median(times_a), statistics.median(times_b), len(times_a)
+    q25, q75 = (float(np.percentile(ratios, q)) for q in (25, 75))
+    return statistics.median(times_a), statistics.median(times_b), len(times_a), (q25, q75)
 
 
 def _run_once(sess: ort.InferenceSession, feed: dict) -> None:
@@ -334,8 +349,8 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
     """The validation report of `optimized` against `original` on `feeds` (a list of feed dicts).
 
     {"macs": {"before", "after", "ratio"}, "params": {...}, "size_bytes": {...},
-     "latency_ms": {"before", "after", "ratio", "runs"} (only if `latency`; both models timed interleaved
-     on feeds[0]), "outputs": compare_outputs(...)}. Ratios are after / before. MACs are at batch 1 unless
+     "latency_ms": {"before", "after", "ratio", "ratio_iqr", "runs"} (only if `latency`; both models timed
+     in alternating blocks on feeds[0], see paired_latency), "outputs": compare_outputs(...)}. Ratios are after / before. MACs are at batch 1 unless
     `input_shapes` say otherwise. `cost_reference` (an equivalent, normalized copy of the original) is what
     the "before" MACs/params are counted on when given: shape inference sees more of it.
     Raises SlimError if the optimized model's input/output names differ.
@@ -377,9 +392,9 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
     report["outputs"] = compare_outputs(ref, new)
     if latency:
         with progress("timing", total=None):
-            before, after, runs = paired_latency(sess_a, sess_b, feeds[0], budget_s=latency_budget_s)
+            before, after, runs, spread = paired_latency(sess_a, sess_b, feeds[0], budget_s=latency_budget_s)
         report["latency_ms"] = {"before": before * 1e3, "after": after * 1e3, "ratio": _ratio(before, after),
-                                "runs": runs}
+                                "ratio_iqr": [round(spread[0], 4), round(spread[1], 4)], "runs": runs}
     return report
 
 

@@ -158,10 +158,10 @@ def test_median_latency_respects_budget():
 def test_paired_latency_alternates_within_budget():
     model, _, _ = _mlp()
     t0 = time.perf_counter()
-    a, b, runs = validate.paired_latency(validate.session(model), validate.session(model), _feeds()[0],
+    a, b, runs, (q25, q75) = validate.paired_latency(validate.session(model), validate.session(model), _feeds()[0],
                                          budget_s=0.2, max_runs=10**6)
     assert time.perf_counter() - t0 < 2.0
-    assert a > 0 and b > 0 and runs >= 3
+    assert a > 0 and b > 0 and runs >= 3 and 0 < q25 <= q75
 
 
 # -- compare_models and the table ---------------------------------------------------------------------

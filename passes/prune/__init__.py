@@ -117,7 +117,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
         plan = budget_plan(groups, scores, config.target_macs, macs_model, align, config.allocation)
     else:
         plan, state, allocation_trace = calibrated.allocate(config.allocation, scores, macs_model, align)
-    estimated = macs_model.macs(plan) / max(macs_model.total, 1.0)
+    estimated = macs_model.cost(plan) / max(macs_model.total, 1.0)
     repair_report = None
     if calibrated is not None:
         repair_report = calibrated.finish(plan, repair_on, start=state)

@@ -1,9 +1,8 @@
 """How many channels each group keeps, and which: uniform ratio, or a MACs budget met by ranking
 importance across groups (global) or by one ratio for all (uniform), with aligned widths.
 
-MACs of a plan are estimated from each compute node's unpruned MACs times the kept fraction of its output
-channel space and of its contracted (exit) spaces; that is exact for Conv/Gemm/MatMul, so a budget search
-needs no graph rewrite per step.
+A plan's cost (MACs, or measured latency: latency.py) is estimated per node from its unpruned cost and
+the kept fractions of its channel spaces (PlanCost), so a budget search needs no graph rewrite per step.
 """
 from __future__ import annotations
 
@@ -56,28 +55,29 @@ def uniform_plan(groups: list[Group], scores: dict, ratio: float, align: Alignme
     return {g.id: choose(g, scores[g.id], align.keep_count(g, g.n_classes * (1 - ratio))) for g in groups}
 
 
-class MacModel:
-    """Estimated MACs of a plan: sum over compute nodes of base MACs x kept fractions of its spaces."""
+def node_spaces(analysis: Analysis) -> tuple[dict, dict]:
+    """(tensor name -> its activation spaces, node name -> its exit spaces): what a node's cost scales with."""
+    by_tensor: dict[str, list] = {}
+    for (tensor, _axis), space in analysis.act_spaces.items():
+        by_tensor.setdefault(tensor, []).append(space)
+    exits: dict[str, list] = {}
+    for space in analysis.spaces:
+        if space.role == EXIT:
+            exits.setdefault(space.node, []).append(space)
+    return by_tensor, exits
 
-    def __init__(self, analysis: Analysis, node_macs: dict[str, int]):
-        self.total = float(sum(node_macs.values()))
-        self.terms = []  # (base macs, [(group, class_of array)])
-        by_tensor = {}
-        for (tensor, _axis), space in analysis.act_spaces.items():
-            by_tensor.setdefault(tensor, []).append(space)
-        exits = {}
-        for space in analysis.spaces:
-            if space.role == EXIT:
-                exits.setdefault(space.node, []).append(space)
-        for node in analysis.graph.nodes:
-            macs = node_macs.get(node.name)
-            if not macs:
-                continue
-            spaces = [s for t in node.outputs for s in by_tensor.get(t.name, [])] + exits.get(node.name, [])
-            factors = [(analysis.group_of(s), analysis.group_of(s).class_of[s.id]) for s in spaces]
-            self.terms.append((float(macs), factors))
 
-    def macs(self, plan: dict) -> float:
+class PlanCost:
+    """Estimated cost of a plan: a constant plus, per term, its full cost x the kept fraction of each of
+    the term's channel spaces. `total` is the cost of the unpruned model."""
+
+    def __init__(self, analysis: Analysis, terms: list[tuple[float, list]], constant: float = 0.0):
+        self.constant = float(constant)
+        self.terms = [(float(base), [(analysis.group_of(s), analysis.group_of(s).class_of[s.id]) for s in spaces])
+                      for base, spaces in terms]
+        self.total = self.constant + sum(base for base, _ in self.terms)
+
+    def cost(self, plan: dict) -> float:
         total = self.total
         for base, factors in self.terms:
             frac = 1.0
@@ -87,6 +87,24 @@ class MacModel:
                     frac *= mask[class_of].mean()
             total -= base * (1.0 - frac)
         return total
+
+    def fraction(self, plan: dict) -> float:
+        return self.cost(plan) / max(self.total, 1e-30)
+
+
+class MacModel(PlanCost):
+    """MACs of a plan: per compute node, its unpruned MACs x the kept fractions of its output channel space
+    and of its contracted (exit) spaces; exact for Conv/Gemm/MatMul, so a budget search needs no graph
+    rewrite per step."""
+
+    def __init__(self, analysis: Analysis, node_macs: dict[str, int]):
+        by_tensor, exits = node_spaces(analysis)
+        terms = []
+        for node in analysis.graph.nodes:
+            macs = node_macs.get(node.name)
+            if macs:
+                terms.append((macs, [s for t in node.outputs for s in by_tensor.get(t.name, [])] + exits.get(node.name, [])))
+        super().__init__(analysis, terms)
 
 
 def budget_plan(groups: list[Group], scores: dict, target: float, macs: MacModel, align: Alignment,
@@ -101,14 +119,14 @@ def budget_plan(groups: list[Group], scores: dict, target: float, macs: MacModel
         plan_for = lambda r: _threshold_plan(groups, norm, r, align)  # noqa: E731
     else:
         raise SlimError(f"unknown allocation '{method}'")
-    lowest = macs.macs(plan_for(1.0))
+    lowest = macs.cost(plan_for(1.0))
     if lowest > goal * (1 + 1e-9):
         raise SlimError(f"--target-macs {target:g} is out of reach: pruning every prunable group to its minimum "
                         f"leaves {lowest / macs.total:.3f} of the MACs")
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = (lo + hi) / 2
-        if macs.macs(plan_for(mid)) <= goal:
+        if macs.cost(plan_for(mid)) <= goal:
             hi = mid
         else:
             lo = mid

@@ -28,13 +28,13 @@ def _plan(groups, scores, r, s, align):
 
 def feasible_plan(groups, scores, r, macs: MacModel, goal: float, align: Alignment) -> dict | None:
     lo, hi = 0.0, 1.0
-    while macs.macs(_plan(groups, scores, r, hi, align)) > goal and hi < 1e4:
+    while macs.cost(_plan(groups, scores, r, hi, align)) > goal and hi < 1e4:
         hi *= 2
-    if macs.macs(_plan(groups, scores, r, hi, align)) > goal:
+    if macs.cost(_plan(groups, scores, r, hi, align)) > goal:
         return None
     for _ in range(30):
         mid = (lo + hi) / 2
-        if macs.macs(_plan(groups, scores, r, mid, align)) <= goal:
+        if macs.cost(_plan(groups, scores, r, mid, align)) <= goal:
             hi = mid
         else:
             lo = mid

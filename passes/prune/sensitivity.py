@@ -21,7 +21,7 @@ from .repair import ExitStats
 
 def _next_keep(group, keep_now: int, plan: dict, macs: MacModel, align: Alignment, quantum: float, scores) -> tuple[int, float]:
     """The largest aligned keep count below keep_now that saves at least `quantum` MACs (or the minimum)."""
-    base = macs.macs(plan)
+    base = macs.cost(plan)
     step = max(1, align.round_to if group.n_classes >= align.round_to else 1)
     k = keep_now
     floor = align.keep_count(group, 0)
@@ -32,7 +32,7 @@ def _next_keep(group, keep_now: int, plan: dict, macs: MacModel, align: Alignmen
             break
         trial = dict(plan)
         trial[group.id] = choose(group, scores[group.id], k)
-        saved = base - macs.macs(trial)
+        saved = base - macs.cost(trial)
         if saved >= quantum:
             break
         step += align.round_to if group.n_classes >= align.round_to else 1
@@ -54,12 +54,12 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
     goal = target * macs.total
     quantum = step * macs.total
     trace = []
-    start_macs = macs.macs(plan)
+    start_macs = macs.cost(plan)
     steps = 0
     with progress("sensitivity", total=max(1, int(np.ceil((start_macs - goal) / quantum)))) as bar:
-        while macs.macs(plan) > goal * (1 + 1e-9):
+        while macs.cost(plan) > goal * (1 + 1e-9):
             tries = []
-            wanted = min(quantum, macs.macs(plan) - goal)  # the last step cuts only what is still over budget
+            wanted = min(quantum, macs.cost(plan) - goal)  # the last step cuts only what is still over budget
             for g in groups:
                 keep_now = int(plan[g.id].sum())
                 k, saved = _next_keep(g, keep_now, plan, macs, align, wanted, scores)
@@ -87,7 +87,7 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
             _, g, mask, saved, state, loss_now = best
             plan[g.id] = mask
             steps += 1
-            trace.append({"step": steps, "group": g.id, "kept": int(mask.sum()), "macs_fraction": round(macs.macs(plan) / macs.total, 4),
+            trace.append({"step": steps, "group": g.id, "kept": int(mask.sum()), "macs_fraction": round(macs.cost(plan) / macs.total, 4),
                           "loss": round(float(loss_now), 6)})
             bar.update(max(1, int(round(saved / quantum))))
             if steps % refresh == 0:

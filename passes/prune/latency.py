@@ -1,0 +1,126 @@
+"""Latency of a plan, from onnxruntime's own per-node profile of the model on this machine.
+
+MACs do not tell where onnxruntime spends its time: on EfficientNet-Lite0 a uniform plan at 70% of the
+MACs runs at 0.52x the original's latency and a sensitivity plan at the same MACs at 0.84x (RESULTS.md),
+because early layers (112x112 maps, few channels, depthwise) cost far more time per MAC than late 7x7
+1x1 convs. Like NetAdapt's per-layer latency tables, the cost here is measured: the model is profiled once
+with the optimizations deployment uses, each profiled kernel is mapped back to the original node(s) it
+runs (onnxruntime names fused and NCHWc kernels after their output tensor), and its time is scaled by the
+kept fractions of that node's channel spaces. Kernels that map to no node, and the time between kernels,
+are a constant.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+
+import onnx
+
+from onnxslim.channels import Analysis
+
+from .allocate import PlanCost, node_spaces
+
+# onnxruntime kernels that contract channels (their time scales with the exit spaces too)
+MAC_KERNELS = {"Conv", "FusedConv", "NchwcConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul",
+               "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul"}
+_SUFFIXES = ("_nchwc", "_kernel_time")
+_WALK = 4  # nodes an onnxruntime fusion reaches above the tensor it is named after (Conv -> BN -> Add -> Clip)
+
+
+def profile(model: onnx.ModelProto, feed: dict, *, threads: int | None = None, runs: int = 30,
+            warmup: int = 5) -> tuple[dict[str, tuple[str, float]], float]:
+    """({profiled kernel name: (its op, median seconds per run)}, median wall seconds per run)."""
+    from onnxslim.validate import median_latency, session
+
+    with tempfile.TemporaryDirectory(prefix="onnxslim-profile-") as tmp:
+        sess = session(model, threads=threads, profile_prefix=os.path.join(tmp, "run"))
+        for _ in range(warmup + runs):
+            sess.run(None, feed)
+        path = sess.end_profiling()
+        with open(path) as f:
+            events = json.load(f)
+    durations: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            name = event["name"][: -len("_kernel_time")]
+            durations.setdefault(name, []).append(event["dur"] * 1e-6)
+            ops[name] = event.get("args", {}).get("op_name", "")
+    times = {name: (ops[name], statistics.median(d[warmup:] or d)) for name, d in durations.items()}
+    wall = median_latency(session(model, threads=threads), feed, runs=runs, warmup=warmup, budget_s=5.0)
+    return times, wall
+
+
+class LatencyModel(PlanCost):
+    """Seconds per run of a plan (see the module docstring). `mapped_fraction`: the share of the profiled
+    kernel time that maps to a node of the model (the rest is constant)."""
+
+    def __init__(self, analysis: Analysis, times: dict[str, tuple[str, float]], wall: float):
+        by_tensor, exits = node_spaces(analysis)
+        graph_nodes = {n.name: n for n in analysis.graph.nodes}
+        producer = {t.name: n for n in analysis.graph.nodes for t in n.outputs}
+        terms, unmapped = [], 0.0
+        for name, (op, seconds) in times.items():
+            spaces = _kernel_spaces(name, op, graph_nodes, producer, by_tensor, exits)
+            if spaces is None:
+                unmapped += seconds
+            else:
+                terms.append((seconds, _one_per_group(analysis, spaces)))
+        kernels = sum(seconds for _, seconds in times.values())
+        # time between kernels (scheduling, memory allocation) does not shrink with channels
+        super().__init__(analysis, terms, unmapped + max(0.0, wall - kernels))
+        self.wall = wall
+        self.mapped_fraction = (kernels - unmapped) / kernels if kernels else 0.0
+
+
+def _kernel_spaces(name: str, op: str, nodes: dict, producer: dict, by_tensor: dict, exits: dict):
+    """The channel spaces a profiled kernel's time scales with, or None when it maps to no node."""
+    key = name
+    for suffix in _SUFFIXES:
+        while key.endswith(suffix):
+            key = key[: -len(suffix)]
+    if key in nodes:
+        node = nodes[key]
+        tensors = [t.name for t in node.outputs]
+    elif key in producer:
+        node = producer[key]
+        tensors = [key]
+    else:
+        return None
+    spaces = [s for t in tensors for s in by_tensor.get(t, [])]
+    compute = node if node.op in MAC_OPS else (_fused_compute(node, producer) if op in MAC_KERNELS else None)
+    if compute is not None:
+        spaces += exits.get(compute.name, [])
+    return spaces
+
+
+def _fused_compute(node, producer: dict):
+    """The Conv/Gemm/MatMul a fused kernel named after `node`'s output starts from: up through the nodes
+    onnxruntime folds into it (activations, BN, a residual Add)."""
+    current = node
+    for _ in range(_WALK):
+        inputs = [producer[t.name] for t in current.inputs if t.name in producer]
+        for p in inputs:
+            if p.op in MAC_OPS:
+                return p
+        if len(inputs) != 1:
+            return None
+        current = inputs[0]
+    return None
+
+
+def _one_per_group(analysis: Analysis, spaces: list) -> list:
+    """A kernel's output and its fused activation's output are the same channels: each group's activation
+    spaces count once (exit spaces are the contracted inputs, a factor of their own)."""
+    seen, out = set(), []
+    for s in spaces:
+        if not s.is_constant:
+            gid = analysis.group_of(s).id
+            if gid in seen:
+                continue
+            seen.add(gid)
+        out.append(s)
+    return out
