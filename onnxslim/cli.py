@@ -34,6 +34,7 @@ def cli():
     \b
     onnxslim model.onnx -o slim.onnx --prune 0.3          # uniform channel pruning
     onnxslim model.onnx slim.onnx --target-macs 0.7       # prune until MACs <= 70%
+    onnxslim model.onnx slim.onnx --target-latency 0.7    # until the profiled latency <= 70%
     onnxslim inspect model.onnx                           # channel groups, MACs, params
     """
 
@@ -54,6 +55,8 @@ def _float_list(value, name):
 # pruning
 @click.option("--prune", "prune_ratio", type=float, help="Remove this fraction of channels in every prunable group.")
 @click.option("--target-macs", type=float, help="Prune until MACs <= this fraction of the original.")
+@click.option("--target-latency", type=float,
+              help="Prune until the latency estimated from onnxruntime's per-node profile (1 thread) <= this fraction.")
 @click.option("--importance", default="l1", show_default=True,
               help="Channel importance: l1, l2, bn, random; with --calib also activation, apoz, hrank, reconstruction.")
 @click.option("--allocation", default=None, help="For --target-macs: global (default), uniform, sensitivity, search.")
@@ -167,11 +170,11 @@ DATA_CRITERIA = ("activation", "apoz", "hrank", "reconstruction")
 
 
 def _prune_config(o):
-    if o["prune_ratio"] is None and o["target_macs"] is None:
+    if o["prune_ratio"] is None and o["target_macs"] is None and o.get("target_latency") is None:
         return None
     from onnxslim.passes.prune import PruneConfig
     fields = PruneConfig.__dataclass_fields__
-    kw = dict(ratio=o["prune_ratio"], target_macs=o["target_macs"], importance=o["importance"],
+    kw = dict(ratio=o["prune_ratio"], target_macs=o["target_macs"], target_latency=o.get("target_latency"), importance=o["importance"],
               min_channels=o["min_channels"], exclude=tuple(o["exclude"]))
     if o["round_to"] is not None:
         kw["round_to"] = o["round_to"]
@@ -255,6 +258,10 @@ def _summary(report: dict) -> str:
         frozen = prune.get("frozen", [])
         lines.append(f"prune: {len(prune.get('pruned_groups', []))} of {prune.get('groups')} channel groups pruned "
                      f"({prune.get('importance')}, {prune.get('allocation')}); {len(frozen)} groups (partly) frozen")
+        latency = prune.get("latency_model")
+        if latency:
+            lines.append(f"  latency model: {latency['estimated_fraction']:.3f} of {latency['profiled_ms']} ms profiled "
+                         f"({latency['mapped_fraction']:.0%} of the kernel time mapped to nodes)")
         fidelity = prune.get("fidelity") or {}
         if fidelity.get("after_repair"):
             b, a = fidelity.get("before_repair", {}), fidelity["after_repair"]

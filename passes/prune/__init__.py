@@ -28,8 +28,10 @@ ALLOCATIONS = ("global", "uniform", "sensitivity", "search")
 class PruneConfig:
     ratio: float | None = None  # uniform fraction of channels removed in every prunable group
     target_macs: float | None = None  # or: prune until MACs <= this fraction of the original
+    target_latency: float | None = None  # or: until the latency measured per node (latency.py) <= this fraction
+    latency_threads: int = 1  # onnxruntime threads the latency model is profiled with (1: stable on shared cores)
     importance: str = "l1"  # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction
-    allocation: str = "global"  # for target_macs: global | uniform | sensitivity | search
+    allocation: str = "global"  # for a target: global | uniform | sensitivity | search
     round_to: int = DEFAULT_ROUND_TO
     min_channels: int = 1
     exclude: tuple = field(default_factory=tuple)
@@ -47,24 +49,30 @@ class PruneConfig:
     sensitivity_candidates: int = 8  # tries per sensitivity step measured through the network (4 -> 8: 69.9 -> 73.3% at 80% MACs)
 
     def check(self) -> None:
-        if (self.ratio is None) == (self.target_macs is None):
-            raise SlimError("give exactly one of --prune RATIO or --target-macs FRACTION")
+        if sum(x is not None for x in (self.ratio, self.target_macs, self.target_latency)) != 1:
+            raise SlimError("give exactly one of --prune RATIO, --target-macs FRACTION or --target-latency FRACTION")
         if self.ratio is not None and not 0 <= self.ratio < 1:
             raise SlimError(f"--prune {self.ratio:g}: the ratio must be in [0, 1)")
         if self.target_macs is not None and not 0 < self.target_macs <= 1:
             raise SlimError(f"--target-macs {self.target_macs:g}: the fraction must be in (0, 1]")
+        if self.target_latency is not None and not 0 < self.target_latency <= 1:
+            raise SlimError(f"--target-latency {self.target_latency:g}: the fraction must be in (0, 1]")
         if self.importance not in WEIGHT_CRITERIA + DATA_CRITERIA:
             raise SlimError(f"unknown importance '{self.importance}' (choose from {', '.join(WEIGHT_CRITERIA + DATA_CRITERIA)})")
         if self.allocation not in ALLOCATIONS:
             raise SlimError(f"unknown allocation '{self.allocation}' (choose from {', '.join(ALLOCATIONS)})")
-        if self.allocation in ("sensitivity", "search") and self.target_macs is None:
-            raise SlimError(f"--allocation {self.allocation} needs --target-macs")
+        if self.allocation in ("sensitivity", "search") and self.target is None:
+            raise SlimError(f"--allocation {self.allocation} needs --target-macs or --target-latency")
         if self.round_to < 1 or self.min_channels < 1:
             raise SlimError("--round-to and --min-channels must be >= 1")
         if self.ridge < 0 or self.repair_prior < 0 or self.calib_batch < 1 or self.positions_per_sample < 1 or self.repair_passes < 1 or self.fidelity_samples < 1:
             raise SlimError("--ridge and --repair-prior must be >= 0; batch, positions, passes and fidelity samples must be >= 1")
         if self.search_time < 0 or not 0 < self.sensitivity_step < 1 or self.sensitivity_candidates < 1:
             raise SlimError("--search-time must be >= 0, the sensitivity step in (0, 1), candidates >= 1")
+
+    @property
+    def target(self) -> float | None:
+        return self.target_macs if self.target_macs is not None else self.target_latency
 
     @property
     def needs_data(self) -> bool:
@@ -87,6 +95,12 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     rng = np.random.default_rng(ctx.seed)
     align = Alignment(config.round_to, config.min_channels)
     macs_model = MacModel(analysis, {c.name: c.macs or 0 for c in node_costs(model, ctx.input_shapes)})
+    latency_model = None
+    if config.target_latency is not None:
+        from .latency import measured_latency_model
+        with ctx.progress("profiling", total=None):
+            latency_model = measured_latency_model(model, analysis, ctx.input_shapes, threads=config.latency_threads)
+    budget = latency_model or macs_model
     real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
     repair_on = config.repair if config.repair is not None else real
     notes = []
@@ -114,10 +128,10 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     if config.ratio is not None:
         plan = uniform_plan(groups, scores, config.ratio, align)
     elif config.allocation in ("global", "uniform"):
-        plan = budget_plan(groups, scores, config.target_macs, macs_model, align, config.allocation)
+        plan = budget_plan(groups, scores, config.target, budget, align, config.allocation)
     else:
-        plan, state, allocation_trace = calibrated.allocate(config.allocation, scores, macs_model, align)
-    estimated = macs_model.cost(plan) / max(macs_model.total, 1.0)
+        plan, state, allocation_trace = calibrated.allocate(config.allocation, scores, budget, align)
+    estimated = macs_model.fraction(plan)
     repair_report = None
     if calibrated is not None:
         repair_report = calibrated.finish(plan, repair_on, start=state)
@@ -133,6 +147,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
         "allocation": "uniform" if config.ratio is not None else config.allocation,
         "round_to": config.round_to,
         "estimated_macs_fraction": round(estimated, 4),
+        **({"latency_model": latency_model.describe(plan)} if latency_model is not None else {}),
         "repair": bool(repair_on),
         **analysis.report(),
         "pruned_groups": [

@@ -71,6 +71,8 @@ class PlanCost:
     """Estimated cost of a plan: a constant plus, per term, its full cost x the kept fraction of each of
     the term's channel spaces. `total` is the cost of the unpruned model."""
 
+    name, label = "cost", "cost"
+
     def __init__(self, analysis: Analysis, terms: list[tuple[float, list]], constant: float = 0.0):
         self.constant = float(constant)
         self.terms = [(float(base), [(analysis.group_of(s), analysis.group_of(s).class_of[s.id]) for s in spaces])
@@ -97,6 +99,8 @@ class MacModel(PlanCost):
     and of its contracted (exit) spaces; exact for Conv/Gemm/MatMul, so a budget search needs no graph
     rewrite per step."""
 
+    name, label = "macs", "MACs"
+
     def __init__(self, analysis: Analysis, node_macs: dict[str, int]):
         by_tensor, exits = node_spaces(analysis)
         terms = []
@@ -121,8 +125,8 @@ def budget_plan(groups: list[Group], scores: dict, target: float, macs: MacModel
         raise SlimError(f"unknown allocation '{method}'")
     lowest = macs.cost(plan_for(1.0))
     if lowest > goal * (1 + 1e-9):
-        raise SlimError(f"--target-macs {target:g} is out of reach: pruning every prunable group to its minimum "
-                        f"leaves {lowest / macs.total:.3f} of the MACs")
+        raise SlimError(f"--target-{macs.name} {target:g} is out of reach: pruning every prunable group to its minimum "
+                        f"leaves {lowest / macs.total:.3f} of the {macs.label}")
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = (lo + hi) / 2

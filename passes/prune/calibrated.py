@@ -124,14 +124,14 @@ class Calibrated:
                     return self.allocation_stats()
                 return self.allocation_stats(state)
             plan, state, trace = sensitivity_plan(self.groups, scores, self.exits, self.evaluator(), stats_for, macs, align,
-                                                  cfg.target_macs, ridge=cfg.ridge, prior_rows=cfg.repair_prior, step=cfg.sensitivity_step,
+                                                  cfg.target, ridge=cfg.ridge, prior_rows=cfg.repair_prior, step=cfg.sensitivity_step,
                                                   candidates=cfg.sensitivity_candidates, progress=self.ctx.progress)
             return plan, state, trace
         from .allocate import budget_plan
         from .search import search_plan
-        start = budget_plan(self.groups, scores, cfg.target_macs, macs, align, "global")
+        start = budget_plan(self.groups, scores, cfg.target, macs, align, "global")
         plan, trace = search_plan(self.groups, scores, self.exits, self.allocation_stats(), self.evaluator(), macs, align,
-                                  cfg.target_macs, ridge=cfg.ridge, prior_rows=cfg.repair_prior, time_budget=cfg.search_time, seed=self.ctx.seed,
+                                  cfg.target, ridge=cfg.ridge, prior_rows=cfg.repair_prior, time_budget=cfg.search_time, seed=self.ctx.seed,
                                   progress=self.ctx.progress, start=start)
         return plan, None, trace
 

@@ -58,7 +58,9 @@ class LatencyModel(PlanCost):
     """Seconds per run of a plan (see the module docstring). `mapped_fraction`: the share of the profiled
     kernel time that maps to a node of the model (the rest is constant)."""
 
-    def __init__(self, analysis: Analysis, times: dict[str, tuple[str, float]], wall: float):
+    name, label = "latency", "latency"
+
+    def __init__(self, analysis: Analysis, times: dict[str, tuple[str, float]], wall: float, threads: int | None = None):
         by_tensor, exits = node_spaces(analysis)
         graph_nodes = {n.name: n for n in analysis.graph.nodes}
         producer = {t.name: n for n in analysis.graph.nodes for t in n.outputs}
@@ -73,7 +75,21 @@ class LatencyModel(PlanCost):
         # time between kernels (scheduling, memory allocation) does not shrink with channels
         super().__init__(analysis, terms, unmapped + max(0.0, wall - kernels))
         self.wall = wall
+        self.threads = threads
         self.mapped_fraction = (kernels - unmapped) / kernels if kernels else 0.0
+
+    def describe(self, plan: dict) -> dict:
+        return {"estimated_fraction": round(self.fraction(plan), 4), "profiled_ms": round(self.wall * 1e3, 3),
+                "mapped_fraction": round(self.mapped_fraction, 4), "kernels": len(self.terms), "threads": self.threads}
+
+
+def measured_latency_model(model: onnx.ModelProto, analysis: Analysis, input_shapes: dict | None = None, *,
+                           threads: int | None = 1) -> LatencyModel:
+    """Profile `model` at batch 1 (random inputs: the time of these kernels does not depend on values)."""
+    from onnxslim.inputs import random_feeds
+
+    times, wall = profile(model, random_feeds(model, input_shapes)[0], threads=threads)
+    return LatencyModel(analysis, times, wall, threads)
 
 
 def _kernel_spaces(name: str, op: str, nodes: dict, producer: dict, by_tensor: dict, exits: dict):

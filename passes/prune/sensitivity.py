@@ -87,7 +87,7 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
             _, g, mask, saved, state, loss_now = best
             plan[g.id] = mask
             steps += 1
-            trace.append({"step": steps, "group": g.id, "kept": int(mask.sum()), "macs_fraction": round(macs.cost(plan) / macs.total, 4),
+            trace.append({"step": steps, "group": g.id, "kept": int(mask.sum()), f"{macs.name}_fraction": round(macs.fraction(plan), 4),
                           "loss": round(float(loss_now), 6)})
             bar.update(max(1, int(round(saved / quantum))))
             if steps % refresh == 0:
