@@ -8,6 +8,7 @@ before/after repair, and the wall time of calibrate + prune + repair (cleanup an
     python benchmarks/bench_prune_calibration.py efficientnet --combos reconstruction:sensitivity
     python benchmarks/bench_prune_calibration.py efficientnet --combos all --search-time 30
     python benchmarks/bench_prune_calibration.py digits --combos all
+    python benchmarks/bench_prune_calibration.py efficientnet --combos reconstruction:sensitivity --budget latency
 
 Paths default to ../shared relative to the repo root. Split: the first 64 images in sorted file order
 calibrate, the other 236 evaluate (labels.tsv).
@@ -97,7 +98,9 @@ def main():
                              "repairs and prints two lines: with the repair and, for the same plan, without it")
     parser.add_argument("--round-to", type=int, default=None)
     parser.add_argument("--search-time", type=float, default=60.0)
-    parser.add_argument("--latency", action="store_true", help="also measure the latency ratio (batch 1, interleaved)")
+    parser.add_argument("--latency", action="store_true", help="also measure the latency ratio (batch 1, 1 thread, alternating blocks)")
+    parser.add_argument("--budget", choices=("macs", "latency"), default="macs",
+                        help="targets are fractions of the MACs (--target-macs) or of the profiled latency (--target-latency)")
     parser.add_argument("--save", help="folder to save each repaired model in (IMPORTANCE_ALLOCATION_TARGET.onnx)")
     parser.add_argument("--set", action="append", default=[], help="extra PruneConfig field=value")
     parser.add_argument("--workdir", default="/tmp/bench_prune_calibration")
@@ -126,11 +129,11 @@ def main():
             print(json.dumps({"model": args.which, "importance": importance, "error": "no BatchNormalization model"}), flush=True)
             continue
         for target in [float(t) for t in args.targets.split(",")]:
-            config = PruneConfig(target_macs=target, importance=importance, allocation=allocation, repair=True,
+            config = PruneConfig(**{f"target_{args.budget}": target}, importance=importance, allocation=allocation, repair=True,
                                  search_time=args.search_time, **extra)
             if args.round_to:
                 config.round_to = args.round_to
-            head = {"model": args.which, "importance": importance, "allocation": allocation, "target_macs": target}
+            head = {"model": args.which, "importance": importance, "allocation": allocation, f"target_{args.budget}": target}
             start = time.perf_counter()
             try:
                 result = run(source, config, Context(calibration=calibration, progress=silent))
@@ -143,7 +146,8 @@ def main():
             kept = {g["group"]: g["after"] for g in result.report["pruned_groups"]}
             if args.save:
                 Path(args.save).mkdir(parents=True, exist_ok=True)
-                onnx.save(result.model, str(Path(args.save) / f"{importance}_{allocation}_{target:g}.onnx"))
+                tag = "" if args.budget == "macs" else "lat"
+                onnx.save(result.model, str(Path(args.save) / f"{importance}_{allocation}_{tag}{target:g}.onnx"))
             for repaired, pruned in ((True, result.model), (False, result.extras["unrepaired"])):
                 pred = predictions(pruned, inputs)
                 line = {**head, "repair": repaired, "macs_fraction": round(macs_of(pruned, shape) / base_macs, 4),
@@ -154,8 +158,10 @@ def main():
                         "calib_loss_after_repair": fidelity.get("after_repair", {}).get("loss") if repaired else None}
                 if args.latency:
                     from onnxslim.validate import paired_latency
-                    before, after, _, _ = paired_latency(session(source), session(pruned), {"input": inputs[:1]}, budget_s=8)
+                    before, after, _, _ = paired_latency(session(source, threads=1), session(pruned, threads=1), {"input": inputs[:1]}, budget_s=8)
                     line["latency_ratio_b1"] = round(after / before, 3)
+                if "latency_model" in result.report:
+                    line["estimated_latency_fraction"] = result.report["latency_model"]["estimated_fraction"]
                 print(json.dumps({**line, "kept": kept, **extra}), flush=True)
 
 

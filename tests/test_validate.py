@@ -177,6 +177,8 @@ def test_compare_model_with_itself():
     assert out["cosine"] == pytest.approx(1.0) and out["max_abs_error"] == 0.0 and out["top1_agreement"] == 1.0
     assert report["latency_ms"]["before"] > 0 and report["latency_ms"]["after"] > 0
     assert report["latency_ms"]["ratio"] == pytest.approx(report["latency_ms"]["after"] / report["latency_ms"]["before"])
+    low, high = report["latency_ms"]["ratio_iqr"]
+    assert 0 < low <= high
     json.dumps(report, allow_nan=False)
 
 
@@ -206,13 +208,13 @@ def test_format_report_table_shows_the_numbers():
         "macs": {"before": 385_187_552, "after": 192_593_776, "ratio": 0.5},
         "params": {"before": 4_631_083, "after": 2_000_000, "ratio": 0.432},
         "size_bytes": {"before": 18_614_607, "after": 9_307_303, "ratio": 0.5},
-        "latency_ms": {"before": 12.5, "after": 8.25, "ratio": 0.66, "runs": 40},
+        "latency_ms": {"before": 12.5, "after": 8.25, "ratio": 0.66, "ratio_iqr": [0.64, 0.68], "runs": 40},
         "outputs": {"logits": {"cosine": 0.998765, "max_abs_error": 0.0123, "mean_abs_error": 0.001,
                                "sqnr_db": 25.0, "top1_agreement": 0.97}},
     }
     table = validate.format_report_table(report)
     for text in ("385M", "193M", "4.63M", "2M", "17.8 MB", "8.88 MB", "12.5 ms", "8.25 ms", "0.660", "0.500",
-                 "logits", "0.998765", "0.0123", "97.0%"):
+                 "logits", "0.998765", "0.0123", "97.0%", "0.640-0.680"):
         assert text in table, text
     assert len(table.splitlines()) == 6
 
