@@ -133,3 +133,39 @@ def test_config_rejects_unknown_names():
         PruneConfig(target_macs=0.5, importance="taylor").check()
     with pytest.raises(SlimError):
         PruneConfig(ratio=0.5, allocation="sensitivity").check()
+
+
+def pooled_classifier(heavy=(0, 1, 2, 3)) -> onnx.ModelProto:
+    """x [n,3,4,4] -> Conv1x1 (3->16) -> Relu -> GlobalAveragePool -> Flatten -> Gemm (16->4): one row per
+    image at the Gemm; the classifier leans on the `heavy` features (10x the weights of the others)."""
+    rng = np.random.default_rng(1)
+    w1 = rng.standard_normal((16, 3, 1, 1)).astype(np.float32)
+    b1 = np.abs(rng.standard_normal(16)).astype(np.float32)
+    w2 = 0.1 * rng.standard_normal((16, 4)).astype(np.float32)
+    w2[list(heavy)] *= 10
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="conv"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "w2"], ["y"], name="fc")]
+    graph = helper.make_graph(nodes, "pooled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"), numpy_helper.from_array(w2, "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_reconstruction_with_fewer_rows_than_features_keeps_what_the_classifier_leans_on():
+    model = pooled_classifier()
+    analysis = analyze_graph(to_graph(infer_shapes(model)))
+    group = next(g for g in analysis.prunable_groups if g.n_classes == 16)
+    exits, _ = find_exits(analysis, [group])
+    rng = np.random.default_rng(5)
+    few = collect(model, None, exits, None, [{"x": rng.standard_normal((6, 3, 4, 4)).astype(np.float32)}], per_sample=1)
+    assert few["fc"].count == 6 < 16
+    shrunk = reconstruction_scores(group, exits, few, prior_rows=8.0)
+    assert set(np.argsort(-shrunk)[:4]) == {0, 1, 2, 3}
+    # with as many rows as features the Gram is regular and the prior changes nothing
+    many = collect(model, None, exits, None, [{"x": rng.standard_normal((32, 3, 4, 4)).astype(np.float32)}], per_sample=1)
+    np.testing.assert_array_equal(reconstruction_scores(group, exits, many, prior_rows=8.0), reconstruction_scores(group, exits, many))

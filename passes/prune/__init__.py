@@ -39,6 +39,7 @@ class PruneConfig:
     repair: bool | None = None  # least-squares refit of the pruned groups' exits; None = on iff real data
     ridge: float = 0.05  # repair shrinkage toward the original weights, relative to the mean input energy
     repair_prior: float = 8.0  # extra shrinkage per (features / rows): strong where rows are few (Gemm, 7x7 maps)
+    importance_prior: float = 8.0  # the same shrinkage for the reconstruction importance's Gram (data_importance.py)
     calib_batch: int = 8  # calibration batch size streamed through onnxruntime
     positions_per_sample: int = 256  # output positions sampled per image and exit for the Gram statistics
     residual_targets: bool = True  # a refit branch feeding a residual Add restores the sum (absorbs the skip's drift)

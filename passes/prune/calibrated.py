@@ -94,7 +94,7 @@ class Calibrated:
         if criterion == "reconstruction":
             stats = self.original_stats()
             for g in self.groups:
-                s = reconstruction_scores(g, by_group.get(g.id, []), stats)
+                s = reconstruction_scores(g, by_group.get(g.id, []), stats, prior_rows=self.config.importance_prior)
                 if s is not None:
                     scores[g.id], used[g.id] = s, criterion
             return scores, used
