@@ -46,7 +46,7 @@ def main():
 
     def line(name, model, seconds):
         top1 = imagenet.predict(session(model), ev).argmax(1)
-        before, after, runs, _ = paired_latency(session(original), session(model), {"input": ev[:1]}, budget_s=15)
+        before, after, runs, _ = paired_latency(session(original, threads=1), session(model, threads=1), {"input": ev[:1]}, budget_s=15)
         print(json.dumps({"model": name, "top1": round(float((top1 == ev_labels).mean()), 4),
                           "agreement": round(float((top1 == ref).mean()), 4),
                           "macs_ratio": round(model_cost(model)["macs"] / model_cost(original)["macs"], 4),

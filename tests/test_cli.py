@@ -160,10 +160,13 @@ BAD = {
     "inspect_missing": (["inspect", "nope.onnx"], 2, "no such file"),
     "min_cosine": (["in.onnx", "out.onnx", "--prune", "0.5", "--min-cosine", "0.999", "--report", "r.json", *FAST], 1, "cosine"),
     "min_cosine_existing_output": (["in.onnx", "out.onnx", "--prune", "0.5", "--min-cosine", "0.999", *FAST], 1, "cosine"),
+    "target_latency_out_of_range": (["in.onnx", "out.onnx", "--target-latency", "1.5", *FAST], 2, "--target-latency"),
+    "two_targets": (["in.onnx", "out.onnx", "--target-macs", "0.5", "--target-latency", "0.5", *FAST], 2, "exactly one"),
 }
 GOOD = {
     "prune_positional": ["in.onnx", "out.onnx", "--prune", "0.3", "--report", "r.json", "--data", str(EVAL), *FAST],
     "target_macs_dash_o": ["in.onnx", "-o", "sub/out.onnx", "--target-macs", "0.7", "--report", "r.json", *FAST],
+    "target_latency": ["in.onnx", "out.onnx", "--target-latency", "0.8", "--report", "r.json", *FAST],
     "dynamic_with_input_shape": ["in.onnx", "out.onnx", "--prune", "0.5", "--input-shape", "x:2,3,16,16",
                                  "--report", "r.json", *FAST],
     "input_shape_batch": ["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:3,1,8,8", "-q", *FAST],
@@ -320,6 +323,17 @@ def test_target_macs_with_dash_o(runs):
     after = model_cost(onnx.load(str(out)), {"input": (1, 1, 8, 8)})["macs"]
     assert after <= 0.7 * before
     assert after >= 0.3 * before  # a budget, not a wipe-out
+
+
+def test_target_latency_meets_the_profiled_estimate(runs):
+    run = runs["target_latency"]
+    assert run.rc == 0, run.err
+    _check_valid_pruned(run.folder / "out.onnx")
+    prune = _report(run)["passes"]["prune"]
+    assert prune["latency_model"]["estimated_fraction"] <= 0.8 + 1e-6
+    assert prune["latency_model"]["threads"] == 1 and prune["latency_model"]["mapped_fraction"] > 0.5
+    assert "latency model:" in run.out
+    assert _report(run)["validation"]["macs"]["ratio"] < 1.0
 
 
 def test_input_shape_resolves_dynamic_dims(runs):
