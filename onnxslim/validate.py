@@ -29,15 +29,18 @@ _EXTERNAL_MIN_BYTES = 1024
 # -- sessions and runs --------------------------------------------------------------------------------
 
 def session(model: onnx.ModelProto, *, threads: int | None = None, basic: bool = False,
-            profile_prefix: str | None = None) -> ort.InferenceSession:
+            profile_prefix: str | None = None, optimized_path: str | None = None) -> ort.InferenceSession:
     """A CPU onnxruntime session; models over 2 GB go through a temp folder with external data. `basic`:
     only basic graph optimizations (onnxruntime's Conv+Add fusion drops a tapped Conv output whose weight
-    is a graph input). `profile_prefix`: write onnxruntime's per-node profile there (end_profiling())."""
+    is a graph input). `profile_prefix`: write onnxruntime's per-node profile there (end_profiling()).
+    `optimized_path`: save the graph onnxruntime runs (after its fusions) there."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
     if basic:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:

@@ -18,6 +18,8 @@ import tempfile
 import onnx
 
 from onnxslim.channels import Analysis
+from onnxslim.errors import SlimError
+from onnxslim.graph import TWO_GB
 
 from .allocate import PlanCost, node_spaces
 
@@ -30,17 +32,31 @@ _WALK = 4  # nodes an onnxruntime fusion reaches above the tensor it is named af
 
 
 def profile(model: onnx.ModelProto, feed: dict, *, threads: int | None = None, runs: int = 30,
-            warmup: int = 5) -> tuple[dict[str, tuple[str, float]], float]:
-    """({profiled kernel name: (its op, median seconds per run)}, median wall seconds per run)."""
-    from onnxslim.validate import median_latency, session
+            warmup: int = 5) -> tuple[dict[str, tuple[str, float]], float, dict[str, list[str]]]:
+    """({profiled kernel name: (its op, median seconds per run)}, median wall seconds per run, {kernel name:
+    its output tensors in the graph onnxruntime runs}: fused kernels such as BiasGelu or SkipLayerNormalization
+    have names of their own, but their outputs keep the original tensors' names)."""
+    from onnxslim.validate import _first_line, median_latency, model_size_bytes, session
 
     with tempfile.TemporaryDirectory(prefix="onnxslim-profile-") as tmp:
-        sess = session(model, threads=threads, profile_prefix=os.path.join(tmp, "run"))
-        for _ in range(warmup + runs):
-            sess.run(None, feed)
+        # the optimized graph is only for naming; past 2 GB it cannot be saved inline, and names must do
+        optimized = os.path.join(tmp, "optimized.onnx") if model_size_bytes(model) < TWO_GB else None
+        sess = session(model, threads=threads, profile_prefix=os.path.join(tmp, "run"), optimized_path=optimized)
+        try:
+            for _ in range(warmup + runs):
+                sess.run(None, feed)
+        except Exception as err:
+            raise SlimError(f"onnxruntime failed to run the model for its latency profile: {_first_line(err)}") from None
         path = sess.end_profiling()
         with open(path) as f:
             events = json.load(f)
+        outputs = {}
+        if optimized and os.path.exists(optimized):
+            try:
+                graph = onnx.load(optimized, load_external_data=False).graph
+                outputs = {n.name: list(n.output) for n in graph.node if n.name}
+            except Exception:  # naming help only: the kernels' own names still map most of them
+                outputs = {}
     durations: dict[str, list[float]] = {}
     ops: dict[str, str] = {}
     for event in events:
@@ -50,7 +66,7 @@ def profile(model: onnx.ModelProto, feed: dict, *, threads: int | None = None, r
             ops[name] = event.get("args", {}).get("op_name", "")
     times = {name: (ops[name], statistics.median(d[warmup:] or d)) for name, d in durations.items()}
     wall = median_latency(session(model, threads=threads), feed, runs=runs, warmup=warmup, budget_s=5.0)
-    return times, wall
+    return times, wall, outputs
 
 
 class LatencyModel(PlanCost):
@@ -59,13 +75,14 @@ class LatencyModel(PlanCost):
 
     name, label = "latency", "latency"
 
-    def __init__(self, analysis: Analysis, times: dict[str, tuple[str, float]], wall: float, threads: int | None = None):
+    def __init__(self, analysis: Analysis, times: dict[str, tuple[str, float]], wall: float, threads: int | None = None,
+                 outputs: dict[str, list[str]] | None = None):
         by_tensor, exits = node_spaces(analysis)
         graph_nodes = {n.name: n for n in analysis.graph.nodes}
         producer = {t.name: n for n in analysis.graph.nodes for t in n.outputs}
         terms, unmapped = [], 0.0
         for name, (op, seconds) in times.items():
-            spaces = _kernel_spaces(name, op, graph_nodes, producer, by_tensor, exits)
+            spaces = _kernel_spaces(name, op, graph_nodes, producer, by_tensor, exits, (outputs or {}).get(name, ()))
             if spaces is None:
                 unmapped += seconds
             else:
@@ -87,16 +104,22 @@ def measured_latency_model(model: onnx.ModelProto, analysis: Analysis, input_sha
     """Profile `model` at batch 1 (random inputs: the time of these kernels does not depend on values)."""
     from onnxslim.inputs import random_feeds
 
-    times, wall = profile(model, random_feeds(model, input_shapes)[0], threads=threads)
-    return LatencyModel(analysis, times, wall, threads)
+    times, wall, outputs = profile(model, random_feeds(model, input_shapes)[0], threads=threads)
+    return LatencyModel(analysis, times, wall, threads, outputs)
 
 
-def _kernel_spaces(name: str, op: str, nodes: dict, producer: dict, by_tensor: dict, exits: dict):
-    """The channel spaces a profiled kernel's time scales with, or None when it maps to no node."""
-    key = name
+def _strip(name: str) -> str:
     for suffix in _SUFFIXES:
-        while key.endswith(suffix):
-            key = key[: -len(suffix)]
+        while name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def _kernel_spaces(name: str, op: str, nodes: dict, producer: dict, by_tensor: dict, exits: dict, outputs=()):
+    """The channel spaces a profiled kernel's time scales with, or None when it maps to no node: by the
+    kernel's name (a node, or the tensor a fused kernel is named after), else by its first output tensor
+    that is a tensor of the original graph."""
+    key = _strip(name)
     if key in nodes:
         node = nodes[key]
         tensors = [t.name for t in node.outputs]
@@ -104,7 +127,10 @@ def _kernel_spaces(name: str, op: str, nodes: dict, producer: dict, by_tensor: d
         node = producer[key]
         tensors = [key]
     else:
-        return None
+        found = next((_strip(t) for t in outputs if _strip(t) in producer), None)
+        if found is None:
+            return None
+        node, tensors = producer[found], [found]
     spaces = [s for t in tensors for s in by_tensor.get(t, [])]
     compute = node if node.op in MAC_OPS else (_fused_compute(node, producer) if op in MAC_KERNELS else None)
     if compute is not None:
