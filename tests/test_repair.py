@@ -195,3 +195,68 @@ def test_residual_target_restores_the_sum():
     both = collect(model, current, [conv4], state, batches, per_sample=1000, residual=True, together={"conv2", "conv4"})
     plain = collect(model, current, [conv4], state, batches, per_sample=1000, residual=False)
     np.testing.assert_allclose(both["conv4"].cross, plain["conv4"].cross)
+
+
+def transformer_residual_toy(seed=0) -> onnx.ModelProto:
+    """The residual_toy as transformers are exported: x [n,5,8] -> MatMul+Add(bias) -> h -> MatMul+Add -> s;
+    s -> MatMul+Add -> Relu -> r -> MatMul (mm4) -> Add(b4) -> t;  y = t + s. mm4's residual target must
+    step over its bias Add."""
+    rng = np.random.default_rng(seed)
+    shapes = {"w1": (8, 6), "w2": (6, 8), "w3": (8, 6), "w4": (6, 8)}
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in shapes.items()]
+    inits += [numpy_helper.from_array(rng.standard_normal(s[1]).astype(np.float32), "b" + n[1]) for n, s in shapes.items()]
+    nodes = []
+    for i, (src, dst) in enumerate((("x", "h"), ("h", "s"), ("s", "r0"), ("r", "t")), 1):
+        nodes += [helper.make_node("MatMul", [src, f"w{i}"], [f"m{i}"], name=f"mm{i}"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [dst], name=f"bias{i}")]
+        if i == 3:
+            nodes.append(helper.make_node("Relu", ["r0"], ["r"], name="relu"))
+    nodes.append(helper.make_node("Add", ["t", "s"], ["y"], name="add"))
+    graph = helper.make_graph(nodes, "residual_mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_residual_target_steps_over_a_bias_add():
+    model = transformer_residual_toy()
+    analysis = analyze_graph(to_graph(infer_shapes(model)))
+    exits = {e.node: e for e in find_exits(analysis, analysis.prunable_groups)[0]}
+    mm4 = exits["mm4"]
+    assert mm4.residual == ("y", "s") and mm4.skip_upstream == {"mm2"}
+    np.testing.assert_allclose(mm4.residual_offset, numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b4")))
+    assert exits["mm2"].residual is None  # s also feeds mm3
+    h_group, r_group = exits["mm2"].group, mm4.group
+    plan = {h_group.id: np.array([True, False, True, False, True, False]), r_group.id: np.array([True] * 4 + [False] * 2)}
+    state = plan_state(list(exits.values()), plan)
+    rng = np.random.default_rng(3)
+    batches = [{"x": rng.standard_normal((16, 5, 8)).astype(np.float32)} for _ in range(4)]
+    current = parametric_model(model, list(exits.values()))
+    evaluator = Evaluator(model, list(exits.values()), batches)
+    keep = mm4.features_of(plan[r_group.id])
+    losses = {}
+    for residual in (False, True):
+        stats = collect(model, current, [mm4], state, batches, per_sample=1000, residual=residual, together={"mm4"})
+        trial = state.copy()
+        trial.w2["mm4"], trial.bias["mm4"] = solve(mm4, stats["mm4"], keep, ridge=0.0, prior_rows=0.0)
+        losses[residual] = evaluator.loss(trial)
+        if residual:  # the least-squares optimum of the block's output error itself, bias Add included
+            np.testing.assert_allclose(trial.w2["mm4"][:, keep], _direct_fit(model, current, state, batches, keep), rtol=1e-3, atol=1e-4)
+    assert losses[True] < losses[False]
+
+
+def _direct_fit(model, current, state, batches, keep):
+    """argmin_W sum ||y_orig - (s + W r_keep + b4)||^2 over every row, from the activations themselves."""
+    from onnxslim.passes.prune.evaluate import tapped_session
+    sess, names = tapped_session(current, ["r", "s"])
+    orig, _ = tapped_session(model, ["y"])
+    b4 = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b4")).astype(np.float64)
+    xs, ys = [], []
+    for feed in batches:
+        got = dict(zip(names, sess.run(names, {**feed, **state.feeds()})))
+        y = orig.run(["y"], feed)[0]
+        xs.append(got["r"].reshape(-1, got["r"].shape[-1])[:, keep])
+        ys.append((y - got["s"] - b4).reshape(-1, y.shape[-1]))
+    w, *_ = np.linalg.lstsq(np.concatenate(xs).astype(np.float64), np.concatenate(ys).astype(np.float64), rcond=None)
+    return w.T

@@ -38,6 +38,7 @@ class Exit:
     # (sum, skip) when the exit's output only feeds a residual Add `sum = output + skip`: the repair then
     # fits the output to original(sum) - current(skip), so the branch also absorbs the skip path's drift
     residual: tuple[str, str] | None = None
+    residual_offset: np.ndarray | None = None  # a constant bias Add between the exit and the residual Add
     skip_upstream: frozenset = frozenset()  # exits the skip depends on (see _mark_skip_upstream)
 
     @property
@@ -136,21 +137,34 @@ def _matmul_exit(node: gs.Node) -> dict | None:
     return dict(op="matmul", w2=w.T.astype(np.float64), bias=None)
 
 
-def _residual(node: gs.Node, graph_outputs: set[str]) -> tuple[str, str] | None:
-    """(sum, skip) tensor names when `node`'s only consumer is an Add of its output and another activation of
-    the same shape (a residual connection); None otherwise."""
+def _residual(node: gs.Node, graph_outputs: set[str]) -> tuple[tuple[str, str] | None, np.ndarray | None]:
+    """((sum, skip) tensor names, offset) when `node`'s only consumer is an Add of its output and another
+    activation of the same shape (a residual connection), possibly through one Add of a constant bias
+    (MatMul -> Add(bias) -> Add(skip), how transformer blocks are exported; offset = that bias);
+    (None, None) otherwise."""
     out = node.outputs[0]
     if len(out.outputs) != 1 or out.name in graph_outputs:
-        return None
+        return None, None
     add = out.outputs[0]
     if add.op != "Add" or len(add.inputs) != 2:
-        return None
-    skip = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+        return None, None
+    other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+    offset = None
+    if isinstance(other, gs.Constant):
+        bias = np.asarray(other.values, dtype=np.float64)
+        after = add.outputs[0]
+        if bias.ndim > 1 or len(after.outputs) != 1 or after.name in graph_outputs:
+            return None, None
+        offset, out, add = bias, after, after.outputs[0]
+        if add.op != "Add" or len(add.inputs) != 2:
+            return None, None
+        other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+    skip = other
     if skip is out or isinstance(skip, gs.Constant):
-        return None
+        return None, None
     if out.shape is None or skip.shape is None or list(out.shape) != list(skip.shape) or any(not isinstance(d, int) for d in out.shape[1:]):
-        return None
-    return add.outputs[0].name, skip.name
+        return None, None
+    return (add.outputs[0].name, skip.name), offset
 
 
 def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], list[dict]]:
@@ -178,7 +192,7 @@ def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], lis
             found.append(Exit(node=node.name, group=group, exit_space=space.id, source_space=source,
                               input=node.inputs[0].name, output=node.outputs[0].name,
                               weight_shape=tuple(node.inputs[1].values.shape), feature_class=feature_class,
-                              residual=_residual(node, graph_outputs), **info))
+                              **dict(zip(("residual", "residual_offset"), _residual(node, graph_outputs))), **info))
     found.sort(key=lambda e: order[e.node])
     _mark_skip_upstream(found, analysis.graph)
     return found, skipped

@@ -10,7 +10,8 @@ W0 rather than toward zero keeps a refit from 64 images from overfitting when fe
 A branch exit whose output only feeds a residual Add (`sum = y + skip`) is fitted to original(sum) minus
 the current skip instead of to its own original output: the residual stream is what later layers read, so
 the branch also takes up what upstream pruning left wrong in the skip (measured on EfficientNet-Lite0 at
-70% of the MACs: 41.5% -> 60% top-1; benchmarks/RESULTS.md). When an exit the skip depends on is refit
+70% of the MACs: 41.5% -> 60% top-1; benchmarks/RESULTS.md). A constant bias Add between the exit and the
+sum (MatMul -> Add(bias) -> Add(skip) in exported transformers) is subtracted from that target. When an exit the skip depends on is refit
 from the same statistics, the plain target is used, else the same drift would be corrected twice.
 
 Only X^T X, X^T Y and sum(Y^2) are accumulated per batch (float64), so memory does not grow with data.
@@ -119,6 +120,8 @@ def collect(original_model, current_model, exits: list[Exit], state: State | Non
             if e.node in skips:
                 total, skip = skips[e.node]
                 target = original[total] - got[skip]
+                if e.residual_offset is not None:  # the bias Add between the exit and the sum (same broadcast)
+                    target = target - e.residual_offset
             else:
                 target = (original if orig_sess is not None else got)[e.output]
             x, y = e.rows(got[e.input], target, rng, per_sample)
