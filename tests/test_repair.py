@@ -197,7 +197,7 @@ def test_residual_target_restores_the_sum():
     np.testing.assert_allclose(both["conv4"].cross, plain["conv4"].cross)
 
 
-def transformer_residual_toy(seed=0) -> onnx.ModelProto:
+def transformer_residual_toy(seed=0, seq=5) -> onnx.ModelProto:
     """The residual_toy as transformers are exported: x [n,5,8] -> MatMul+Add(bias) -> h -> MatMul+Add -> s;
     s -> MatMul+Add -> Relu -> r -> MatMul (mm4) -> Add(b4) -> t;  y = t + s. mm4's residual target must
     step over its bias Add."""
@@ -212,8 +212,8 @@ def transformer_residual_toy(seed=0) -> onnx.ModelProto:
         if i == 3:
             nodes.append(helper.make_node("Relu", ["r0"], ["r"], name="relu"))
     nodes.append(helper.make_node("Add", ["t", "s"], ["y"], name="add"))
-    graph = helper.make_graph(nodes, "residual_mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5, 8])], inits)
+    graph = helper.make_graph(nodes, "residual_mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", seq, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", seq, 8])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -260,3 +260,11 @@ def _direct_fit(model, current, state, batches, keep):
         ys.append((y - got["s"] - b4).reshape(-1, y.shape[-1]))
     w, *_ = np.linalg.lstsq(np.concatenate(xs).astype(np.float64), np.concatenate(ys).astype(np.float64), rcond=None)
     return w.T
+
+
+def test_residual_found_with_a_symbolic_sequence_length():
+    """Exported transformers have dynamic batch and sequence dims; shape inference may name them
+    differently on the two inputs of the residual Add."""
+    analysis = analyze_graph(to_graph(infer_shapes(transformer_residual_toy(seq="sequence"))))
+    exits = {e.node: e for e in find_exits(analysis, analysis.prunable_groups)[0]}
+    assert exits["mm4"].residual == ("y", "s")

@@ -162,9 +162,24 @@ def _residual(node: gs.Node, graph_outputs: set[str]) -> tuple[tuple[str, str] |
     skip = other
     if skip is out or isinstance(skip, gs.Constant):
         return None, None
-    if out.shape is None or skip.shape is None or list(out.shape) != list(skip.shape) or any(not isinstance(d, int) for d in out.shape[1:]):
+    if not _same_shape(out.shape, skip.shape):
         return None, None
     return (add.outputs[0].name, skip.name), offset
+
+
+def _same_shape(a, b) -> bool:
+    """Shapes of a residual Add's inputs are the same as far as inference knows: equal ranks, equal known
+    dims, and no size-1 dim of the branch broadcast against a larger or unknown one. Symbolic dims (batch,
+    sequence length) may carry different names for the same size."""
+    if a is None or b is None or len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if isinstance(x, int) and isinstance(y, int):
+            if x != y:
+                return False
+        elif x == 1 or y == 1:
+            return False
+    return isinstance(a[-1], int) or isinstance(a[1] if len(a) > 1 else None, int)
 
 
 def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], list[dict]]:
