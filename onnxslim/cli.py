@@ -93,6 +93,8 @@ def _float_list(value, name):
 @click.option("--input-shape", multiple=True, help="Concrete shape for a dynamic input, NAME:D1,D2,... (repeatable).")
 @click.option("--no-validate", is_flag=True, help="Skip the comparison with the original.")
 @click.option("--no-latency", is_flag=True, help="Validate outputs but do not time the models.")
+@click.option("--threads", type=int, default=None,
+              help="onnxruntime threads for the timings (validation, --target-latency's profile). Default: onnxruntime's for validation, 1 for the profile.")
 @click.option("--min-cosine", type=float, help="Fail (exit 1, write nothing) if an output's cosine similarity is below this.")
 @click.option("--report", "report_path", type=click.Path(), help="Write the full report as JSON.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -127,7 +129,7 @@ def _optimize(model, output, output_opt, o):
     result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
                       data=o["data"], input_shapes=shapes, validate=not o["no_validate"],
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
-                      progress=silent if o["quiet"] else progress, seed=o["seed"])
+                      progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"])
     result.report["output"] = str(dst)
     graph.save_model(result.model, dst, input_path=src)
     if o["report_path"]:

@@ -29,3 +29,5 @@ class Context:
     # progress(label, total) -> context manager with .update(n)
     progress: Callable = _progress
     seed: int = 0
+    # onnxruntime intra-op threads for timing (validation, the prune pass's latency profile); None = defaults
+    threads: int | None = None

@@ -28,13 +28,16 @@ class Result:
 
 def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None, data=None,
              input_shapes: dict | None = None, validate: bool = True, latency: bool = True,
-             min_cosine: float | None = None, progress=default_progress, seed: int = 0) -> Result:
+             min_cosine: float | None = None, progress=default_progress, seed: int = 0,
+             threads: int | None = None) -> Result:
     """Optimize `model` (a path or an onnx.ModelProto).
 
     prune / lowrank / quantize: the passes' config dataclasses (PruneConfig, LowRankConfig, QuantizeConfig)
     or None. calibration: an `onnxslim.calibration.Dataset`, a path (image folder, .npy/.npz), or None.
     data: .npy/.npz path with validation inputs (else random inputs from the input shapes).
     min_cosine: raise SlimError (exit code 1) when any output's mean cosine similarity falls below it.
+    threads: onnxruntime intra-op threads for the latency measurements (validation, --target-latency's
+    profile); None = onnxruntime's default for validation, 1 for the profile.
     """
     started = time.perf_counter()
     original = load_model(model) if isinstance(model, (str, Path)) else model
@@ -43,7 +46,9 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     if isinstance(calibration, (str, Path)):
         from .calibration import load_calibration
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
-    ctx = Context(calibration=calibration, input_shapes=input_shapes, progress=progress, seed=seed)
+    if threads is not None and threads < 1:
+        raise SlimError(f"--threads {threads}: give at least 1")
+    ctx = Context(calibration=calibration, input_shapes=input_shapes, progress=progress, seed=seed, threads=threads)
     report: dict = {"passes": {}}
 
     from onnxslim.passes import cleanup
@@ -61,7 +66,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         current = _timed(report, "quantize", lambda: quantize_pass.run(current, quantize, ctx))
     _check_valid(current)
     if validate:
-        report["validation"] = _validate(original, current, normalized, data, input_shapes, latency, progress, seed)
+        report["validation"] = _validate(original, current, normalized, data, input_shapes, latency, progress, seed, threads)
         if min_cosine is not None:
             worst = min((o["cosine"] for o in report["validation"]["outputs"].values()), default=1.0)
             if worst < min_cosine:
@@ -88,7 +93,7 @@ def _check_valid(model: onnx.ModelProto) -> None:
         raise SlimError(f"internal error: the optimized model fails onnx.checker ({first}); nothing written") from None
 
 
-def _validate(original, optimized, normalized, data, input_shapes, latency, progress, seed) -> dict:
+def _validate(original, optimized, normalized, data, input_shapes, latency, progress, seed, threads=None) -> dict:
     from .validate import compare_models
     if data is not None:
         arrays = inputs_mod.load_arrays(data, original)
@@ -98,6 +103,6 @@ def _validate(original, optimized, normalized, data, input_shapes, latency, prog
         feeds = inputs_mod.random_feeds(original, input_shapes, count=4, seed=seed)
         source = "random inputs (4 batches); give --data for real inputs"
     report = compare_models(original, optimized, feeds, input_shapes=input_shapes or None, latency=latency,
-                            progress=progress, cost_reference=normalized)
+                            progress=progress, cost_reference=normalized, threads=threads)
     report["data"] = source
     return report

@@ -162,11 +162,12 @@ BAD = {
     "min_cosine_existing_output": (["in.onnx", "out.onnx", "--prune", "0.5", "--min-cosine", "0.999", *FAST], 1, "cosine"),
     "target_latency_out_of_range": (["in.onnx", "out.onnx", "--target-latency", "1.5", *FAST], 2, "--target-latency"),
     "two_targets": (["in.onnx", "out.onnx", "--target-macs", "0.5", "--target-latency", "0.5", *FAST], 2, "exactly one"),
+    "zero_threads": (["in.onnx", "out.onnx", "--prune", "0.3", "--threads", "0"], 2, "--threads"),
 }
 GOOD = {
     "prune_positional": ["in.onnx", "out.onnx", "--prune", "0.3", "--report", "r.json", "--data", str(EVAL), *FAST],
     "target_macs_dash_o": ["in.onnx", "-o", "sub/out.onnx", "--target-macs", "0.7", "--report", "r.json", *FAST],
-    "target_latency": ["in.onnx", "out.onnx", "--target-latency", "0.8", "--report", "r.json", *FAST],
+    "target_latency": ["in.onnx", "out.onnx", "--target-latency", "0.8", "--report", "r.json", "--threads", "2"],
     "dynamic_with_input_shape": ["in.onnx", "out.onnx", "--prune", "0.5", "--input-shape", "x:2,3,16,16",
                                  "--report", "r.json", *FAST],
     "input_shape_batch": ["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:3,1,8,8", "-q", *FAST],
@@ -331,7 +332,8 @@ def test_target_latency_meets_the_profiled_estimate(runs):
     _check_valid_pruned(run.folder / "out.onnx")
     prune = _report(run)["passes"]["prune"]
     assert prune["latency_model"]["estimated_fraction"] <= 0.8 + 1e-6
-    assert prune["latency_model"]["threads"] == 1 and prune["latency_model"]["mapped_fraction"] > 0.5
+    assert prune["latency_model"]["threads"] == 2 and prune["latency_model"]["mapped_fraction"] > 0.5  # --threads 2
+    assert _report(run)["validation"]["latency_ms"]["ratio"] > 0
     assert "latency model:" in run.out
     assert _report(run)["validation"]["macs"]["ratio"] < 1.0
 

@@ -100,7 +100,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     if config.target_latency is not None:
         from .latency import measured_latency_model
         with ctx.progress("profiling", total=None):
-            latency_model = measured_latency_model(model, analysis, ctx.input_shapes, threads=config.latency_threads)
+            latency_model = measured_latency_model(model, analysis, ctx.input_shapes, threads=ctx.threads or config.latency_threads)
     budget = latency_model or macs_model
     real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
     repair_on = config.repair if config.repair is not None else real
