@@ -59,7 +59,8 @@ def _float_list(value, name):
               help="Prune until the latency estimated from onnxruntime's per-node profile (1 thread) <= this fraction.")
 @click.option("--importance", default="l1", show_default=True,
               help="Channel importance: l1, l2, bn, random; with --calib also activation, apoz, hrank, reconstruction.")
-@click.option("--allocation", default=None, help="For --target-macs: global (default), uniform, sensitivity, search.")
+@click.option("--allocation", default=None,
+              help="For a target: global, uniform, sensitivity, search. Default: sensitivity with --calib data, else global.")
 @click.option("--round-to", type=int, default=None, help="Kept widths are multiples of N (default 16), low-rank ranks too (default 8).")
 @click.option("--min-channels", type=int, default=1, show_default=True, help="Never keep fewer channels in a group.")
 @click.option("--exclude", multiple=True, help="Node name to leave untouched (repeatable).")

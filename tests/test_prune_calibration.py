@@ -109,6 +109,17 @@ def digits():
     return model, load_calibration(MODELS / "digits_calib.npz", model)
 
 
+def test_default_allocation_is_sensitivity_with_real_data_and_global_without(digits):
+    model, calib = digits
+    with_data = run(model, PruneConfig(target_macs=0.7, round_to=4, sensitivity_step=0.05, fidelity_samples=16),
+                    Context(calibration=calib, progress=silent))
+    assert with_data.report["allocation"] == "sensitivity" and with_data.report["allocation_trace"]
+    assert with_data.report["estimated_macs_fraction"] <= 0.7 + 1e-6
+    without = run(model, PruneConfig(target_macs=0.7, round_to=4), Context(progress=silent))
+    assert without.report["allocation"] == "global" and "allocation_trace" not in without.report
+    assert run(model, PruneConfig(ratio=0.3), Context(calibration=calib, progress=silent)).report["allocation"] == "uniform"
+
+
 @pytest.mark.parametrize("allocation", ["sensitivity", "search"])
 def test_calibrated_allocations_meet_the_budget(digits, allocation):
     model, calib = digits

@@ -2,6 +2,7 @@
 and (with real calibration data) repair the network by least squares so it keeps its accuracy."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -31,7 +32,9 @@ class PruneConfig:
     target_latency: float | None = None  # or: until the latency measured per node (latency.py) <= this fraction
     latency_threads: int = 1  # onnxruntime threads the latency model is profiled with (1: stable on shared cores)
     importance: str = "l1"  # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction
-    allocation: str = "global"  # for a target: global | uniform | sensitivity | search
+    # for a target: global | uniform | sensitivity | search; None: sensitivity with real calibration data
+    # (EfficientNet-Lite0 at 90% MACs: 82.2% top-1 against global's 55.9%), else global
+    allocation: str | None = None
     round_to: int = DEFAULT_ROUND_TO
     min_channels: int = 1
     exclude: tuple = field(default_factory=tuple)
@@ -49,6 +52,13 @@ class PruneConfig:
     sensitivity_step: float = 0.02  # fraction of the total MACs removed per sensitivity step
     sensitivity_candidates: int = 8  # tries per sensitivity step measured through the network (4 -> 8: 69.9 -> 73.3% at 80% MACs)
 
+    def resolved(self, real_data: bool) -> "PruneConfig":
+        """This config with the default allocation made concrete (see `allocation`)."""
+        if self.allocation is not None:
+            return self
+        data_driven = real_data and self.target is not None
+        return dataclasses.replace(self, allocation="sensitivity" if data_driven else "global")
+
     def check(self) -> None:
         if sum(x is not None for x in (self.ratio, self.target_macs, self.target_latency)) != 1:
             raise SlimError("give exactly one of --prune RATIO, --target-macs FRACTION or --target-latency FRACTION")
@@ -60,7 +70,7 @@ class PruneConfig:
             raise SlimError(f"--target-latency {self.target_latency:g}: the fraction must be in (0, 1]")
         if self.importance not in WEIGHT_CRITERIA + DATA_CRITERIA:
             raise SlimError(f"unknown importance '{self.importance}' (choose from {', '.join(WEIGHT_CRITERIA + DATA_CRITERIA)})")
-        if self.allocation not in ALLOCATIONS:
+        if self.allocation is not None and self.allocation not in ALLOCATIONS:
             raise SlimError(f"unknown allocation '{self.allocation}' (choose from {', '.join(ALLOCATIONS)})")
         if self.allocation in ("sensitivity", "search") and self.target is None:
             raise SlimError(f"--allocation {self.allocation} needs --target-macs or --target-latency")
@@ -83,6 +93,8 @@ class PruneConfig:
 def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None) -> PassResult:
     config.check()
     ctx = ctx or Context()
+    real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
+    config = config.resolved(real)
     if config.importance == "bn" and not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         raise SlimError("--importance bn needs BatchNormalization nodes; this model has none (BN was folded at export)")
     started = time.perf_counter()
@@ -102,7 +114,6 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
         with ctx.progress("profiling", total=None):
             latency_model = measured_latency_model(model, analysis, ctx.input_shapes, threads=ctx.threads or config.latency_threads)
     budget = latency_model or macs_model
-    real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
     repair_on = config.repair if config.repair is not None else real
     notes = []
     if repair_on and not real:
