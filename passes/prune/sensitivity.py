@@ -4,7 +4,8 @@ A one-shot sensitivity (each group pruned alone from the original, then a greedy
 errors compound across blocks; measured on EfficientNet-Lite0 it did worse than uniform. Here every step
 starts from the current plan with its exits refit, tries removing about `step` of the total MACs from each
 group (its exits refit from statistics of the *current* model), scores each try by the calibration loss
-increase per MAC saved, and takes the best. A local proxy (the exits' relative output error after the
+increase per MAC saved (MACs saved past the budget do not count), and takes the best. The budget may be
+MACs or the measured-latency model (latency.py): any PlanCost. A local proxy (the exits' relative output error after the
 refit) picks which `candidates` tries are run through the network. Statistics are re-collected from the
 current model every `refresh` steps.
 """
