@@ -122,7 +122,7 @@ def _copy_field(dst, field, value) -> None:
 
 
 def _as_session(model_or_session, threads=None) -> ort.InferenceSession:
-    if isinstance(model_or_session, ort.InferenceSession):
+    if not isinstance(model_or_session, onnx.ModelProto):  # a session (or anything with its run())
         return model_or_session
     return session(model_or_session, threads=threads)
 

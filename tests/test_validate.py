@@ -164,6 +164,28 @@ def test_paired_latency_alternates_within_budget():
     assert a > 0 and b > 0 and runs >= 3 and 0 < q25 <= q75
 
 
+class _SlowAfterSwitch:
+    """A stand-in session: the first `slow_runs` runs after the other one ran take 20 ms (as when the other
+    session's onnxruntime threads still spin on the cores), the rest `seconds`."""
+    last = [None]
+
+    def __init__(self, seconds, slow_runs=2):
+        self.seconds, self.slow_runs, self.since = seconds, slow_runs, 0
+
+    def run(self, outputs, feed):
+        if self.last[0] is not self:
+            self.last[0], self.since = self, 0
+        self.since += 1
+        time.sleep(0.02 if self.since <= self.slow_runs else self.seconds)
+
+
+def test_paired_latency_does_not_time_the_first_runs_of_a_block():
+    a, b = _SlowAfterSwitch(0.004), _SlowAfterSwitch(0.002)
+    before, after, runs, (q25, q75) = validate.paired_latency(a, b, {}, budget_s=0.6, block_s=0.001, skip=2)
+    assert before < 0.01 and after < 0.006  # the 20 ms runs after each switch are not in the medians
+    assert 0.3 < after / before < 0.8 and 0.3 < q25 <= q75 < 0.8
+
+
 # -- compare_models and the table ---------------------------------------------------------------------
 
 def test_compare_model_with_itself():
