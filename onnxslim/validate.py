@@ -447,6 +447,9 @@ def format_report_table(report: dict) -> str:
         spread = section.get("ratio_iqr")
         if isinstance(spread, (list, tuple)) and len(spread) == 2:
             notes.append(f"middle half of the timing blocks {spread[0]:.3f}-{spread[1]:.3f}")
+            if isinstance(ratio, (int, float)) and spread[1] - spread[0] > 0.2 * ratio:
+                # measured on 2 shared cores: 2-thread block ratios spanned 0.51-1.81, 1-thread ones +-0.02
+                notes.append("timing unstable on this machine: try --threads 1")
         lines.append(line + ("  (" + "; ".join(notes) + ")" if notes else ""))
 
     known = set()

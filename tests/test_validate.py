@@ -239,6 +239,9 @@ def test_format_report_table_shows_the_numbers():
                  "logits", "0.998765", "0.0123", "97.0%", "0.640-0.680"):
         assert text in table, text
     assert len(table.splitlines()) == 6
+    assert "unstable" not in table
+    report["latency_ms"]["ratio_iqr"] = [0.5, 1.8]
+    assert "timing unstable on this machine: try --threads 1" in validate.format_report_table(report)
 
 
 def test_format_report_table_prints_only_what_is_there():
