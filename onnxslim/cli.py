@@ -173,11 +173,11 @@ DATA_CRITERIA = ("activation", "apoz", "hrank", "reconstruction")
 
 
 def _prune_config(o):
-    if o["prune_ratio"] is None and o["target_macs"] is None and o.get("target_latency") is None:
+    if o["prune_ratio"] is None and o["target_macs"] is None and o["target_latency"] is None:
         return None
     from onnxslim.passes.prune import PruneConfig
     fields = PruneConfig.__dataclass_fields__
-    kw = dict(ratio=o["prune_ratio"], target_macs=o["target_macs"], target_latency=o.get("target_latency"), importance=o["importance"],
+    kw = dict(ratio=o["prune_ratio"], target_macs=o["target_macs"], target_latency=o["target_latency"], importance=o["importance"],
               min_channels=o["min_channels"], exclude=tuple(o["exclude"]))
     if o["round_to"] is not None:
         kw["round_to"] = o["round_to"]

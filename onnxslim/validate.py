@@ -283,23 +283,32 @@ def paired_latency(sess_a, sess_b, feed: dict, *, budget_s: float = 10.0, max_ru
     start = time.perf_counter()
     order = 0
     while len(times_a) < max_runs:
-        pair = ((a, times_a), (b, times_b)) if order % 2 == 0 else ((b, times_b), (a, times_a))
-        medians = {}
-        for sess, times in pair:
-            block_times = []
-            for i in range(skip + block):
-                t0 = time.perf_counter()
-                _run_once(sess, feed)
-                if i >= skip:
-                    block_times.append(time.perf_counter() - t0)
-            times.extend(block_times)
-            medians[id(times)] = statistics.median(block_times)
-        ratios.append(medians[id(times_b)] / medians[id(times_a)])
+        if order % 2 == 0:
+            block_a = _timed_block(a, feed, skip, block)
+            block_b = _timed_block(b, feed, skip, block)
+        else:
+            block_b = _timed_block(b, feed, skip, block)
+            block_a = _timed_block(a, feed, skip, block)
+        times_a += block_a
+        times_b += block_b
+        ratios.append(statistics.median(block_b) / statistics.median(block_a))
         order += 1
         if len(times_a) >= min_runs and time.perf_counter() - start > budget_s:
             break
     q25, q75 = (float(np.percentile(ratios, q)) for q in (25, 75))
     return statistics.median(times_a), statistics.median(times_b), len(times_a), (q25, q75)
+
+
+def _timed_block(sess, feed: dict, skip: int, runs: int) -> list[float]:
+    """Seconds of `runs` runs, after `skip` untimed ones."""
+    for _ in range(skip):
+        _run_once(sess, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        _run_once(sess, feed)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def _run_once(sess: ort.InferenceSession, feed: dict) -> None:

@@ -161,6 +161,14 @@ def residual_toy(seed=0) -> onnx.ModelProto:
     return model
 
 
+def _refit_alone(model, current, exit, state, batches, keep, residual: bool):
+    """`state` with only `exit` refit (no ridge), from statistics with or without the residual target."""
+    stats = collect(model, current, [exit], state, batches, per_sample=1000, residual=residual, together={exit.node})
+    trial = state.copy()
+    trial.w2[exit.node], trial.bias[exit.node] = solve(exit, stats[exit.node], keep, ridge=0.0, prior_rows=0.0)
+    return trial
+
+
 def test_residual_target_restores_the_sum():
     """conv2 left masked (pruned, not refit): the skip s drifts. conv4 refit to original(y) - current(s) gives
     a lower output error than conv4 refit to its own original output t; and that residual refit is the least
@@ -181,9 +189,7 @@ def test_residual_target_restores_the_sum():
     keep = conv4.features_of(plan[r_group.id])
     losses = {}
     for residual in (False, True):
-        stats = collect(model, current, [conv4], state, batches, per_sample=1000, residual=residual, together={"conv4"})
-        trial = state.copy()
-        trial.w2["conv4"], trial.bias["conv4"] = solve(conv4, stats["conv4"], keep, ridge=0.0, prior_rows=0.0)
+        trial = _refit_alone(model, current, conv4, state, batches, keep, residual)
         losses[residual] = evaluator.loss(trial)
         if residual:
             for _ in range(3):
@@ -237,9 +243,7 @@ def test_residual_target_steps_over_a_bias_add():
     keep = mm4.features_of(plan[r_group.id])
     losses = {}
     for residual in (False, True):
-        stats = collect(model, current, [mm4], state, batches, per_sample=1000, residual=residual, together={"mm4"})
-        trial = state.copy()
-        trial.w2["mm4"], trial.bias["mm4"] = solve(mm4, stats["mm4"], keep, ridge=0.0, prior_rows=0.0)
+        trial = _refit_alone(model, current, mm4, state, batches, keep, residual)
         losses[residual] = evaluator.loss(trial)
         if residual:  # the least-squares optimum of the block's output error itself, bias Add included
             np.testing.assert_allclose(trial.w2["mm4"][:, keep], _direct_fit(model, current, state, batches, keep), rtol=1e-3, atol=1e-4)

@@ -143,28 +143,29 @@ def _residual(node: gs.Node, graph_outputs: set[str]) -> tuple[tuple[str, str] |
     (MatMul -> Add(bias) -> Add(skip), how transformer blocks are exported; offset = that bias);
     (None, None) otherwise."""
     out = node.outputs[0]
-    if len(out.outputs) != 1 or out.name in graph_outputs:
-        return None, None
-    add = out.outputs[0]
-    if add.op != "Add" or len(add.inputs) != 2:
-        return None, None
-    other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+    found = _sole_add(out, graph_outputs)
     offset = None
-    if isinstance(other, gs.Constant):
-        bias = np.asarray(other.values, dtype=np.float64)
-        after = add.outputs[0]
-        if bias.ndim > 1 or len(after.outputs) != 1 or after.name in graph_outputs:
-            return None, None
-        offset, out, add = bias, after, after.outputs[0]
-        if add.op != "Add" or len(add.inputs) != 2:
-            return None, None
-        other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
-    skip = other
-    if skip is out or isinstance(skip, gs.Constant):
+    if found is not None and isinstance(found[1], gs.Constant):  # the bias Add: step over it
+        bias = np.asarray(found[1].values, dtype=np.float64)
+        out = found[0].outputs[0]
+        offset = bias
+        found = _sole_add(out, graph_outputs) if bias.ndim <= 1 else None
+    if found is None:
         return None, None
-    if not _same_shape(out.shape, skip.shape):
+    add, skip = found
+    if skip is out or isinstance(skip, gs.Constant) or not _same_shape(out.shape, skip.shape):
         return None, None
     return (add.outputs[0].name, skip.name), offset
+
+
+def _sole_add(tensor, graph_outputs: set[str]):
+    """(the two-input Add that is `tensor`'s only consumer, its other input), or None."""
+    if len(tensor.outputs) != 1 or tensor.name in graph_outputs:
+        return None
+    add = tensor.outputs[0]
+    if add.op != "Add" or len(add.inputs) != 2:
+        return None
+    return add, add.inputs[1] if add.inputs[0] is tensor else add.inputs[0]
 
 
 def _same_shape(a, b) -> bool:

@@ -11,8 +11,9 @@ A branch exit whose output only feeds a residual Add (`sum = y + skip`) is fitte
 the current skip instead of to its own original output: the residual stream is what later layers read, so
 the branch also takes up what upstream pruning left wrong in the skip (measured on EfficientNet-Lite0 at
 70% of the MACs: 41.5% -> 60% top-1; benchmarks/RESULTS.md). A constant bias Add between the exit and the
-sum (MatMul -> Add(bias) -> Add(skip) in exported transformers) is subtracted from that target. When an exit the skip depends on is refit
-from the same statistics, the plain target is used, else the same drift would be corrected twice.
+sum (MatMul -> Add(bias) -> Add(skip) in exported transformers) is subtracted from that target. When an
+exit the skip depends on is refit from the same statistics, the plain target is used, else the same drift
+would be corrected twice.
 
 Only X^T X, X^T Y and sum(Y^2) are accumulated per batch (float64), so memory does not grow with data.
 """
