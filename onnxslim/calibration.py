@@ -34,7 +34,9 @@ class Preprocess:
     crop: int | None = None             # centre crop, square
     mean: tuple = (0.0,)                # per channel (one value = every channel), after scale
     std: tuple = (1.0,)
-    scale: float = 1.0 / 255.0          # multiplies the 0..255 pixels first
+    # multiplies the 0..255 pixels first; None: 1 when a mean or std is above 1 (they are on the 0..255
+    # scale: `--mean 127 --std 128` with 1/255 gave near-constant inputs and a 0%-top-1 model), else 1/255
+    scale: float | None = None
     layout: str | None = None           # "NCHW" | "NHWC"
     channels: str | None = None         # "RGB" | "BGR" | "L"
 
@@ -47,7 +49,7 @@ class Preprocess:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0):
                 raise SlimError(f"preprocess: {name} must be a positive integer, got {value!r}")
-        if not isinstance(self.scale, (int, float)) or isinstance(self.scale, bool):
+        if self.scale is not None and (not isinstance(self.scale, (int, float)) or isinstance(self.scale, bool)):
             raise SlimError(f"preprocess: scale must be a number, got {self.scale!r}")
         if self.layout is not None and self.layout not in ("NCHW", "NHWC"):
             raise SlimError(f"preprocess: layout must be NCHW or NHWC, got {self.layout!r}")
@@ -99,7 +101,20 @@ class Preprocess:
         for name in ("mean", "std"):
             if len(getattr(self, name)) not in (1, want_c):
                 raise SlimError(f"preprocess {name} has {len(getattr(self, name))} values for {want_c} channels")
-        return Preprocess(resize=resize, crop=crop, mean=self.mean, std=self.std, scale=self.scale, layout=layout, channels=channels)
+        return Preprocess(resize=resize, crop=crop, mean=self.mean, std=self.std, scale=self.effective_scale(), layout=layout, channels=channels)
+
+    def effective_scale(self) -> float:
+        if self.scale is not None:
+            return float(self.scale)
+        return 1.0 if max(abs(v) for v in self.mean + self.std) > 1 else 1.0 / 255.0
+
+    def describe(self, given: "Preprocess | None" = None) -> dict:
+        """The fields as used, and where the scale came from (for the report)."""
+        source = given if given is not None else self
+        why = "given" if source.scale is not None else (
+            "0..255 scale: a mean or std is above 1" if source.effective_scale() == 1.0 else "default 1/255")
+        return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std),
+                "scale": self.effective_scale(), "scale_from": why, "layout": self.layout, "channels": self.channels}
 
     def apply(self, image) -> np.ndarray:
         """One PIL image -> float32 array (C, H, W) or (H, W, C); call on a resolved Preprocess."""
@@ -116,7 +131,7 @@ class Preprocess:
             pixels = pixels[:, :, None]
         if self.channels == "BGR":
             pixels = pixels[:, :, ::-1]
-        x = (pixels * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        x = (pixels * np.float32(self.effective_scale()) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1) if self.layout == "NCHW" else x)
 
 
@@ -171,11 +186,24 @@ class Dataset:
 
 
 class ImageDataset(Dataset):
-    def __init__(self, files: list[Path], name: str, preprocess: Preprocess, dtype, fixed_batch=None):
-        super().__init__([name], len(files), real=True, source=f"{len(files)} images from {files[0].parent}" if files else "no images", fixed_batch=fixed_batch)
+    def __init__(self, files: list[Path], name: str, preprocess: Preprocess, dtype, fixed_batch=None, *,
+                 given: Preprocess | None = None, folder: Path | None = None, classes: list[int] | None = None):
+        folder = folder or (files[0].parent if files else None)
+        super().__init__([name], len(files), real=True, source=f"{len(files)} images from {folder}" if files else "no images", fixed_batch=fixed_batch)
         self.files = files
         self.preprocess = preprocess
+        self.given = given            # the preprocessing as the user gave it (None fields = derived)
         self.dtype = dtype
+        self.folder = folder
+        self.classes = classes        # class index per file, from one sub-folder per class
+
+    def take(self, start: int, stop: int | None = None) -> "ImageDataset":
+        """The samples start..stop as a dataset of their own (e.g. calibration samples held out from fitting)."""
+        return ImageDataset(self.files[start:stop], self.names[0], self.preprocess, self.dtype, self._fixed_batch,
+                            given=self.given, folder=self.folder, classes=self.classes[start:stop] if self.classes else None)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "preprocess": self.preprocess.describe(self.given)}
 
     def batches(self, batch_size: int = 8):
         from PIL import Image, UnidentifiedImageError
@@ -195,6 +223,12 @@ class ArrayDataset(Dataset):
         n = next(iter(arrays.values())).shape[0]
         super().__init__(list(arrays), min(n, size) if size else n, real=True, source=source, fixed_batch=fixed_batch)
         self.arrays = arrays
+
+    def take(self, start: int, stop: int | None = None) -> "ArrayDataset":
+        stop = len(self) if stop is None else min(stop, len(self))
+        part = ArrayDataset({k: v[start:stop] for k, v in self.arrays.items()}, self.source, None, self._fixed_batch)
+        part.path = None if start else getattr(self, "path", None)  # labels in the file start at sample 0
+        return part
 
     def batches(self, batch_size: int = 8):
         for start, stop in self._spans(batch_size):
@@ -239,7 +273,9 @@ def load_calibration(spec: str | Path | None, model: onnx.ModelProto, *, size: i
         return _image_folder(path, model, specs, size, preprocess, preprocess_file, input_shapes, fixed_batch)
     if path.suffix in (".npy", ".npz"):
         arrays = load_arrays(path, model)
-        return ArrayDataset(arrays, f"{path.name}", size, fixed_batch)
+        dataset = ArrayDataset(arrays, f"{path.name}", size, fixed_batch)
+        dataset.path = path  # labels.py reads an .npz's 'labels' array from it
+        return dataset
     if not path.exists():
         raise SlimError(f"{path}: no such calibration folder or file")
     raise SlimError(f"{path}: calibration data must be a folder of images or an .npy/.npz file")
@@ -252,10 +288,9 @@ def _image_folder(path, model, specs, size, preprocess, preprocess_file, input_s
     spec = specs[0]
     if not np.issubdtype(spec.dtype, np.floating):
         raise SlimError(f"{path}: the model input '{spec.name}' is {spec.dtype}, images need a float input")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SlimError(f"{path}: no .jpg/.jpeg/.png images in this folder")
+    files, classes = _image_files(path)
     files = files[:size] if size else files
+    classes = classes[:len(files)] if classes else None
     for file in files:  # headers only: cheap, and a broken file fails before minutes of calibration
         try:
             with Image.open(file) as image:
@@ -266,4 +301,25 @@ def _image_folder(path, model, specs, size, preprocess, preprocess_file, input_s
     if preprocess is None:
         preprocess = Preprocess.from_file(preprocess_file) if preprocess_file else Preprocess()
     resolved = preprocess.resolved(shape)
-    return ImageDataset(files, spec.name, resolved, spec.dtype, fixed_batch)
+    return ImageDataset(files, spec.name, resolved, spec.dtype, fixed_batch, given=preprocess, folder=path, classes=classes)
+
+
+def _image_files(path: Path) -> tuple[list[Path], list[int] | None]:
+    """Images in the folder (sorted by name), else in one sub-folder per class: (files, class per file).
+    Sub-folders named by integers are those class indices; otherwise their sorted position."""
+    def images(folder):
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = images(path)
+    if files:
+        return files, None
+    subs = sorted((d for d in path.iterdir() if d.is_dir() and images(d)), key=lambda d: d.name)
+    if not subs:
+        raise SlimError(f"{path}: no .jpg/.jpeg/.png images in this folder nor in sub-folders (one per class)")
+    numeric = all(d.name.isdigit() for d in subs)
+    ordered = sorted(subs, key=lambda d: int(d.name)) if numeric else subs
+    files, classes = [], []
+    for position, d in enumerate(ordered):
+        found = images(d)
+        files += found
+        classes += [int(d.name) if numeric else position] * len(found)
+    return files, classes

@@ -57,7 +57,8 @@ def _float_list(value, name):
 @click.option("--target-macs", type=float, help="Prune until MACs <= this fraction of the original.")
 @click.option("--target-latency", type=float,
               help="Prune until the latency estimated from onnxruntime's per-node profile (1 thread) <= this fraction.")
-@click.option("--importance", default="l1", show_default=True,
+@click.option("--importance", default=None, show_default="with --calib and a target: the better of l1 and reconstruction, "
+              "measured on held-out calibration samples; else l1",
               help="Channel importance: l1, l2, bn, random; with --calib also activation, apoz, hrank, reconstruction.")
 @click.option("--allocation", default=None,
               help="For a target: global, uniform, sensitivity, search. Default: sensitivity with --calib data, else global.")
@@ -67,14 +68,17 @@ def _float_list(value, name):
 @click.option("--repair/--no-repair", default=None, help="Refit layers after pruning on calibration data (default: on with real --calib).")
 @click.option("--search-time", type=float, default=None, help="Seconds for --allocation search.")
 # calibration
-@click.option("--calib", type=click.Path(), help="Calibration data: image folder, .npy or .npz.")
-@click.option("--calib-size", type=int, help="Use the first N calibration samples.")
-@click.option("--resize", type=int, help="Images: resize the shorter side to this.")
-@click.option("--crop", type=int, help="Images: centre crop to this size.")
-@click.option("--mean", help="Images: per-channel mean, e.g. 127 or 123.7,116.3,103.5 (after --scale).")
-@click.option("--std", help="Images: per-channel std, e.g. 128 or 58.4,57.1,57.4.")
-@click.option("--scale", type=float, help="Images: multiply 0..255 pixels by this first.")
-@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), help="Images: tensor layout.")
+@click.option("--calib", type=click.Path(), help="Calibration data: image folder (or one sub-folder per class), .npy or .npz.")
+@click.option("--calib-size", type=int, show_default="all", help="Use the first N calibration samples (file name order).")
+@click.option("--resize", type=int, show_default="crop x 256/224", help="Images: resize the shorter side to this.")
+@click.option("--crop", type=int, show_default="the model's input size", help="Images: centre crop to this size.")
+@click.option("--mean", show_default="0", help="Images: per-channel mean, e.g. 127 or 123.7,116.3,103.5 (after --scale).")
+@click.option("--std", show_default="1", help="Images: per-channel std, e.g. 128 or 58.4,57.1,57.4 (after --scale).")
+@click.option("--scale", type=float, show_default="1 if a --mean or --std is above 1 (0..255 values), else 1/255",
+              help="Images: multiply 0..255 pixels by this first.")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), show_default="from the model's input shape", help="Images: tensor layout.")
+@click.option("--no-data-check", is_flag=True,
+              help="Skip the checks of --calib/--data (near-constant samples, values the first layer never saw, one predicted class).")
 @click.option("--preprocess", "preprocess_file", type=click.Path(), help="JSON/TOML preprocessing file (default: MODEL.preprocess.json/.toml if present).")
 # low-rank
 @click.option("--lowrank", "lowrank_energy", type=float, help="Low-rank splits keeping this fraction of spectral energy.")
@@ -90,7 +94,11 @@ def _float_list(value, name):
 @click.option("--no-bias-correction", is_flag=True, help="int8: no bias correction.")
 @click.option("--tolerance", type=float, help="int8: keep the most sensitive nodes in float until the output error is within this.")
 # validation and output
-@click.option("--data", type=click.Path(), help="Validation inputs (.npy/.npz); default random inputs.")
+@click.option("--data", type=click.Path(), show_default="random inputs (a structure check, not accuracy)",
+              help="Validation inputs: image folder (or one sub-folder per class; the --calib preprocessing), .npy or .npz.")
+@click.option("--labels", type=click.Path(), help="Classes of the --data samples for top-1/top-5 accuracy: lines `file<TAB>class index` "
+              "for an image folder, one class per line (or .npy) for arrays. Also read from class sub-folders or an .npz 'labels' array.")
+@click.option("--val-size", type=int, default=64, show_default=True, help="Validate on the first N --data samples.")
 @click.option("--input-shape", multiple=True, help="Concrete shape for a dynamic input, NAME:D1,D2,... (repeatable).")
 @click.option("--no-validate", is_flag=True, help="Skip the comparison with the original.")
 @click.option("--no-latency", is_flag=True, help="Validate outputs but do not time the models.")
@@ -125,12 +133,19 @@ def _optimize(model, output, output_opt, o):
     if prune is None and lowrank is None and quantize is None:
         click.echo("onnxslim: no pass requested (--prune, --target-macs, --lowrank, --quantize): cleanup and validation only", err=True)
     calibration = None
+    preprocess, preprocess_file = _preprocess(src, o)
     if o["calib"] or (quantize is not None) or (prune is not None and prune.importance in DATA_CRITERIA):
-        calibration = _calibration(src, original, shapes, o)
+        calibration = _calibration(original, shapes, o, preprocess, preprocess_file)
+    data = None
+    if o["data"] and not o["no_validate"]:
+        from .calibration import load_calibration
+        data = load_calibration(o["data"], original, size=o["val_size"] if o["val_size"] > 0 else None, preprocess=preprocess,
+                                preprocess_file=preprocess_file, input_shapes=shapes, seed=o["seed"])
     result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
-                      data=o["data"], input_shapes=shapes, validate=not o["no_validate"],
+                      data=data, input_shapes=shapes, validate=not o["no_validate"],
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
-                      progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"])
+                      progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"],
+                      val_size=o["val_size"], labels=o["labels"], check_data=not o["no_data_check"])
     result.report["output"] = str(dst)
     graph.save_model(result.model, dst, input_path=src)
     if o["report_path"]:
@@ -155,7 +170,7 @@ def _check_paths(src: Path, dst: Path, o) -> None:
     """Outputs never replace an input or each other, and can be written: checked before any work."""
     from .graph import model_files
     inputs = [("the input model", src)] + [("the input model's external data file", f) for f in model_files(src)[1:]]
-    inputs += [(f"the --{k} file", Path(o[k])) for k in ("data", "calib") if o[k]]
+    inputs += [(f"the --{k} file", Path(o[k])) for k in ("data", "calib", "labels") if o.get(k)]
     outputs = [("output", dst)] + ([("--report", Path(o["report_path"]))] if o["report_path"] else [])
     for what, out in outputs:
         for name, path in inputs:
@@ -230,10 +245,9 @@ def _quantize_config(o):
     return config
 
 
-def _calibration(src: Path, model, shapes, o):
-    from .calibration import Preprocess, load_calibration
-    if not o["calib"]:
-        click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
+def _preprocess(src: Path, o):
+    """(Preprocess or None, preprocess file or None) from the options and MODEL.preprocess.json/.toml."""
+    from .calibration import Preprocess
     preprocess_file = o["preprocess_file"]
     if preprocess_file is None:
         for suffix in (".preprocess.json", ".preprocess.toml"):
@@ -248,6 +262,13 @@ def _calibration(src: Path, model, shapes, o):
     if image_opts:
         base = Preprocess.from_file(preprocess_file) if preprocess_file else Preprocess()
         preprocess = base.__class__(**{**base.__dict__, **image_opts})
+    return preprocess, preprocess_file
+
+
+def _calibration(model, shapes, o, preprocess, preprocess_file):
+    from .calibration import load_calibration
+    if not o["calib"]:
+        click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
     return load_calibration(o["calib"], model, size=o["calib_size"], preprocess=preprocess,
                             preprocess_file=preprocess_file, input_shapes=shapes, seed=o["seed"])
 
@@ -261,6 +282,9 @@ def _summary(report: dict) -> str:
         frozen = prune.get("frozen", [])
         lines.append(f"prune: {len(prune.get('pruned_groups', []))} of {prune.get('groups')} channel groups pruned "
                      f"({prune.get('importance')}, {prune.get('allocation')}); {len(frozen)} groups (partly) frozen")
+        if prune.get("importance_choice"):
+            from onnxslim.passes.prune.choose import describe
+            lines.append("  " + describe(prune["importance_choice"]))
         latency = prune.get("latency_model")
         if latency:
             lines.append(f"  latency model: {latency['estimated_fraction']:.3f} of {latency['profiled_ms']} ms profiled "

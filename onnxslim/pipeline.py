@@ -5,6 +5,7 @@ against the original model in onnxruntime.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,11 @@ from .errors import FIDELITY_FAILED, SlimError
 from .graph import TWO_GB, load_model, model_bytes
 from .progress import progress as default_progress
 
-VALIDATION_SAMPLES = 64  # samples of --data used to compare outputs (all, if fewer)
+VALIDATION_SAMPLES = 64  # samples of --data used to compare outputs (all, if fewer); --val-size
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"onnxslim: warning: {message}", file=sys.stderr)
 
 
 @dataclass
@@ -29,12 +34,17 @@ class Result:
 def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None, data=None,
              input_shapes: dict | None = None, validate: bool = True, latency: bool = True,
              min_cosine: float | None = None, progress=default_progress, seed: int = 0,
-             threads: int | None = None) -> Result:
+             threads: int | None = None, val_size: int = VALIDATION_SAMPLES, labels=None,
+             check_data: bool = True, warn=_stderr_warning) -> Result:
     """Optimize `model` (a path or an onnx.ModelProto).
 
     prune / lowrank / quantize: the passes' config dataclasses (PruneConfig, LowRankConfig, QuantizeConfig)
     or None. calibration: an `onnxslim.calibration.Dataset`, a path (image folder, .npy/.npz), or None.
-    data: .npy/.npz path with validation inputs (else random inputs from the input shapes).
+    data: validation inputs: a Dataset, an image folder or .npy/.npz path (else random inputs from the input
+    shapes); its first `val_size` samples are used. labels: a `--labels` file (labels.py); without it, labels
+    come from class sub-folders or a `labels` array in the .npz, and add top-1/top-5 accuracy to the report.
+    check_data: check real calibration and validation data first (datacheck.py: degenerate inputs stop
+    with a SlimError); `warn(message)` receives the checks' warnings.
     min_cosine: raise SlimError (exit code 1) when any output's mean cosine similarity falls below it.
     threads: onnxruntime intra-op threads for the latency measurements (validation, --target-latency's
     profile); None = onnxruntime's default for validation, 1 for the profile.
@@ -48,8 +58,15 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
     if threads is not None and threads < 1:
         raise SlimError(f"--threads {threads}: give at least 1")
+    if val_size < 1:
+        raise SlimError(f"--val-size {val_size}: give at least 1")
+    val = _validation_data(data, original, input_shapes, val_size, labels, seed) if validate else None
     ctx = Context(calibration=calibration, input_shapes=input_shapes, progress=progress, seed=seed, threads=threads)
     report: dict = {"passes": {}}
+    if calibration is not None:
+        report["calibration"] = calibration.describe()
+    if check_data:
+        _check_data(original, calibration, val, report, warn)
 
     from onnxslim.passes import cleanup
     keep_bn = prune is not None and getattr(prune, "importance", None) == "bn"
@@ -66,7 +83,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         current = _timed(report, "quantize", lambda: quantize_pass.run(current, quantize, ctx))
     _check_valid(current)
     if validate:
-        report["validation"] = _validate(original, current, normalized, data, input_shapes, latency, progress, seed, threads)
+        report["validation"] = _validate(original, current, normalized, val, input_shapes, latency, progress, seed, threads)
         if min_cosine is not None:
             worst = min((o["cosine"] for o in report["validation"]["outputs"].values()), default=1.0)
             if worst < min_cosine:
@@ -93,16 +110,45 @@ def _check_valid(model: onnx.ModelProto) -> None:
         raise SlimError(f"internal error: the optimized model fails onnx.checker ({first}); nothing written") from None
 
 
-def _validate(original, optimized, normalized, data, input_shapes, latency, progress, seed, threads=None) -> dict:
+def _validation_data(data, original, input_shapes, val_size, labels, seed):
+    """(Dataset or None for random inputs, labels array or None)."""
+    from .calibration import Dataset, load_calibration
+    from .labels import load_labels
+    if data is None:
+        if labels is not None:
+            raise SlimError("--labels needs --data")
+        return None, None
+    dataset = data if isinstance(data, Dataset) else load_calibration(data, original, size=val_size, input_shapes=input_shapes, seed=seed)
+    if len(dataset) > val_size and hasattr(dataset, "take"):
+        dataset = dataset.take(0, val_size)
+    return dataset, load_labels(labels, dataset, getattr(dataset, "path", None))
+
+
+def _check_data(original, calibration, val, report, warn) -> None:
+    from .datacheck import check_data
+    warnings = []
+    if calibration is not None and calibration.real:
+        warnings += check_data(original, calibration, "--calib")
+    if val is not None and val[0] is not None and val[0].real:
+        warnings += check_data(original, val[0], "--data")
+    for w in warnings:
+        warn(w)
+    if warnings:
+        report["data_warnings"] = warnings
+
+
+def _validate(original, optimized, normalized, val, input_shapes, latency, progress, seed, threads=None) -> dict:
     from .validate import compare_models
-    if data is not None:
-        arrays = inputs_mod.load_arrays(data, original)
-        feeds = inputs_mod.batched(arrays, 8, limit=VALIDATION_SAMPLES)
-        source = f"{Path(data).name} ({min(VALIDATION_SAMPLES, len(next(iter(arrays.values()))))} samples)"
+    dataset, labels = val
+    if dataset is not None:
+        feeds = list(dataset.batches(8))
+        source = dataset.source + (f" ({len(dataset)} samples" + (", labelled)" if labels is not None else ")"))
     else:
         feeds = inputs_mod.random_feeds(original, input_shapes, count=4, seed=seed)
-        source = "random inputs (4 batches); give --data for real inputs"
+        source = ("random inputs (4 batches): this checks that the model still computes the same structure, "
+                  "not accuracy; give --data (and --labels) for real inputs")
     report = compare_models(original, optimized, feeds, input_shapes=input_shapes or None, latency=latency,
-                            progress=progress, cost_reference=normalized, threads=threads)
+                            progress=progress, cost_reference=normalized, threads=threads, labels=labels)
     report["data"] = source
+    report["real_data"] = dataset is not None
     return report

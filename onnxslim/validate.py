@@ -169,7 +169,7 @@ def compare_outputs(ref: list[dict], new: list[dict]) -> dict[str, dict]:
             if a.shape != b.shape:
                 raise SlimError(f"output '{name}' has shape {a.shape} in the original but {b.shape} in the optimized model (batch {i})", FIDELITY_FAILED)
             acc.add(a, b)
-        report[name] = acc.result()
+        report[name] = _with_kind_metrics(acc.result(), name, ref, new)
     return report
 
 
@@ -235,6 +235,15 @@ class _Accumulator:
         if self.mismatch:
             out["nonfinite_mismatch"] = self.mismatch
         return out
+
+
+def _with_kind_metrics(metrics: dict, name: str, ref: list[dict], new: list[dict]) -> dict:
+    """Replace the generic top-1 agreement with the metrics that fit the output's kind (output_kinds.py)."""
+    from .output_kinds import kind_metrics
+    extra = kind_metrics(name, [r[name] for r in ref], [n[name] for n in new])
+    if extra.get("kind") != "scores":
+        metrics.pop("top1_agreement", None)
+    return {**metrics, **extra}
 
 
 # -- latency ------------------------------------------------------------------------------------------
@@ -357,14 +366,15 @@ def _cost_shapes(model: onnx.ModelProto, feeds: list[dict], input_shapes: dict |
 def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: list[dict], *,
                    input_shapes: dict | None = None, latency: bool = True, progress=None,
                    latency_budget_s: float = 10.0, threads: int | None = None,
-                   cost_reference: onnx.ModelProto | None = None) -> dict:
+                   cost_reference: onnx.ModelProto | None = None, labels=None) -> dict:
     """The validation report of `optimized` against `original` on `feeds` (a list of feed dicts).
 
     {"macs": {"before", "after", "ratio"}, "params": {...}, "size_bytes": {...},
      "latency_ms": {"before", "after", "ratio", "ratio_iqr", "runs"} (only if `latency`; both models timed
      in alternating blocks on feeds[0], see paired_latency), "outputs": compare_outputs(...)}. Ratios are after / before. MACs are at batch 1 unless
     `input_shapes` say otherwise. `cost_reference` (an equivalent, normalized copy of the original) is what
-    the "before" MACs/params are counted on when given: shape inference sees more of it.
+    the "before" MACs/params are counted on when given: shape inference sees more of it. `labels` (ints, one
+    per sample of `feeds`) add top1_accuracy / top5_accuracy sections (see label_accuracy).
     Raises SlimError if the optimized model's input/output names differ.
     """
     check_same_io(original, optimized)
@@ -402,6 +412,9 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
             new.append(run(sess_b, [feed])[0])
             bar.update(2)
     report["outputs"] = compare_outputs(ref, new)
+    if labels is not None:
+        from .labels import label_accuracy
+        report.update(label_accuracy(ref, new, labels))
     if latency:
         with progress("timing", total=None):
             before, after, runs, spread = paired_latency(sess_a, sess_b, feeds[0], budget_s=latency_budget_s)
@@ -435,8 +448,16 @@ def _ms(value) -> str:
     return "?" if value is None else f"{value:.3g} ms"
 
 
+def _pct(value) -> str:
+    return "?" if value is None else f"{100 * value:.1f}%"
+
+
 _ROWS = (("macs", "MACs", _si), ("params", "params", _si), ("size_bytes", "size", _bytes),
-         ("latency_ms", "latency", _ms))
+         ("latency_ms", "latency", _ms), ("top1_accuracy", "top-1 acc", _pct), ("top5_accuracy", "top-5 acc", _pct))
+
+
+_KIND_METRICS = (("top1_agreement", "top-1 agree"), ("top5_agreement", "in top-5"), ("nn_agreement", "nearest-neighbour agree"),
+                 ("pixel_agreement", "pixel argmax agree"), ("token_cosine", "token cosine"))
 
 
 def format_report_table(report: dict) -> str:
@@ -481,8 +502,9 @@ def format_report_table(report: dict) -> str:
             parts.append(f"max abs err {metrics['max_abs_error']:.3g}")
         if "sqnr_db" in metrics:
             parts.append(f"SQNR {metrics['sqnr_db']:.1f} dB")
-        if "top1_agreement" in metrics:
-            parts.append(f"top-1 agree {100 * metrics['top1_agreement']:.1f}%")
+        for key, label in _KIND_METRICS:
+            if key in metrics:
+                parts.append(f"{label} {100 * metrics[key]:.1f}%" if key.endswith("agreement") else f"{label} {metrics[key]:.4f}")
         if metrics.get("nonfinite_mismatch"):
             parts.append(f"NaN/inf mismatches {metrics['nonfinite_mismatch']}")
         lines.append("  ".join(parts))

@@ -31,7 +31,9 @@ class PruneConfig:
     target_macs: float | None = None  # or: prune until MACs <= this fraction of the original
     target_latency: float | None = None  # or: until the latency measured per node (latency.py) <= this fraction
     latency_threads: int = 1  # onnxruntime threads the latency model is profiled with (1: stable on shared cores)
-    importance: str = "l1"  # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction
+    # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction; None: with real
+    # calibration data and a target the better of l1 and reconstruction on held-out samples (choose.py), else l1
+    importance: str | None = None
     # for a target: global | uniform | sensitivity | search; None: sensitivity with real calibration data
     # (EfficientNet-Lite0 at 90% MACs: 82.6% top-1 against global's 55.9%), else global
     allocation: str | None = None
@@ -53,11 +55,15 @@ class PruneConfig:
     sensitivity_candidates: int = 8  # tries per sensitivity step measured through the network (4 -> 8: 69.9 -> 73.3% at 80% MACs)
 
     def resolved(self, real_data: bool) -> "PruneConfig":
-        """This config with the default allocation made concrete (see `allocation`)."""
-        if self.allocation is not None:
-            return self
+        """This config with the default allocation (see `allocation`) and importance made concrete; the
+        importance stays None where the pass chooses it by measurement (see `importance`)."""
         data_driven = real_data and self.target is not None
-        return dataclasses.replace(self, allocation="sensitivity" if data_driven else "global")
+        config = self
+        if config.importance is None and not data_driven:
+            config = dataclasses.replace(config, importance="l1")
+        if config.allocation is not None:
+            return config
+        return dataclasses.replace(config, allocation="sensitivity" if data_driven else "global")
 
     def check(self) -> None:
         if sum(x is not None for x in (self.ratio, self.target_macs, self.target_latency)) != 1:
@@ -68,7 +74,7 @@ class PruneConfig:
             raise SlimError(f"--target-macs {self.target_macs:g}: the fraction must be in (0, 1]")
         if self.target_latency is not None and not 0 < self.target_latency <= 1:
             raise SlimError(f"--target-latency {self.target_latency:g}: the fraction must be in (0, 1]")
-        if self.importance not in WEIGHT_CRITERIA + DATA_CRITERIA:
+        if self.importance is not None and self.importance not in WEIGHT_CRITERIA + DATA_CRITERIA:
             raise SlimError(f"unknown importance '{self.importance}' (choose from {', '.join(WEIGHT_CRITERIA + DATA_CRITERIA)})")
         if self.allocation is not None and self.allocation not in ALLOCATIONS:
             raise SlimError(f"unknown allocation '{self.allocation}' (choose from {', '.join(ALLOCATIONS)})")
@@ -95,6 +101,11 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     ctx = ctx or Context()
     real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
     config = config.resolved(real)
+    if config.importance is None:
+        from .choose import best_of, can_choose
+        if can_choose(ctx.calibration):
+            return best_of(model, config, ctx, run)
+        config = dataclasses.replace(config, importance="l1")
     if config.importance == "bn" and not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         raise SlimError("--importance bn needs BatchNormalization nodes; this model has none (BN was folded at export)")
     started = time.perf_counter()
