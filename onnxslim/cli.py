@@ -39,15 +39,6 @@ def cli():
     """
 
 
-def _float_list(value, name):
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in str(value).split(","))
-    except ValueError:
-        raise SlimError(f"{name} '{value}': expected comma-separated numbers") from None
-
-
 @cli.command("optimize")
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.argument("output", required=False, type=click.Path())
@@ -132,15 +123,9 @@ def _optimize(model, output, output_opt, o):
     quantize = _quantize_config(o)
     if prune is None and lowrank is None and quantize is None:
         click.echo("onnxslim: no pass requested (--prune, --target-macs, --lowrank, --quantize): cleanup and validation only", err=True)
-    calibration = None
-    preprocess, preprocess_file = _preprocess(src, o)
-    if o["calib"] or (quantize is not None) or (prune is not None and prune.importance in DATA_CRITERIA):
-        calibration = _calibration(original, shapes, o, preprocess, preprocess_file)
-    data = None
-    if o["data"] and not o["no_validate"]:
-        from .calibration import load_calibration
-        data = load_calibration(o["data"], original, size=o["val_size"] if o["val_size"] > 0 else None, preprocess=preprocess,
-                                preprocess_file=preprocess_file, input_shapes=shapes, seed=o["seed"])
+    from .cli_data import datasets
+    need_calib = bool(o["calib"]) or quantize is not None or (prune is not None and prune.importance in DATA_CRITERIA)
+    calibration, data = datasets(src, original, shapes, o, need_calib)
     result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
                       data=data, input_shapes=shapes, validate=not o["no_validate"],
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
@@ -243,34 +228,6 @@ def _quantize_config(o):
     if hasattr(config, "check"):
         config.check()
     return config
-
-
-def _preprocess(src: Path, o):
-    """(Preprocess or None, preprocess file or None) from the options and MODEL.preprocess.json/.toml."""
-    from .calibration import Preprocess
-    preprocess_file = o["preprocess_file"]
-    if preprocess_file is None:
-        for suffix in (".preprocess.json", ".preprocess.toml"):
-            candidate = src.with_name(src.stem + suffix)
-            if candidate.exists():
-                preprocess_file = candidate
-    preprocess = None
-    image_opts = {k: o[k] for k in ("resize", "crop", "scale", "layout") if o[k] is not None}
-    for k in ("mean", "std"):
-        if o[k] is not None:
-            image_opts[k] = _float_list(o[k], f"--{k}")
-    if image_opts:
-        base = Preprocess.from_file(preprocess_file) if preprocess_file else Preprocess()
-        preprocess = base.__class__(**{**base.__dict__, **image_opts})
-    return preprocess, preprocess_file
-
-
-def _calibration(model, shapes, o, preprocess, preprocess_file):
-    from .calibration import load_calibration
-    if not o["calib"]:
-        click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
-    return load_calibration(o["calib"], model, size=o["calib_size"], preprocess=preprocess,
-                            preprocess_file=preprocess_file, input_shapes=shapes, seed=o["seed"])
 
 
 def _summary(report: dict) -> str:
