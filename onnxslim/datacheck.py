@@ -34,7 +34,8 @@ OVERRIDE = "--no-data-check to go on anyway"
 
 def check_data(model: onnx.ModelProto, dataset, what: str = "--calib") -> list[str]:
     """Warnings (strings) about `dataset`'s first samples; raises SlimError for data no model can use."""
-    batches = list(itertools.islice(dataset.batches(8), -(-CHECK_SAMPLES // 8)))
+    per_batch = dataset._effective_batch(8)  # a model with a fixed batch dim of 1 gets batches of 1
+    batches = list(itertools.islice(dataset.batches(8), -(-CHECK_SAMPLES // per_batch)))
     if not batches:
         return []
     hint = _preprocess_hint(dataset)

@@ -144,3 +144,12 @@ def test_batchnorm_first_layer_knows_its_input_statistics(tmp_path):
     assert check_data(model, ArrayDataset({"x": x}, "x.npy")) == []
     with pytest.raises(SlimError, match="BatchNormalization 'bn'"):
         check_data(model, ArrayDataset({"x": x + 20}, "x.npy"))
+
+
+def test_a_fixed_batch_of_one_still_checks_32_samples():
+    model = classifier()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    x = np.full((40, 3, 8, 8), 0.5, np.float32)
+    with pytest.raises(SlimError, match="32 of 32 samples are near-constant"):
+        check_data(model, ArrayDataset({"x": x}, "x.npy", fixed_batch=1))
