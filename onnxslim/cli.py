@@ -82,7 +82,11 @@ def _float_list(value, name):
 @click.option("--lowrank-ops", default="matmul,gemm,conv", show_default=True, help="Layer kinds to factorize.")
 @click.option("--conv-svd", type=click.Choice(["channel", "spatial", "auto"]), default="auto", show_default=True)
 # quantization
-@click.option("--quantize", type=click.Choice(["int8", "int8-dynamic"]), help="Quantize last (QDQ int8, or dynamic int8 weights).")
+@click.option("--quantize", type=click.Choice(["int8", "int8-dynamic", "int4", "int8-weight"]),
+              help="Quantize last: QDQ int8, dynamic int8, or weight-only blockwise int4 / int8 (MatMulNBits).")
+@click.option("--block-size", type=int, help="int4/int8-weight: weights per scale (power of 2, >= 16; default 32).")
+@click.option("--symmetric/--asymmetric", default=None, help="int4/int8-weight: no zero point (default: asymmetric).")
+@click.option("--quantize-embeddings/--no-quantize-embeddings", default=None, help="int4/int8-weight: Gather tables too (default on).")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default=None, help="int8 activation ranges.")
 @click.option("--target", "quant_target", type=click.Choice(["onnxruntime", "tensorrt"]), default=None, help="int8 QDQ form for this runtime.")
 @click.option("--per-tensor", is_flag=True, help="int8: per-tensor weights instead of per-channel.")
@@ -224,6 +228,10 @@ def _quantize_config(o):
         kw["bias_correction"] = False
     if o["tolerance"] is not None:
         kw["tolerance"] = o["tolerance"]
+    weight_only = {"block_size": o["block_size"], "symmetric": o["symmetric"], "embeddings": o["quantize_embeddings"]}
+    kw.update({k: v for k, v in weight_only.items() if v is not None})
+    if o["quantize"] in ("int4", "int8-weight"):
+        kw["exclude"] = tuple(o["exclude"])
     config = QuantizeConfig(**kw)
     if hasattr(config, "check"):
         config.check()
@@ -284,7 +292,9 @@ def _summary(report: dict) -> str:
         floats = quantize.get("left_in_float", [])
         method = quantize.get("config", {}).get("calib_method")
         target = quantize.get("config", {}).get("target")
-        lines.append(f"quantize: {quantize.get('mode')} ({method}, for {target}); {len(floats)} nodes left in float")
+        wo = quantize.get("weight_only")
+        how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
+        lines.append(f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float")
         for f in floats[:4]:
             lines.append(f"  float: {f.get('node')}: {f.get('reason')}")
         if quantize.get("warning"):

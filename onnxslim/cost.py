@@ -115,7 +115,33 @@ def _skeleton(model: onnx.ModelProto, input_shapes: dict) -> onnx.ModelProto:
     for out in skel.graph.output:
         if out.type.HasField("tensor_type"):
             out.type.tensor_type.ClearField("shape")
+    _standard_stand_ins(skel)
     return skel
+
+
+def _standard_stand_ins(skel: onnx.ModelProto) -> None:
+    """onnx cannot infer onnxruntime's weight-only ops, and every shape after one would stay unknown: for
+    inference only, MatMulNBits becomes a MatMul and GatherBlockQuantized a Gather on a data-less float
+    weight of the logical shape (K x N; rows x packed columns unpacked)."""
+    dims = {t.name: list(t.dims) for t in skel.graph.initializer}
+    packed = {t.name for t in skel.graph.initializer if t.data_type == onnx.TensorProto.UINT8}
+    for k, node in enumerate(skel.graph.node):
+        attrs = _attrs(node) if node.domain == "com.microsoft" else {}
+        if node.op_type == "MatMulNBits" and attrs:
+            shape = [int(attrs["K"]), int(attrs["N"])]
+            inputs = [node.input[0], f"{node.name or k}.shape_stand_in"]
+            op = "MatMul"
+        elif node.op_type == "GatherBlockQuantized" and attrs and node.input[0] in dims and int(attrs.get("gather_axis", 0)) == 0:
+            rows, cols = dims[node.input[0]][0], dims[node.input[0]][-1]
+            per = 8 // int(attrs.get("bits", 4)) if node.input[0] in packed else 1  # uint8 data packs along columns
+            shape, inputs, op = [rows, cols * per], [f"{node.name or k}.shape_stand_in", node.input[1]], "Gather"
+        else:
+            continue
+        stand_in = onnx.TensorProto(name=inputs[0 if op == "Gather" else 1], data_type=onnx.TensorProto.FLOAT, dims=shape)
+        stand_in.data_location = onnx.TensorProto.EXTERNAL  # dims only: never read
+        stand_in.external_data.add(key="location", value="stand-in")
+        skel.graph.initializer.append(stand_in)
+        skel.graph.node[k].CopyFrom(helper.make_node(op, inputs, list(node.output), name=node.name))
 
 
 def _shape_map(model: onnx.ModelProto) -> dict[str, tuple | None]:
@@ -430,9 +456,12 @@ _MATMUL_INPUTS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0
 
 def _macs(node: onnx.NodeProto, shapes: dict) -> int | None:
     op = node.op_type
+    get = lambda i: shapes.get(node.input[i]) if len(node.input) > i and node.input[i] else None  # noqa: E731
+    if node.domain == "com.microsoft" and op == "MatMulNBits":  # weight-only int4/int8: K x N per input row
+        attrs, a = _attrs(node), _static(tuple(get(0) or ())) if get(0) is not None else None
+        return int(np.prod(a[:-1], dtype=np.int64)) * int(attrs["K"]) * int(attrs["N"]) if a else None
     if node.domain not in ("", "ai.onnx"):
         return 0
-    get = lambda i: shapes.get(node.input[i]) if len(node.input) > i and node.input[i] else None  # noqa: E731
     out = shapes.get(node.output[0]) if node.output else None
     if op in _CONV_INPUTS:
         x, w = _CONV_INPUTS[op]

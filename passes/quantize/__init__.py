@@ -19,9 +19,10 @@ from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.graph import model_bytes, to_graph, to_model
 
-from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weights
+from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
 
-MODES = ("int8", "int8-dynamic")
+MODES = ("int8", "int8-dynamic", "int4", "int8-weight")
+WEIGHT_ONLY = ("int4", "int8-weight")  # blockwise weights to MatMulNBits / GatherBlockQuantized (weight_only.py)
 METHODS = ("minmax", "percentile", "entropy")
 TARGETS = ("onnxruntime", "tensorrt")
 FIDELITY_SAMPLES = 64  # calibration samples the fidelity and fallback measurements use
@@ -46,6 +47,13 @@ class QuantizeConfig:
     measure_latency: bool = True
     latency_runs: int = 20
     dynamic_op_types: tuple = ("MatMul", "Gemm")
+    # weight-only modes (int4, int8-weight)
+    block_size: int = 32                # weights per scale along the input features; 32 measured best on MiniLM (RESULTS.md)
+    symmetric: bool = False             # no zero point (asymmetric measured closer on MiniLM)
+    accuracy_level: int | None = None   # MatMulNBits compute type; None: onnxruntime's default (float)
+    min_elements: int = 16384           # smaller weights stay in float (listed): too little to gain
+    embeddings: bool = True             # Gather embedding tables to GatherBlockQuantized too
+    exclude: tuple = ()                 # node names left in float
 
 
 def _check(config: QuantizeConfig) -> None:
@@ -72,9 +80,13 @@ def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Conte
     report = {"mode": config.mode, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
               "calibration": dataset.describe()}
     if not dataset.real:
-        report["warning"] = "calibrated on random data: the ranges and accuracy numbers mean little; pass real data (--calib)"
+        report["warning"] = ("fidelity measured on random data: the accuracy numbers mean little; pass real data (--calib)"
+                             if config.mode in WEIGHT_ONLY else
+                             "calibrated on random data: the ranges and accuracy numbers mean little; pass real data (--calib)")
     feeds = _fidelity_feeds(dataset, config.batch_size)
-    if config.mode == "int8-dynamic":
+    if config.mode in WEIGHT_ONLY:
+        qmodel = weight_only.run(model, config, feeds, report)
+    elif config.mode == "int8-dynamic":
         vnni = target.cpu_has_vnni()
         # measured on MiniLM without VNNI: 7-bit weights cost more (hidden state 14.6 -> 6.1 dB) than they save
         reduce_range = bool(config.reduce_range)
@@ -266,5 +278,5 @@ def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None
         one = {k: v[:1] for k, v in feeds[0].items()}
         t_float = fidelity.latency(model, one, runs=config.latency_runs)
         t_int8 = fidelity.latency(qmodel, one, runs=config.latency_runs)
-        report["latency"] = {"float_ms": round(t_float * 1e3, 3), "int8_ms": round(t_int8 * 1e3, 3),
+        report["latency"] = {"float_ms": round(t_float * 1e3, 3), "quantized_ms": round(t_int8 * 1e3, 3),
                              "ratio": round(t_int8 / t_float, 4), "batch": 1, "threads": 1}
