@@ -55,6 +55,9 @@ class QuantizeConfig:
     embeddings: bool = True             # Gather embedding tables to GatherBlockQuantized too
     exclude: tuple = ()                 # node names left in float
 
+    def check(self) -> None:
+        _check(self)
+
 
 def _check(config: QuantizeConfig) -> None:
     if config.mode not in MODES:
@@ -65,6 +68,8 @@ def _check(config: QuantizeConfig) -> None:
         raise SlimError(f"--target {config.target}: expected one of {', '.join(TARGETS)}")
     if config.tolerance is not None and not (config.tolerance > 0):
         raise SlimError(f"--tolerance must be a positive number (max relative output error), got {config.tolerance}")
+    if config.mode in WEIGHT_ONLY and (config.block_size < 16 or config.block_size & (config.block_size - 1)):
+        raise SlimError(f"--block-size {config.block_size}: onnxruntime's kernels need a power of 2, at least 16")
     if not 50 < config.percentile <= 100:
         raise SlimError(f"percentile must be in (50, 100], got {config.percentile}")
 

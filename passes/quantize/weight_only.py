@@ -263,8 +263,6 @@ def fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: floa
 def run(model: onnx.ModelProto, config, feeds: list[dict], report: dict) -> onnx.ModelProto:
     """`--quantize int4 | int8-weight`: config is the pass's QuantizeConfig (block_size, symmetric, ...)."""
     bits = 4 if config.mode == "int4" else 8
-    if config.block_size < 16 or config.block_size & (config.block_size - 1):
-        raise SlimError(f"--block-size {config.block_size}: onnxruntime's kernels need a power of 2, at least 16")
     work = onnx.ModelProto()
     work.CopyFrom(model)
     rewritten = gemms_to_matmul(work)
