@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -388,10 +389,16 @@ def _guard(fn):
         sys.exit(3)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main():
     # numpy's BLAS threads fight onnxruntime's for the cores: measured 3-20x slower Gram solves and SVDs
     # on 2 busy cores. A user's own setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # a SIGTERM (kill, a job scheduler's timeout) is an interrupt: the atomic save's clean-up runs
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         cli.main(prog_name="onnxslim", standalone_mode=False)
     except click.exceptions.UsageError as err:  # click's own usage errors: one line too

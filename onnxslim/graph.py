@@ -136,17 +136,45 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
                 light = light_copy(model, convert=_ExternalWriter(fh, data_name))
             with open(tmp, "wb") as fh:
                 fh.write(light.SerializeToString())
-            os.replace(tmp_data, path.parent / data_name)
+            _replace_pair(tmp_data, path.parent / data_name, tmp, path, temps)
         else:
             with open(tmp, "wb") as fh:
                 fh.write(model.SerializeToString())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except OSError as err:
         _remove(temps)
         raise SlimError(f"cannot write {path}: {err.strerror or err}; nothing written") from None
     except BaseException:
         _remove(temps)
         raise
+
+
+def _replace_pair(tmp_data: str, data: Path, tmp_model: str, model: Path, temps: list[str]) -> None:
+    """Two renames, data first: the model file is the commit point. Until it lands, an existing output keeps
+    its own data (a hard link keeps it and is put back if anything, an interrupt too, stops us in between),
+    and a new output leaves no data file without its model."""
+    backup = None
+    if data.exists():
+        backup = _temp_name(data.parent, f".{data.name}.old.", temps)
+        os.link(data, backup)
+    os.replace(tmp_data, data)
+    try:
+        os.replace(tmp_model, model)
+    except BaseException:
+        if backup:
+            os.replace(backup, data)
+        else:
+            data.unlink(missing_ok=True)
+        raise
+    if backup:
+        os.unlink(backup)
+
+
+def _temp_name(folder: Path, prefix: str, temps: list[str]) -> str:
+    """A fresh unused name (for a hard link) that the failure path removes."""
+    name = _temp_file(folder, prefix, temps)
+    os.unlink(name)
+    return name
 
 
 class _ExternalWriter:
