@@ -22,6 +22,7 @@ from onnxslim.errors import SlimError
 from . import fidelity
 
 MS_DOMAIN = "com.microsoft"
+RANKING_BATCHES = 2  # calibration batches that rank the layers for the fallback (as int8's does)
 
 
 def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -221,8 +222,10 @@ def fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: floa
     names = [o.name for o in model.graph.output]
     ref = fidelity.outputs_on(model, feeds)
 
-    def error(candidate):
-        return fidelity.worst_relative_error(fidelity.compare(ref, fidelity.outputs_on(candidate, feeds), names))
+    def error(candidate, batches=None):
+        batches = batches or len(feeds)
+        got = fidelity.outputs_on(candidate, feeds[:batches])
+        return fidelity.worst_relative_error(fidelity.compare(ref[:batches], got, names))
 
     full = make(chosen)
     err = error(full)
@@ -231,7 +234,7 @@ def fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: floa
     if entry["met"]:
         return full, chosen
     # one layer quantized alone: a direct measurement of each layer's damage, one inference each
-    damage = sorted(((error(make([c])), c["node"]) for c in chosen), reverse=True)
+    damage = sorted(((error(make([c]), RANKING_BATCHES), c["node"]) for c in chosen), reverse=True)
     entry["ranking_top"] = [{"node": n, "error_alone": round(e, 6)} for e, n in damage[:10]]
     ranked = [n for _, n in damage]
     tried: dict[int, tuple] = {}
