@@ -7,7 +7,7 @@ tolerance; mean / min cosine of sentence_embedding, nearest-neighbour agreement,
 bytes), latency ratio (batch 1, 64 tokens, 1 thread, alternating blocks), layers left in float, seconds.
 
     python benchmarks/bench_int4.py                                  # the default grid
-    python benchmarks/bench_int4.py --grid "int4:32:asym:emb:0.2"     # mode:block:sym|asym:emb|noemb:tolerance|-
+    python benchmarks/bench_int4.py --grid "int4:32:asym:emb:0.2"     # mode:block:sym|asym:emb|noemb:tolerance|-[:accuracy_level]
 """
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ DEFAULT_GRID = ("int4:32:asym:emb:-,int4:32:sym:emb:-,int4:16:asym:emb:-,int4:64
 
 
 def parse(item: str) -> dict:
-    mode, block, sym, emb, tol = item.split(":")
+    mode, block, sym, emb, tol, *acc = item.split(":")  # an optional 6th field: MatMulNBits accuracy_level
     return dict(mode=mode, block_size=int(block), symmetric=sym == "sym", embeddings=emb == "emb",
-                tolerance=None if tol == "-" else float(tol))
+                tolerance=None if tol == "-" else float(tol), accuracy_level=int(acc[0]) if acc else None)
 
 
 def main():

@@ -6,7 +6,7 @@
   onnx_load_no_data onnx.load(load_external_data=False): the graph only
   gs_import         onnx.load + onnx_graphsurgeon.import_onnx + export_onnx (what every pass does today)
   ir_load           onnx_ir.load: external tensors stay memory-mapped, shapes known without IO
-  ir_load_touch     onnx_ir.load and read every weight once (numpy over the mapping)
+  ir_load_touch     onnx_ir.load and read every weight once (numpy sum over the mapping: file pages count in RSS)
   ir_roundtrip      onnx_ir.load + onnx_ir.save to a new file with external data (streams the tensors)
   ort_session       onnxruntime.InferenceSession on the path (the runtime's own copy of the weights)
 
@@ -31,7 +31,7 @@ METHODS = {
     "gs_import": "import onnx, onnx_graphsurgeon as gs; g = gs.import_onnx(onnx.load(P)); m = gs.export_onnx(g)",
     "ir_load": "import onnx_ir as ir; m = ir.load(P); n = sum(v.const_value.size for v in m.graph.initializers.values())",
     "ir_load_touch": ("import onnx_ir as ir; m = ir.load(P)\n"
-                      "s = 0.0\nfor v in m.graph.initializers.values(): s += float(v.const_value.numpy().ravel()[-1])"),
+                      "s = 0.0\nfor v in m.graph.initializers.values(): s += float(v.const_value.numpy().sum())"),
     "ir_roundtrip": ("import onnx_ir as ir, os; m = ir.load(P)\n"
                      "ir.save(m, OUT, external_data=os.path.basename(OUT) + '.data')"),
     "ort_session": ("import onnxruntime as ort; o = ort.SessionOptions(); o.log_severity_level = 3\n"

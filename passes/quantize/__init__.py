@@ -50,7 +50,7 @@ class QuantizeConfig:
     # weight-only modes (int4, int8-weight)
     block_size: int = 32                # weights per scale along the input features; 32 measured best on MiniLM (RESULTS.md)
     symmetric: bool = False             # no zero point (asymmetric measured closer on MiniLM)
-    accuracy_level: int | None = None   # MatMulNBits compute type; None: onnxruntime's default (float)
+    accuracy_level: int | None = None   # MatMulNBits compute type; None: int8 compute (4) for 8 bits, onnxruntime's default for 4
     min_elements: int = 16384           # smaller weights stay in float (listed): too little to gain
     embeddings: bool = True             # Gather embedding tables to GatherBlockQuantized too
     exclude: tuple = ()                 # node names left in float
