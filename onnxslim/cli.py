@@ -215,27 +215,14 @@ def _lowrank_config(o):
 def _quantize_config(o):
     if not o["quantize"]:
         return None
-    from onnxslim.passes.quantize import QuantizeConfig
-    kw = {"mode": o["quantize"]}
-    if o["calib_method"]:
-        kw["calib_method"] = o["calib_method"]
-    if o["quant_target"]:
-        kw["target"] = o["quant_target"]
-    if o["per_tensor"]:
-        kw["per_channel"] = False
-    if o["no_cle"]:
-        kw["cle"] = False
-    if o["no_bias_correction"]:
-        kw["bias_correction"] = False
-    if o["tolerance"] is not None:
-        kw["tolerance"] = o["tolerance"]
-    weight_only = {"block_size": o["block_size"], "symmetric": o["symmetric"], "embeddings": o["quantize_embeddings"]}
-    kw.update({k: v for k, v in weight_only.items() if v is not None})
-    if o["quantize"] in ("int4", "int8-weight"):
-        kw["exclude"] = tuple(o["exclude"])
-    config = QuantizeConfig(**kw)
-    if hasattr(config, "check"):
-        config.check()
+    from onnxslim.passes.quantize import WEIGHT_ONLY, QuantizeConfig
+    given = {"calib_method": o["calib_method"], "target": o["quant_target"], "tolerance": o["tolerance"],
+             "per_channel": False if o["per_tensor"] else None, "cle": False if o["no_cle"] else None,
+             "bias_correction": False if o["no_bias_correction"] else None, "block_size": o["block_size"],
+             "symmetric": o["symmetric"], "embeddings": o["quantize_embeddings"],
+             "exclude": tuple(o["exclude"]) if o["quantize"] in WEIGHT_ONLY else None}
+    config = QuantizeConfig(mode=o["quantize"], **{k: v for k, v in given.items() if v is not None})
+    config.check()
     return config
 
 
@@ -288,18 +275,9 @@ def _summary(report: dict) -> str:
     if lowrank:
         lines.append(f"lowrank: {lowrank.get('factorized')} layers factorized ({'data-aware' if lowrank.get('data_aware') else 'weight'} SVD); "
                      f"their MACs x{lowrank.get('fraction')}; {len(lowrank.get('skipped', []))} layers left as they are (see --report)")
-    quantize = passes.get("quantize")
-    if quantize:
-        floats = quantize.get("left_in_float", [])
-        method = quantize.get("config", {}).get("calib_method")
-        target = quantize.get("config", {}).get("target")
-        wo = quantize.get("weight_only")
-        how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
-        lines.append(f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float")
-        for f in floats[:4]:
-            lines.append(f"  float: {f.get('node')}: {f.get('reason')}")
-        if quantize.get("warning"):
-            lines.append(f"  warning: {quantize['warning']}")
+    if passes.get("quantize"):
+        from onnxslim.passes.quantize import summary
+        lines += summary(passes["quantize"])
     if "validation" in report:
         lines.append(f"validated on {report['validation'].get('data')}")
         lines.append(format_report_table(report["validation"]))

@@ -285,3 +285,16 @@ def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None
         t_int8 = fidelity.latency(qmodel, one, runs=config.latency_runs)
         report["latency"] = {"float_ms": round(t_float * 1e3, 3), "quantized_ms": round(t_int8 * 1e3, 3),
                              "ratio": round(t_int8 / t_float, 4), "batch": 1, "threads": 1}
+
+
+def summary(quantize: dict) -> list[str]:
+    """The CLI's lines for this pass's report."""
+    floats = quantize.get("left_in_float", [])
+    method, target = quantize.get("config", {}).get("calib_method"), quantize.get("config", {}).get("target")
+    wo = quantize.get("weight_only")
+    how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
+    lines = [f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float"]
+    lines += [f"  float: {f.get('node')}: {f.get('reason')}" for f in floats[:4]]
+    if quantize.get("warning"):
+        lines.append(f"  warning: {quantize['warning']}")
+    return lines
