@@ -125,7 +125,9 @@ def _optimize(model, output, output_opt, o):
     if prune is None and lowrank is None and quantize is None:
         click.echo("onnxslim: no pass requested (--prune, --target-macs, --lowrank, --quantize): cleanup and validation only", err=True)
     calibration = None
-    if o["calib"] or (quantize is not None) or (prune is not None and prune.importance in DATA_CRITERIA):
+    # dynamic int8 needs no calibration (ranges at run time): no random-data warning for it
+    static_int8 = quantize is not None and quantize.mode != "int8-dynamic"
+    if o["calib"] or static_int8 or (prune is not None and prune.importance in DATA_CRITERIA):
         calibration = _calibration(src, original, shapes, o)
     result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
                       data=o["data"], input_shapes=shapes, validate=not o["no_validate"],
@@ -326,39 +328,13 @@ def inspect_cmd(model, input_shape, as_json, keep_bn):
 
 def _inspect(model, input_shape, as_json, keep_bn):
     from . import graph, inputs
-    from .channels import analyze
-    from .cost import model_cost
-    from onnxslim.passes import cleanup
+    from .inspect_view import analysis_data, render
 
-    original = graph.load_model(model)
-    shapes = inputs.parse_input_shapes(input_shape)
-    clean = cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn)).model
-    analysis = analyze(clean)
-    cost = model_cost(clean, shapes or None)
-    data = {
-        "model": str(model),
-        "macs": cost["macs"], "params": cost["params"],
-        "groups": [g.summary() for g in analysis.groups],
-        "layers": [c for c in cost["per_node"] if c["macs"] or c["params"]],
-        "summary": analysis.report(),
-    }
+    data, analysis = analysis_data(model, graph.load_model(model), inputs.parse_input_shapes(input_shape), keep_bn)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=_json_default))
         return
-    from .validate import _si
-    s = data["summary"]
-    click.echo(f"{model}: {_si(cost['macs'])} MACs, {_si(cost['params'])} params; {s['groups']} channel groups, "
-               f"{s['prunable_groups']} prunable ({s['prunable_channels']} channels)")
-    click.echo("\nchannel groups:")
-    for g in analysis.groups:
-        state = f"{g.prunable}/{g.n_classes} prunable" if g.prunable else f"frozen ({g.n_classes})"
-        click.echo(f"  #{g.id:<3} {state:<20} {g.trace()}")
-        for reason in g.reasons[:3]:
-            click.echo(f"        why frozen: {reason}")
-    click.echo("\nlayers (MACs at batch 1):")
-    for c in data["layers"]:
-        macs = "?" if c["macs"] is None else _si(c["macs"])
-        click.echo(f"  {c['op_type']:<14} {macs:>8} MACs {_si(c['params']):>8} params  {c['name']}")
+    render(data, analysis)
 
 
 def _guard(fn):
@@ -367,6 +343,8 @@ def _guard(fn):
     except SlimError as err:
         click.echo(f"onnxslim: error: {err}", err=True)
         sys.exit(err.exit_code)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except KeyboardInterrupt:
         click.echo("onnxslim: interrupted; nothing written", err=True)
         sys.exit(130)
@@ -376,6 +354,17 @@ def _guard(fn):
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         click.echo(f"onnxslim: internal error: {type(err).__name__}: {first} (set ONNXSLIM_DEBUG=1 for the traceback; nothing written)", err=True)
         sys.exit(3)
+
+
+def _quiet_broken_pipe():
+    """The reader went away (`onnxslim inspect m.onnx | head -1`): it has what it wanted; exit 0 in silence.
+    stdout is pointed at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
 
 
 def main():
@@ -390,6 +379,8 @@ def main():
             sys.exit(0)
         click.echo(f"onnxslim: error: {err.format_message()}", err=True)
         sys.exit(2)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except click.exceptions.Abort:
         click.echo("onnxslim: interrupted; nothing written", err=True)
         sys.exit(130)
