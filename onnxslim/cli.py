@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import click
 
 from .errors import SlimError
+from .report_files import json_default as _json_default, write_report as _write_report
 
 SUBCOMMANDS = ("optimize", "inspect")
 
@@ -97,7 +99,8 @@ def _float_list(value, name):
 @click.option("--threads", type=int, default=None,
               help="onnxruntime threads for the timings (validation, --target-latency's profile). Default: onnxruntime's for validation, 1 for the profile.")
 @click.option("--min-cosine", type=float, help="Fail (exit 1, write nothing) if an output's cosine similarity is below this.")
-@click.option("--report", "report_path", type=click.Path(), help="Write the full report as JSON.")
+@click.option("--report", "report_path", type=click.Path(), help="Write the full report: FILE.html a self-contained page with charts, else JSON.")
+@click.option("--ort-format", is_flag=True, help="Also write OUTPUT.ort (onnxruntime's mobile format) and OUTPUT.required_operators.config, checked by running it.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No table, no progress bars.")
 def optimize_cmd(model, output, output_opt, **opts):
@@ -133,17 +136,30 @@ def _optimize(model, output, output_opt, o):
                       data=o["data"], input_shapes=shapes, validate=not o["no_validate"],
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
                       progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"])
-    result.report["output"] = str(dst)
+    result.report.update(model=str(src), output=str(dst), command=shlex.join(["onnxslim", *sys.argv[1:]]))
     graph.save_model(result.model, dst, input_path=src)
+    if o["ort_format"]:
+        from .ort_format import write_ort
+        try:
+            result.report["ort_format"] = write_ort(dst, shapes, seed=o["seed"])
+        except SlimError:
+            dst.unlink(missing_ok=True)  # all or nothing
+            raise
     if o["report_path"]:
         try:
-            _write_json(Path(o["report_path"]), result.report)
+            _write_report(Path(o["report_path"]), result.report)
         except OSError as err:
             dst.unlink(missing_ok=True)  # all or nothing
             raise SlimError(f"cannot write --report {o['report_path']}: {err.strerror or err}; nothing written") from None
     if not o["quiet"]:
+        from .report_text import one_line
         click.echo(_summary(result.report))
         click.echo(f"wrote {dst}")
+        ort = result.report.get("ort_format")
+        if ort:
+            click.echo(f"wrote {ort['ort']} and {Path(ort['required_operators']).name} (runs in onnxruntime; outputs within "
+                       f"{ort['max_relative_difference']:.1g} of the .onnx's)")
+        click.echo(one_line(result.report))
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -159,6 +175,9 @@ def _check_paths(src: Path, dst: Path, o) -> None:
     inputs = [("the input model", src)] + [("the input model's external data file", f) for f in model_files(src)[1:]]
     inputs += [(f"the --{k} file", Path(o[k])) for k in ("data", "calib") if o[k]]
     outputs = [("output", dst)] + ([("--report", Path(o["report_path"]))] if o["report_path"] else [])
+    if o.get("ort_format"):
+        from .ort_format import ort_paths
+        outputs += [("--ort-format output", p) for p in ort_paths(dst)]
     for what, out in outputs:
         for name, path in inputs:
             if _same(out, path):
@@ -167,8 +186,8 @@ def _check_paths(src: Path, dst: Path, o) -> None:
             raise SlimError(f"{what} {out} is a folder")
         if out.parent.exists() and not os.access(out.parent, os.W_OK):
             raise SlimError(f"{what} {out}: folder {out.parent} is not writable")
-    if len(outputs) == 2 and _same(outputs[0][1], outputs[1][1]):
-        raise SlimError(f"--report {outputs[1][1]} is the output model path")
+    if o["report_path"] and _same(dst, Path(o["report_path"])):
+        raise SlimError(f"--report {o['report_path']} is the output model path")
 
 
 DATA_CRITERIA = ("activation", "apoz", "hrank", "reconstruction")
@@ -255,6 +274,7 @@ def _calibration(src: Path, model, shapes, o):
 
 
 def _summary(report: dict) -> str:
+    from .report_text import lowrank_table, prune_table
     from .validate import format_report_table
     lines = []
     passes = report.get("passes", {})
@@ -285,6 +305,8 @@ def _summary(report: dict) -> str:
     if quantize:
         floats = quantize.get("left_in_float", [])
         method = quantize.get("config", {}).get("calib_method")
+        if quantize.get("mode") == "int8-dynamic":  # no calibration method applies: ranges come at run time
+            method = "activations at run time"
         target = quantize.get("config", {}).get("target")
         lines.append(f"quantize: {quantize.get('mode')} ({method}, for {target}); {len(floats)} nodes left in float")
         for f in floats[:4]:
@@ -294,26 +316,9 @@ def _summary(report: dict) -> str:
     if "validation" in report:
         lines.append(f"validated on {report['validation'].get('data')}")
         lines.append(format_report_table(report["validation"]))
+    lines += prune_table(prune or {}) + lowrank_table(lowrank or {})
     lines.append(f"total {report.get('seconds')} s")
     return "\n".join(lines)
-
-
-def _write_json(path: Path, obj) -> None:
-    import tempfile
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    import numpy as np
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 @cli.command("inspect")

@@ -31,7 +31,7 @@ class Progress:
         if self.total:
             frac = min(1.0, self.done / self.total)
             bar = "#" * int(frac * 30)
-            self.stream.write(f"\r{self.label:<24} [{bar:<30}] {self.done}/{self.total} {elapsed:5.1f}s")
+            self.stream.write(f"\r{self.label:<24} [{bar:<30}] {self.done}/{self.total} {elapsed:5.1f}s {eta(elapsed, self.done, self.total)}  ")
         else:
             self.stream.write(f"\r{self.label:<24} {self.done} {elapsed:5.1f}s")
         self.stream.flush()
@@ -41,6 +41,15 @@ class Progress:
             self.stream.write(f"\r{self.label:<24} done in {time.perf_counter() - self._start:.1f}s" + " " * 30 + "\n")
             self.stream.flush()
         return False
+
+
+def eta(elapsed: float, done: int, total: int) -> str:
+    """'ETA 1m05s' from the average pace so far (steps of one bar take alike long); 'ETA ?' before the first."""
+    if done <= 0:
+        return "ETA ?"
+    left = max(0.0, elapsed / done * (total - done))
+    minutes, seconds = divmod(int(round(left)), 60)
+    return f"ETA {minutes}m{seconds:02d}s" if minutes else f"ETA {seconds}s"
 
 
 def progress(label: str, total: int | None = None, **kw) -> Progress:
