@@ -51,11 +51,12 @@ def prune_table(prune: dict, limit: int = TABLE_ROWS) -> list[str]:
     damage = lambda r: (r["error_after"] if r["error_after"] is not None else -1, 1 - r["after"] / max(r["before"], 1))
     shown, hidden = _pick(rows, limit, damage)
     name_w = max(len(shorten(r["name"])) for r in shown)
+    width_w = max(len(f"{r['before']} -> {r['after']}") for r in shown)
     title = "pruned groups" + (f" ({limit} with the largest layer error of {len(rows)})" if hidden else "")
-    lines = [title + ":", f"  {'#':>4}  {'group':<{name_w}}  {'width':>11}  {'criterion':<14} layer error before -> after repair"]
+    lines = [title + ":", f"  {'#':>4}  {'group':<{name_w}}  {'width':>{width_w}}  {'criterion':<14} layer error before -> after repair"]
     for r in shown:
         width = f"{r['before']} -> {r['after']}"
-        lines.append(f"  {r['group']:>4}  {shorten(r['name']):<{name_w}}  {width:>11}  {str(r['criterion']):<14} "
+        lines.append(f"  {r['group']:>4}  {shorten(r['name']):<{name_w}}  {width:>{width_w}}  {str(r['criterion']):<14} "
                      f"{_err(r['error_before']):>6} -> {_err(r['error_after'])}")
     if hidden:
         lines.append(f"  ... {hidden} more pruned groups (all in --report)")
