@@ -157,8 +157,9 @@ def _optimize(model, output, output_opt, o):
         click.echo(f"wrote {dst}")
         ort = result.report.get("ort_format")
         if ort:
-            click.echo(f"wrote {ort['ort']} and {Path(ort['required_operators']).name} (runs in onnxruntime; outputs within "
-                       f"{ort['max_relative_difference']:.1g} of the .onnx's)")
+            diff = ort["max_relative_difference"]
+            same = "the .onnx's outputs exactly" if diff == 0 else f"the .onnx's outputs within {diff:.1g} (relative)"
+            click.echo(f"wrote {ort['ort']} and {Path(ort['required_operators']).name} (loaded and run in onnxruntime: {same})")
         click.echo(one_line(result.report))
 
 

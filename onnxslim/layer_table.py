@@ -6,14 +6,24 @@ from .cost import node_costs
 from .errors import SlimError
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# what the weighted layers become after int8 quantization (dynamic: MatMulInteger named '<layer>_quant')
+INTEGER = ("ConvInteger", "QLinearConv", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
 _SPLIT = "/lowrank_"  # low-rank halves are named '<layer>/lowrank_0' and '<layer>/lowrank_1' (passes/lowrank/rewrite.py)
+_QUANT = "_quant"
 
 
 def _width(cost) -> int | None:
     shape = cost.output_shape
     if not shape:
         return None
-    return shape[1] if cost.op_type in ("Conv", "ConvTranspose") and len(shape) > 1 else shape[-1]
+    return shape[1] if "Conv" in cost.op_type and len(shape) > 1 else shape[-1]
+
+
+def _layer_of(name: str) -> str:
+    """The original layer a node of the optimized model comes from (by the names our passes and
+    onnxruntime's quantizer give)."""
+    base = name.split(_SPLIT)[0]
+    return base[:-len(_QUANT)] if base.endswith(_QUANT) else base
 
 
 def compare_layers(before, after, input_shapes: dict | None = None) -> list[dict]:
@@ -26,10 +36,11 @@ def compare_layers(before, after, input_shapes: dict | None = None) -> list[dict
         return []
     parts: dict[str, list] = {}
     for c in new:
-        parts.setdefault(c.name.split(_SPLIT)[0], []).append(c)
+        if c.op_type in WEIGHTED + INTEGER:
+            parts.setdefault(_layer_of(c.name), []).append(c)
     rows = []
     for c in old:
-        mine = [p for p in parts.get(c.name, []) if p.op_type in WEIGHTED]
+        mine = parts.get(c.name, [])
         last = mine[-1] if mine else None
         split = [p for p in mine if _SPLIT in p.name]
         rows.append({

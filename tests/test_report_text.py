@@ -90,3 +90,19 @@ def test_html_page_is_self_contained_and_escaped():
     assert "&lt;b&gt;" in page and "<b>" not in page
     assert page.count("<svg") == 4 and "<polyline" in page  # width, MACs, layer error, sensitivity trace
     assert "64 \u2192 32" in page
+
+
+def test_compare_layers_follows_low_rank_and_dynamic_int8():
+    import onnxslim
+    from onnxslim.passes.lowrank import LowRankConfig
+    from onnxslim.passes.quantize import QuantizeConfig
+    model = onnx.load(str(FAMILIES / "transformer.onnx"))
+    result = onnxslim.optimize(model, lowrank=LowRankConfig(energy=0.5), quantize=QuantizeConfig(mode="int8-dynamic"), validate=False)
+    rows = result.report["layers"]
+    split = {layer["name"]: layer for layer in result.report["passes"]["lowrank"]["layers"] if layer.get("scheme")}
+    assert split and all(r["width_after"] == r["width_before"] and r["macs_after"] > 0 for r in rows)
+    for r in rows:  # the split layers show their rank and the two halves' MACs
+        if r["name"] in split:
+            assert r["rank"] == split[r["name"]]["rank"] and r["macs_after"] == split[r["name"]]["macs_after"]
+        else:
+            assert r["rank"] is None and r["macs_after"] == r["macs_before"]
