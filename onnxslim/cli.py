@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .errors import SlimError
+from .pass_options import lowrank_config as _lowrank_config, quantize_config as _quantize_config
 from .report_files import json_default as _json_default, write_report as _write_report
 
 SUBCOMMANDS = ("optimize", "inspect")
@@ -212,43 +213,6 @@ def _prune_config(o):
             raise SlimError(f"--{name.replace('_', '-')} is not available in this version")
     config = PruneConfig(**kw)
     config.check()
-    return config
-
-
-def _lowrank_config(o):
-    if o["lowrank_energy"] is None and o["lowrank_target_macs"] is None:
-        return None
-    from onnxslim.passes.lowrank import LowRankConfig
-    kw = dict(energy=o["lowrank_energy"], target_macs=o["lowrank_target_macs"],
-              ops=tuple(s.strip() for s in o["lowrank_ops"].split(",") if s.strip()),
-              exclude=tuple(o["exclude"]), conv_svd=o["conv_svd"])
-    if o["round_to"] is not None:
-        kw["round_to"] = o["round_to"]
-    config = LowRankConfig(**kw)
-    config.check()
-    return config
-
-
-def _quantize_config(o):
-    if not o["quantize"]:
-        return None
-    from onnxslim.passes.quantize import QuantizeConfig
-    kw = {"mode": o["quantize"]}
-    if o["calib_method"]:
-        kw["calib_method"] = o["calib_method"]
-    if o["quant_target"]:
-        kw["target"] = o["quant_target"]
-    if o["per_tensor"]:
-        kw["per_channel"] = False
-    if o["no_cle"]:
-        kw["cle"] = False
-    if o["no_bias_correction"]:
-        kw["bias_correction"] = False
-    if o["tolerance"] is not None:
-        kw["tolerance"] = o["tolerance"]
-    config = QuantizeConfig(**kw)
-    if hasattr(config, "check"):
-        config.check()
     return config
 
 

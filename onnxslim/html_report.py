@@ -90,11 +90,11 @@ def _error_charts(report: dict) -> str:
         out += ("<h2>Per-layer error of the pruned network</h2><p class='muted'>relative output error of each layer that "
                 "reads a pruned group, on held-out calibration samples.</p>"
                 + paired_bars(exits[:CHART_ROWS], "per-layer error before and after repair", ("before repair", "after repair")))
-    lowrank = [(r["name"], r.get("error") or 0.0, r.get("error") or 0.0, f"rank {r['rank']} of {r['full_rank']}: {_fmt(r.get('error'), 3)}")
+    lowrank = [(r["name"], 0.0, r.get("error") or 0.0, f"rank {r['rank']} of {r['full_rank']}: {_fmt(r.get('error'), 3)}")
                for r in (passes.get("lowrank") or {}).get("layers", []) if r.get("scheme")]
     if lowrank:
         out += ("<h2>Per-layer error of the low-rank splits</h2>"
-                + paired_bars(lowrank[:CHART_ROWS], "per-layer low-rank error", ("relative output error", "")))
+                + paired_bars(lowrank[:CHART_ROWS], "per-layer low-rank error", ("relative output error",)))
     trace = [t for t in (passes.get("prune") or {}).get("allocation_trace") or [] if "macs_fraction" in t and "loss" in t]
     if len(trace) > 1:
         out += ("<h2>Sensitivity</h2><p class='muted'>network loss (on held-out calibration samples) after each step "

@@ -31,19 +31,22 @@ def _legend(items: list[tuple[str, str]], y: int) -> list[str]:
 
 
 def paired_bars(rows: list[tuple[str, float, float, str]], title: str, legend=("before", "after")) -> str:
-    """One row per layer: a light bar (before) under a dark bar (after), scaled to the largest value.
-    rows: (label, before, after, value text)."""
+    """One row per layer: a light bar (before) under a dark bar (after), scaled to the largest value; with a
+    one-item legend, one dark bar per row (the value is `after`). rows: (label, before, after, value text)."""
     top = 22
     height = top + ROW * len(rows) + 8
+    single = len(legend) == 1
     scale = BAR_W / max([max(b, a) for _, b, a, _ in rows] + [1e-12])
-    body = _legend([(BEFORE, legend[0]), (AFTER, legend[1])], 13)
+    body = _legend([(AFTER, legend[0])] if single else [(BEFORE, legend[0]), (AFTER, legend[1])], 13)
     for i, (label, before, after, text) in enumerate(rows):
         y = top + i * ROW
-        color = WORSE if after > before * 1.0001 else AFTER
+        before = 0.0 if single else before
+        color = WORSE if after > before * 1.0001 and not single else AFTER
+        under = "" if single else f"<rect x='{LABEL_W}' y='{y + 2}' width='{max(before * scale, 0.5):.1f}' height='{ROW - 4}' fill='{BEFORE}'/>"
+        inset = 2 if single else 5  # a single bar is as tall as a "before" bar
         body.append(f"<g><title>{escape(label)}: {escape(text)}</title>"
-                    f"<text x='{LABEL_W - 6}' y='{y + 12}' text-anchor='end' {FONT}>{escape(_short(label))}</text>"
-                    f"<rect x='{LABEL_W}' y='{y + 2}' width='{max(before * scale, 0.5):.1f}' height='{ROW - 4}' fill='{BEFORE}'/>"
-                    f"<rect x='{LABEL_W}' y='{y + 5}' width='{max(after * scale, 0.5) if after else 0:.1f}' height='{ROW - 10}' fill='{color}'/>"
+                    f"<text x='{LABEL_W - 6}' y='{y + 12}' text-anchor='end' {FONT}>{escape(_short(label))}</text>" + under
+                    + f"<rect x='{LABEL_W}' y='{y + inset}' width='{max(after * scale, 0.5) if after else 0:.1f}' height='{ROW - 2 * inset}' fill='{color}'/>"
                     f"<text x='{LABEL_W + BAR_W + 6}' y='{y + 12}' {FONT}>{escape(text)}</text></g>")
     return _svg(LABEL_W + BAR_W + VALUE_W, height, body, title)
 
