@@ -106,3 +106,20 @@ def test_compare_layers_follows_low_rank_and_dynamic_int8():
             assert r["rank"] == split[r["name"]]["rank"] and r["macs_after"] == split[r["name"]]["macs_after"]
         else:
             assert r["rank"] is None and r["macs_after"] == r["macs_before"]
+
+
+def test_nested_bars_share_one_line_and_keep_the_outer_eta():
+    stream = io.StringIO()
+    with Progress("sensitivity", total=4, delay=0.0, stream=stream) as outer:
+        outer.update(1)
+        with Progress("calibrating", total=2, delay=0.0, stream=stream) as inner:
+            inner._last = 0.0
+            inner.update(1)
+        outer._last = 0.0
+        outer.update(1)
+    text = stream.getvalue()
+    lines = text.split("\n")
+    assert lines[-1] == "" and len(lines) == 2  # one line, ended once, by the outer bar's "done"
+    assert "sensitivity 1/4 ETA" in text and "> calibrating [" in text
+    assert "calibrating" not in lines[0].split("\r")[-1] and "sensitivity" in lines[0].split("\r")[-1]
+    assert "done in" in lines[0].split("\r")[-1]
