@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 __all__ = ["SlimError", "__version__", "optimize", "Result"]
 
 # submodules reachable as attributes after a bare `import onnxslim` (the README's `onnxslim.channels.analyze`)
-_SUBMODULES = ("calibration", "channels", "cost", "graph", "html_report", "inputs", "passes", "pipeline", "validate")
+_SUBMODULES = ("calibration", "channels", "cost", "graph", "html_report", "inputs", "ort_format", "passes", "pipeline", "validate")
 
 
 def __getattr__(name):

@@ -49,3 +49,13 @@ def test_ort_format_of_an_int8_model(tmp_path):
     a, b = _outputs(tmp_path / "q.onnx", x), _outputs(tmp_path / "q.ort", x)
     assert np.argmax(a, 1).tolist() == np.argmax(b, 1).tolist()
     assert np.abs(a - b).max() <= 1e-2 * np.abs(a).max()
+
+
+def test_ort_output_never_replaces_the_input(tmp_path):
+    model = tmp_path / "slim.ort"  # an ONNX model that happens to have the name the .ort would get
+    model.write_bytes((MODELS / "digits_resnet_folded.onnx").read_bytes())
+    run = _run([model, "slim.onnx", "--ort-format", "--no-validate"], tmp_path)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1
+    assert "refusing to overwrite" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slim.ort"]
+    assert model.read_bytes() == (MODELS / "digits_resnet_folded.onnx").read_bytes()
