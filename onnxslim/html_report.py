@@ -133,8 +133,13 @@ def _prune(prune: dict) -> str:
 def _other_passes(passes: dict) -> str:
     out = ""
     cleanup = passes.get("cleanup")
-    if cleanup:  # what the lossless cleanup changed: counts, shown as they come
-        flat = [[k, _fmt(v)] for k, v in cleanup.items() if not isinstance(v, (dict, list))]
+    if cleanup:  # what the lossless cleanup changed: counts (and one level of per-rule counts), as they come
+        flat = []
+        for k, v in cleanup.items():
+            if isinstance(v, dict):
+                flat += [[f"{k}: {sub}", _fmt(x)] for sub, x in v.items() if not isinstance(x, (dict, list))]
+            elif not isinstance(v, list):
+                flat.append([k, _fmt(v)])
         out += "<h2>Cleanup</h2>" + _table(["", "value"], flat)
     quantize = passes.get("quantize")
     if quantize:
