@@ -84,10 +84,15 @@ def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Conte
         dataset = load_calibration(None, model, input_shapes=ctx.input_shapes, seed=ctx.seed, size=16)
     report = {"mode": config.mode, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
               "calibration": dataset.describe()}
-    if not dataset.real:
-        report["warning"] = ("fidelity measured on random data: the accuracy numbers mean little; pass real data (--calib)"
-                             if config.mode in WEIGHT_ONLY else
-                             "calibrated on random data: the ranges and accuracy numbers mean little; pass real data (--calib)")
+    if not dataset.real and config.mode == "int8-dynamic":
+        # dynamic int8 computes activation ranges at run time: the data only feeds the fidelity figures
+        report["note"] = "no calibration needed (ranges computed at run time); fidelity measured on random inputs"
+    elif not dataset.real and config.mode in WEIGHT_ONLY and config.tolerance is None:
+        report["note"] = "no calibration needed (weights alone); fidelity measured on random inputs"
+    elif not dataset.real and config.mode in WEIGHT_ONLY:
+        report["warning"] = "--tolerance measured on random data: which layers stay in float means little; pass real data (--calib)"
+    elif not dataset.real:
+        report["warning"] = "calibrated on random data: the ranges and accuracy numbers mean little; pass real data (--calib)"
     feeds = _fidelity_feeds(dataset, config.batch_size)
     if config.mode in WEIGHT_ONLY:
         qmodel = weight_only.run(model, config, feeds, report)
@@ -291,6 +296,8 @@ def summary(quantize: dict) -> list[str]:
     """The CLI's lines for this pass's report."""
     floats = quantize.get("left_in_float", [])
     method, target = quantize.get("config", {}).get("calib_method"), quantize.get("config", {}).get("target")
+    if quantize.get("mode") == "int8-dynamic":  # no calibration method applies: ranges come at run time
+        method = "activations at run time"
     wo = quantize.get("weight_only")
     how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
     lines = [f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float"]
