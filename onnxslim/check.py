@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
+import numpy as np
 import onnx
 
-from .errors import SlimError
+from .errors import SlimError, SlimWarning
 from .external import all_tensors
 
 T = onnx.TensorProto
@@ -39,6 +41,29 @@ def check_model(model: onnx.ModelProto) -> None:
     """Tensors first (they are what could make us allocate), then the nodes."""
     check_tensors(model)
     check_nodes(model)
+
+
+def warn_values(model: onnx.ModelProto) -> None:
+    """One SlimWarning per odd but legal value the passes will carry along: non-finite float weights, a
+    BatchNormalization variance + epsilon <= 0 (its output is NaN/Inf there, in the original too)."""
+    from onnx import numpy_helper
+    floats = (T.FLOAT, T.DOUBLE, T.FLOAT16, T.BFLOAT16)
+    bad = [t.name for t in model.graph.initializer
+           if t.data_type in floats and not np.isfinite(numpy_helper.to_array(t)).all()]
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        warnings.warn(SlimWarning(f"weights {', '.join(repr(b) for b in bad[:3])}{more} hold NaN or Inf values; "
+                                  "outputs that depend on them are NaN/Inf in the original too"))
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "BatchNormalization" or len(node.input) < 5 or node.input[4] not in inits:
+            continue
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        var = numpy_helper.to_array(inits[node.input[4]]).astype(np.float64)
+        low = int((var + eps <= 0).sum())
+        if low:
+            warnings.warn(SlimWarning(f"BatchNormalization '{node.name}': variance + epsilon <= 0 for {low} "
+                                      "channel(s); its output is NaN/Inf there"))
 
 
 # -- tensors -------------------------------------------------------------------------------------------------
@@ -102,6 +127,7 @@ def _typed_entries(tensor: onnx.TensorProto) -> tuple[int, str]:
 
 def check_nodes(model: onnx.ModelProto) -> None:
     from .attributes import check_node_attributes
+    _check_io_types(model)
     shapes = _strict_inference(model)
     consts = {t.name: list(t.dims) for t in model.graph.initializer}
     for node in model.graph.node:
@@ -114,6 +140,18 @@ def check_nodes(model: onnx.ModelProto) -> None:
             check_node_attributes(node, shapes, consts)
 
 
+def _check_io_types(model: onnx.ModelProto) -> None:
+    """The graph IR (onnx-graphsurgeon) carries tensors only: an optional/sequence/map graph input or output
+    cannot be exported again (it was an UnboundLocalError deep inside it)."""
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in values:
+            which = vi.type.WhichOneof("value")
+            if which not in ("tensor_type", None):
+                name = which.replace("_type", "")
+                raise SlimError(f"graph {kind} '{vi.name}' is of type {name}, not a tensor; "
+                                "onnxslim handles models whose inputs and outputs are tensors")
+
+
 _ERROR = re.compile(r"\(op_type:([^,]*), node name: (.*?)\): (?:\[\w+\] )?(.*?)(?= \(op_type:|$)")
 
 
@@ -124,6 +162,9 @@ def _strict_inference(model: onnx.ModelProto) -> dict[str, list]:
     from .graph import light_copy
     light = light_copy(model)
     light.graph.ClearField("value_info")
+    for sparse in light.graph.sparse_initializer:  # typed sparse_tensor by onnx; onnxruntime makes them dense
+        light.graph.initializer.add(name=sparse.values.name, data_type=sparse.values.data_type, dims=sparse.dims)
+    light.graph.ClearField("sparse_initializer")
     for out in light.graph.output:
         out.type.tensor_type.ClearField("shape")
     try:

@@ -107,6 +107,7 @@ def optimize_cmd(model, output, output_opt, **opts):
 
 def _optimize(model, output, output_opt, o):
     from . import graph, inputs
+    from .options import check_options
     from .pipeline import optimize
     from .progress import progress, silent
 
@@ -115,6 +116,7 @@ def _optimize(model, output, output_opt, o):
     src = Path(model)
     dst = Path(output or output_opt or src.with_name(src.stem + ".slim.onnx"))
     _check_paths(src, dst, o)
+    check_options(o)
     if o["min_cosine"] is not None and o["no_validate"]:
         raise SlimError("--min-cosine needs validation; drop --no-validate")
     original = graph.load_model(src)
@@ -362,8 +364,10 @@ def _inspect(model, input_shape, as_json, keep_bn):
 
 
 def _guard(fn):
+    from .warn import one_line_warnings
     try:
-        fn()
+        with one_line_warnings():
+            fn()
     except SlimError as err:
         click.echo(f"onnxslim: error: {err}", err=True)
         sys.exit(err.exit_code)

@@ -39,14 +39,16 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if bad_string:
         raise SlimError(f"{path}: the file is corrupt (field {bad_string} is not valid UTF-8)")
     _load_external_data(model, path.parent)
-    from . import check
+    from . import check, sparse
     check.check_tensors(model)  # before anything sizes or copies a tensor by its dims
     try:
         onnx.checker.check_model(model, full_check=False) if model_bytes(model) < TWO_GB else None
     except Exception as err:  # ValidationError, or a UnicodeDecodeError of its message on corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
         raise SlimError(f"{path}: invalid ONNX model: {first}") from None
+    sparse.densify(model)  # onnx-graphsurgeon and onnxruntime both want them dense
     check.check_nodes(model)
+    check.warn_values(model)
     return model
 
 
