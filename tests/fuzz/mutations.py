@@ -107,6 +107,21 @@ def mut_dims(c, model, case):
     case.label = f"dims {t.name} -> {dims}"
 
 
+def mut_reshape(c, model, case):
+    """A weight replaced by random data of another (consistent) shape: gets past the data checks to the
+    shape and attribute rules and into the passes."""
+    t = _initializer(c, model)
+    dims = list(t.dims) or [1]
+    axis = c.integer(0, len(dims) - 1)
+    dims[axis] = c.choice([0, 1, max(1, dims[axis] - 1), dims[axis] + 1, dims[axis] * 3])
+    if c.choice([False, True]):
+        dims = dims + [1] if len(dims) < 5 else dims[:-1]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type) if t.data_type in (1, 6, 7, 10, 11) else np.float32
+    values = np.random.default_rng(c.integer(0, 2**31)).standard_normal(dims).astype(dtype)
+    t.CopyFrom(numpy_helper.from_array(values, t.name))
+    case.label = f"reshape {t.name} -> {dims}"
+
+
 def mut_dtype(c, model, case):
     t = _initializer(c, model)
     t.data_type = c.choice(list(range(0, 27)) + [99, 1000, -5])
@@ -239,5 +254,5 @@ def mut_bytes(c, model, case):
     case.label = f"bytes {how}"
 
 
-MUTATIONS = {"dims": mut_dims, "dtype": mut_dtype, "attribute": mut_attribute, "input_shape": mut_input_shape,
+MUTATIONS = {"dims": mut_dims, "reshape": mut_reshape, "dtype": mut_dtype, "attribute": mut_attribute, "input_shape": mut_input_shape,
              "option": mut_option, "bomb": mut_bomb, "external": mut_external, "bytes": mut_bytes}
