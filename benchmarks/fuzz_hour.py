@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--mem-gb", type=float, default=2.0, help="address-space limit of every run")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
     ap.add_argument("--failures", type=Path, default=None, help="JSON lines of the failing cases")
+    ap.add_argument("--log", type=Path, default=None, help="JSON lines of every run")
     args = ap.parse_args()
     chooser = RandomChooser(random.Random(args.seed))
     deadline = time.monotonic() + 60 * args.minutes
@@ -55,6 +56,11 @@ def main() -> None:
                 counts["problems"].update(outcome.problems)
                 totals["peak_rss_mb"] = max(totals["peak_rss_mb"], round(outcome.peak_mb, 1))
                 totals["stray_stderr_runs"] += bool(outcome.stray_lines)
+                if args.log:
+                    with open(args.log, "a") as fh:
+                        fh.write(json.dumps({"case": outcome.case, "exit": outcome.rc, "problems": outcome.problems,
+                                             "peak_mb": round(outcome.peak_mb), "stray": outcome.stray_lines,
+                                             "last_line": outcome.last_line}) + "\n")
                 if outcome.problems:
                     totals["failing_runs"] += 1
                     failures.append({"case": outcome.case, "problems": outcome.problems, "exit": outcome.rc,

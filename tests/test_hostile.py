@@ -222,3 +222,49 @@ def test_channel_analysis_freezes_axes_too_large_to_number(monkeypatch):
     analysis = channels.analyze(clean)
     assert not analysis.prunable_groups
     assert analysis.spaces == [] or all(s.size <= 16 for s in analysis.spaces)
+
+
+# -- folding memory bombs (the folding bound itself is the lossless issue's --size-threshold) ------------------
+
+def _peak_run(folder: Path, args, mem_bytes=2 * GB):
+    """Exit code, stderr and peak RSS (bytes) of a CLI run under an address-space limit."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ONNXSLIM_DEBUG", None)
+    with open(folder / "stderr", "wb") as err:
+        proc = subprocess.Popen(CLI + list(args), cwd=folder, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=limit, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), (folder / "stderr").read_text(), usage.ru_maxrss * 1024
+
+
+BOMBS = {"constant_of_shape": H.constant_of_shape_bomb, "expand": H.expand_bomb}
+
+
+@pytest.mark.parametrize("bomb", list(BOMBS))
+def test_validation_refuses_a_bomb_before_running_it(tmp_path, bomb):
+    """Validating runs the model: its 3.6-8 GB activation is refused from the inferred shapes, at once."""
+    BOMBS[bomb](tmp_path)
+    rc, err, peak = _peak_run(tmp_path, RUN)
+    assert rc == 2 and "can spare" in err and "Traceback" not in err, err
+    assert peak < 500 * 2**20 and not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.xfail(reason="constant folding computes the bomb in onnxruntime before its size is checked: "
+                          "bounded by the lossless issue's --size-threshold (branch fold)", strict=False)
+@pytest.mark.parametrize("command", ["inspect", "no_validate"])
+@pytest.mark.parametrize("bomb", list(BOMBS))
+def test_folding_never_materializes_a_bomb(tmp_path, bomb, command):
+    BOMBS[bomb](tmp_path)
+    args = ["inspect", "in.onnx"] if command == "inspect" else RUN + ["--no-validate"]
+    rc, err, peak = _peak_run(tmp_path, args)
+    assert rc in (0, 2) and "Traceback" not in err, err
+    assert all(line.startswith("onnxslim: ") for line in err.splitlines()), err  # no onnxruntime allocator log
+    assert peak < 1 * GB, f"peak RSS {peak / GB:.2f} GB"
+    if command == "no_validate" and rc == 0:  # the bomb is left as its op, not folded into the file
+        out = onnx.load(str(tmp_path / "out.onnx"))
+        assert out.ByteSize() < 10 * 2**20
+        assert {"ConstantOfShape", "Expand"} & {n.op_type for n in out.graph.node}

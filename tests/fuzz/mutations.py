@@ -122,6 +122,26 @@ def mut_reshape(c, model, case):
     case.label = f"reshape {t.name} -> {dims}"
 
 
+def mut_values(c, model, case):
+    """A valid model with odd weights: NaN, Inf, zeros, huge, denormal (BatchNorm variances among them)."""
+    t = _initializer(c, model)
+    if t.data_type != onnx.TensorProto.FLOAT:
+        case.label = "values (unchanged)"
+        return
+    values = numpy_helper.to_array(t).copy()
+    special = c.choice([np.nan, np.inf, -np.inf, 0.0, -1.0, 3e38, 1e-45])
+    if c.choice(["all", "one"]) == "all":
+        values[...] = special
+    elif values.size:
+        values.reshape(-1)[c.integer(0, values.size - 1)] = special
+    t.CopyFrom(numpy_helper.from_array(values, t.name))
+    case.label = f"values {t.name} -> {special}"
+
+
+def mut_none(c, model, case):
+    case.label = "none"
+
+
 def mut_dtype(c, model, case):
     t = _initializer(c, model)
     t.data_type = c.choice(list(range(0, 27)) + [99, 1000, -5])
@@ -168,7 +188,7 @@ def mut_option(c, model, case):
                               ["--prune", "nan"], ["--prune", "1"], ["--threads", "0"], ["--round-to", "0"],
                               ["--tolerance", "inf"], ["--calib-size", "-1"], ["--input-shape", "input:"],
                               ["--exclude", "\x01nope"], ["--target-macs", "1e-9"]])
-    case.label = "option " + " ".join(case.options)
+    case.label = "option"
 
 
 def mut_bomb(c, model, case):
@@ -254,5 +274,5 @@ def mut_bytes(c, model, case):
     case.label = f"bytes {how}"
 
 
-MUTATIONS = {"dims": mut_dims, "reshape": mut_reshape, "dtype": mut_dtype, "attribute": mut_attribute, "input_shape": mut_input_shape,
+MUTATIONS = {"none": mut_none, "values": mut_values, "dims": mut_dims, "reshape": mut_reshape, "dtype": mut_dtype, "attribute": mut_attribute, "input_shape": mut_input_shape,
              "option": mut_option, "bomb": mut_bomb, "external": mut_external, "bytes": mut_bytes}

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from fuzz.harness import run_case
 from fuzz.mutations import HypothesisChooser, draw_case
 
-BATCHES, CASES, WORKERS = 2, 16, 2
+BATCHES, CASES, WORKERS = 2, 14, 2
 
 
 @settings(max_examples=BATCHES, derandomize=True, deadline=None, database=None, phases=[Phase.generate],
