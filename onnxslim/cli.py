@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .errors import SlimError
+from .options import check_options, float_list as _float_list
 
 SUBCOMMANDS = ("optimize", "inspect")
 
@@ -37,15 +38,6 @@ def cli():
     onnxslim model.onnx slim.onnx --target-latency 0.7    # until the profiled latency <= 70%
     onnxslim inspect model.onnx                           # channel groups, MACs, params
     """
-
-
-def _float_list(value, name):
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in str(value).split(","))
-    except ValueError:
-        raise SlimError(f"{name} '{value}': expected comma-separated numbers") from None
 
 
 @cli.command("optimize")
@@ -107,7 +99,6 @@ def optimize_cmd(model, output, output_opt, **opts):
 
 def _optimize(model, output, output_opt, o):
     from . import graph, inputs
-    from .options import check_options
     from .pipeline import optimize
     from .progress import progress, silent
 

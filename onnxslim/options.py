@@ -30,3 +30,16 @@ def check_seed(seed) -> None:
         return
     if not 0 <= int(seed) <= SEED_MAX:
         raise SlimError(f"--seed {seed}: give an integer in [0, 2**63 - 1]")
+
+
+def float_list(value, name):
+    """`127` or `123.7,116.3,103.5` -> a tuple of floats (image --mean/--std)."""
+    if value is None:
+        return None
+    try:
+        values = tuple(float(v) for v in str(value).split(","))
+    except ValueError:
+        raise SlimError(f"{name} '{value}': expected comma-separated numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise SlimError(f"{name} '{value}': give finite numbers")
+    return values
