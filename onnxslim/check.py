@@ -126,9 +126,22 @@ def _typed_entries(tensor: onnx.TensorProto) -> tuple[int, str]:
 # -- nodes ---------------------------------------------------------------------------------------------------
 
 def check_nodes(model: onnx.ModelProto) -> None:
-    from .attributes import check_node_attributes
     _check_io_types(model)
-    shapes = _strict_inference(model)
+    light = _inference_copy(model)
+    try:
+        shapes = _shapes(onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True))
+    except onnx.shape_inference.InferenceError as err:
+        # our own checks first, on what lenient inference gets: their message says what is wrong
+        # (a rank-3 input to a 2-D Conv) where onnx names a symptom (its dilations' length)
+        _check_attributes(model, _lenient_shapes(light))
+        raise _inference_error(err) from None
+    except Exception:  # inference itself failing (not a verdict on the model): check what we can without it
+        shapes = {}
+    _check_attributes(model, shapes)
+
+
+def _check_attributes(model: onnx.ModelProto, shapes: dict) -> None:
+    from .attributes import check_node_attributes
     consts = {t.name: list(t.dims) for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
@@ -155,29 +168,39 @@ def _check_io_types(model: onnx.ModelProto) -> None:
 _ERROR = re.compile(r"\(op_type:([^,]*), node name: (.*?)\): (?:\[\w+\] )?(.*?)(?= \(op_type:|$)")
 
 
-def _strict_inference(model: onnx.ModelProto) -> dict[str, list]:
-    """Shapes by onnx's strict shape inference (what onnxruntime runs when it loads a model); its first
-    error is the refusal. Declared intermediate and output shapes are dropped first: onnxruntime only warns
-    when they disagree, so they must not make us refuse."""
+def _inference_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A weightless copy for onnx's strict shape inference (what onnxruntime runs when it loads a model).
+    Declared intermediate and output shapes are dropped: onnxruntime only warns when they disagree, so they
+    must not make us refuse. Sparse initializers become dense placeholders, as onnxruntime densifies them."""
     from .graph import light_copy
     light = light_copy(model)
     light.graph.ClearField("value_info")
-    for sparse in light.graph.sparse_initializer:  # typed sparse_tensor by onnx; onnxruntime makes them dense
+    for sparse in light.graph.sparse_initializer:
         light.graph.initializer.add(name=sparse.values.name, data_type=sparse.values.data_type, dims=sparse.dims)
     light.graph.ClearField("sparse_initializer")
     for out in light.graph.output:
         out.type.tensor_type.ClearField("shape")
+    return light
+
+
+def _inference_error(err: Exception) -> SlimError:
+    """The first error of onnx's list (the later ones are mostly its consequences), naming the node."""
+    text = " ".join(str(err).split())
+    found = _ERROR.search(text)
+    if found:
+        op, node, why = found.groups()
+        return SlimError(f"node '{node}' ({op}): {why}")
+    return SlimError(f"invalid model: {text[:300]}")
+
+
+def _lenient_shapes(light: onnx.ModelProto) -> dict[str, list]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True)
-    except onnx.shape_inference.InferenceError as err:
-        text = " ".join(str(err).split())
-        found = _ERROR.search(text)
-        if found:
-            op, node, why = found.groups()
-            raise SlimError(f"node '{node}' ({op}): {why}") from None
-        raise SlimError(f"invalid model: {text[:300]}") from None
-    except Exception:  # inference itself failing (not a verdict on the model): check what we can without it
+        return _shapes(onnx.shape_inference.infer_shapes(light))
+    except Exception:
         return {}
+
+
+def _shapes(inferred: onnx.ModelProto) -> dict[str, list]:
     shapes = {}
     for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
         tt = vi.type.tensor_type

@@ -26,6 +26,12 @@ def _nan_calib(folder):
     return H.save(H.digits(), folder)
 
 
+def _rank3_input(folder):
+    m = H.digits()
+    del m.graph.input[0].type.tensor_type.shape.dim[-1]
+    return H.save(m, folder)
+
+
 # name: (builder, arguments, exit code, fragment of the one error line)
 CASES = {
     "strides_zero": (H.conv_attr("strides", [0, 0]), RUN, 2, "strides"),
@@ -38,6 +44,7 @@ CASES = {
     "group_mismatch_channels": (H.conv_attr("group", 2), RUN + ["--quantize", "int8-dynamic"], 2, "channels"),
     "weight_wrong_rank": (H.tensor_edit("onnx::Conv_84", dims=[32, 32, 9]), RUN + ["--quantize", "int8-dynamic"], 2, "rank"),
     "bias_wrong_length": (H.replace_init("onnx::Conv_85", np.zeros(31, np.float32)), RUN + ["--quantize", "int8-dynamic"], 2, "bias"),
+    "input_wrong_rank": (_rank3_input, RUN, 2, "has rank 3, 4 expected"),
     "data_type_99": (H.tensor_edit("onnx::Conv_85", data_type=99), RUN, 2, "unknown element type 99"),
     "dims_lie_inspect": (H.tensor_edit("onnx::Conv_84", dims=[2**31, 2**31, 1, 1]), ["inspect", "in.onnx"], 2, "holds 36864 bytes"),
     "dims_not_data": (H.tensor_edit("onnx::Conv_84", dims=[32, 32, 3, 4]), RUN + ["--prune", "0.3"], 2, "onnx::Conv_84"),
