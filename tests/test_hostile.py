@@ -277,3 +277,34 @@ def test_folding_never_materializes_a_bomb(tmp_path, bomb, command):
         out = onnx.load(str(tmp_path / "out.onnx"))
         assert out.ByteSize() < 10 * 2**20
         assert {"ConstantOfShape", "Expand"} & {n.op_type for n in out.graph.node}
+
+
+def test_a_huge_sparse_tensor_is_not_made_dense(tmp_path):
+    """A sparse initializer with one value in [10**6, 10**6] would be 4 TB dense: refused by the budget."""
+    values = numpy_helper.from_array(np.array([1.0], np.float32), "c")
+    sparse = onnx.helper.make_sparse_tensor(values, numpy_helper.from_array(np.array([7], np.int64), "i"), [10**6, 10**6])
+    x, y = (onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [10**6, 10**6]) for n in "xy")
+    g = onnx.helper.make_graph([onnx.helper.make_node("Add", ["x", "c"], ["y"])], "g", [x], [y])
+    g.sparse_initializer.append(sparse)
+    path = H.save(onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=9), tmp_path)
+    with pytest.raises(SlimError, match="sparse tensor 'c' made dense .* can spare"):
+        graph.load_model(path)
+
+
+def test_a_sparse_initializer_is_loaded_dense(tmp_path):
+    model = graph.load_model(H.save(H.external_model("sparse_initializer", "w.bin"), tmp_path)
+                             if (tmp_path / "w.bin").write_bytes(H.C_VALUES.tobytes()) else None)
+    assert not model.graph.sparse_initializer
+    np.testing.assert_array_equal(_values(model), H.C_VALUES)
+
+
+def test_an_onnxruntime_failure_in_the_int8_fidelity_run_is_one_line():
+    from onnxslim.passes.quantize import fidelity
+
+    class Failing:
+        def run(self, names, feed):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Conv: bad group\n at frame 2")
+
+    with pytest.raises(SlimError, match="int8 fidelity check: .*bad group$") as err:
+        fidelity._run(Failing(), None, {})
+    assert err.value.exit_code == 2
