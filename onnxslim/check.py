@@ -47,9 +47,14 @@ def warn_values(model: onnx.ModelProto) -> None:
     """One SlimWarning per odd but legal value the passes will carry along: non-finite float weights, a
     BatchNormalization variance + epsilon <= 0 (its output is NaN/Inf there, in the original too)."""
     from onnx import numpy_helper
-    floats = (T.FLOAT, T.DOUBLE, T.FLOAT16, T.BFLOAT16)
-    bad = [t.name for t in model.graph.initializer
-           if t.data_type in floats and not np.isfinite(numpy_helper.to_array(t)).all()]
+    floats = {T.FLOAT: np.float32, T.DOUBLE: np.float64, T.FLOAT16: np.float16}
+
+    def finite(t):  # raw bytes viewed in place: no conversion copy of every weight
+        if t.HasField("raw_data"):
+            return bool(np.isfinite(np.frombuffer(t.raw_data, dtype=floats[t.data_type])).all())
+        return bool(np.isfinite(numpy_helper.to_array(t)).all())
+
+    bad = [t.name for t in model.graph.initializer if t.data_type in floats and not finite(t)]
     if bad:
         more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
         warnings.warn(SlimWarning(f"weights {', '.join(repr(b) for b in bad[:3])}{more} hold NaN or Inf values; "
