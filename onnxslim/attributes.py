@@ -8,6 +8,10 @@ import onnx
 
 from .errors import SlimError
 
+# ops whose `axis` indexes input 0's dims (Flatten also takes axis == rank); onnx's inference lets an
+# out-of-range Gather axis through to onnxruntime's kernel
+_AXIS_OPS = {op: 0 for op in ("Gather", "GatherElements", "Concat", "Split", "Softmax", "LogSoftmax", "Hardmax",
+                              "ArgMax", "ArgMin", "LayerNormalization")} | {"Flatten": 1}
 _WINDOWED = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "ConvInteger", "QLinearConv")
 
 
@@ -16,6 +20,8 @@ def check_node_attributes(node: onnx.NodeProto, shapes: dict, consts: dict) -> N
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type in _WINDOWED:
         _check_window(node, attrs, shapes, consts)
+    if node.op_type in _AXIS_OPS and isinstance(attrs.get("axis"), int):
+        _check_axis(node, attrs["axis"], shapes)
     if node.op_type in ("Conv", "ConvTranspose"):
         _check_conv_params(node, attrs, shapes, consts)
     elif node.op_type == "BatchNormalization":
@@ -67,6 +73,15 @@ def _check_window(node, attrs, shapes, consts) -> None:
         _fail(node, f"attribute group {attrs['group']!r} must be a positive integer")
 
 
+def _check_axis(node, axis: int, shapes) -> None:
+    x = shapes.get(node.input[0]) if node.input else None
+    if x is None:
+        return
+    rank, extra = len(x), _AXIS_OPS[node.op_type]
+    if not -rank - extra <= axis < rank + extra:
+        _fail(node, f"axis {axis} is out of range for input '{node.input[0]}' of rank {rank}")
+
+
 def _check_conv_params(node, attrs, shapes, consts) -> None:
     group = attrs.get("group", 1)
     w = consts.get(node.input[1]) if len(node.input) > 1 else None
@@ -74,6 +89,9 @@ def _check_conv_params(node, attrs, shapes, consts) -> None:
         return  # a weight computed at run time: its shape is the runtime's business
     x = shapes.get(node.input[0])
     channels = x[1] if x is not None and len(x) > 1 else None
+    kernel = attrs.get("kernel_shape")
+    if kernel is not None and len(w) > 2 and list(kernel) != list(w[2:]):
+        _fail(node, f"kernel_shape {list(kernel)} does not match weight '{node.input[1]}' of shape {list(w)}")
     if node.op_type == "Conv":
         out, in_per_group = w[0], w[1]
         if out % group:

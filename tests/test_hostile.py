@@ -32,6 +32,14 @@ def _rank3_input(folder):
     return H.save(m, folder)
 
 
+def _gather_axis(folder):
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])
+    idx = numpy_helper.from_array(np.array([0], np.int64), "idx")
+    g = onnx.helper.make_graph([onnx.helper.make_node("Gather", ["x", "idx"], ["y"], name="gather", axis=5)], "g", [x], [y], [idx])
+    return H.save(onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=9), folder)
+
+
 # name: (builder, arguments, exit code, fragment of the one error line)
 CASES = {
     "strides_zero": (H.conv_attr("strides", [0, 0]), RUN, 2, "strides"),
@@ -45,6 +53,8 @@ CASES = {
     "weight_wrong_rank": (H.tensor_edit("onnx::Conv_84", dims=[32, 32, 9]), RUN + ["--quantize", "int8-dynamic"], 2, "rank"),
     "bias_wrong_length": (H.replace_init("onnx::Conv_85", np.zeros(31, np.float32)), RUN + ["--quantize", "int8-dynamic"], 2, "bias"),
     "input_wrong_rank": (_rank3_input, RUN, 2, "has rank 3, 4 expected"),
+    "kernel_not_weight": (H.replace_init("onnx::Conv_84", np.zeros((32, 32, 3, 2), np.float32)), RUN, 2, "kernel_shape [3, 3] does not match"),
+    "gather_axis_out_of_range": (_gather_axis, ["inspect", "in.onnx"], 2, "axis 5 is out of range"),
     "data_type_99": (H.tensor_edit("onnx::Conv_85", data_type=99), RUN, 2, "unknown element type 99"),
     "dims_lie_inspect": (H.tensor_edit("onnx::Conv_84", dims=[2**31, 2**31, 1, 1]), ["inspect", "in.onnx"], 2, "holds 36864 bytes"),
     "dims_not_data": (H.tensor_edit("onnx::Conv_84", dims=[32, 32, 3, 4]), RUN + ["--prune", "0.3"], 2, "onnx::Conv_84"),
