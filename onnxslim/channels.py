@@ -31,6 +31,8 @@ EXIT = "exit"  # contracts the channels away (Conv weight axis 1, Gemm/MatMul in
 PARAM = "param"  # per-channel parameters that just follow (bias terms of Add, BN mean/var, PRelu slope)
 BN_SCALE = "bn_scale"  # BatchNormalization gamma: the `bn` importance reads it
 ACTIVATION = "activation"
+MAX_SPACE = 2**22  # positions of one channel axis (the widest real layers have ~250K: vocabularies)
+MAX_POSITIONS = 2**24  # positions in all: ~10 int64 arrays of this length in _components, ~1.3 GB at most
 
 
 @dataclass(eq=False)
@@ -173,6 +175,11 @@ class Builder:
 
     # -- spaces -----------------------------------------------------------------------------------
     def _new(self, **kw) -> Space:
+        # positions are numbered and linked in int64 arrays: a dim claiming billions of channels would be
+        # gigabytes of union-find (issue 15); such an axis is frozen instead
+        if kw["size"] > MAX_SPACE or self._n + kw["size"] > MAX_POSITIONS:
+            raise Frozen(f"axis of {kw['size']} positions is beyond what the analysis takes "
+                         f"({MAX_SPACE} per axis, {MAX_POSITIONS} in all)")
         space = Space(id=len(self.spaces), offset=self._n, **kw)
         self._n += space.size
         self.spaces.append(space)

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import SlimError
+from .options import check_options, float_list as _float_list
 from .pass_options import lowrank_config as _lowrank_config, quantize_config as _quantize_config
 from .report_files import json_default as _json_default, write_report as _write_report
 
@@ -41,15 +42,6 @@ def cli():
     onnxslim model.onnx slim.onnx --target-latency 0.7    # until the profiled latency <= 70%
     onnxslim inspect model.onnx                           # channel groups, MACs, params
     """
-
-
-def _float_list(value, name):
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in str(value).split(","))
-    except ValueError:
-        raise SlimError(f"{name} '{value}': expected comma-separated numbers") from None
 
 
 @cli.command("optimize")
@@ -124,6 +116,7 @@ def _optimize(model, output, output_opt, o):
     src = Path(model)
     dst = Path(output or output_opt or src.with_name(src.stem + ".slim.onnx"))
     _check_paths(src, dst, o)
+    check_options(o)
     if o["min_cosine"] is not None and o["no_validate"]:
         raise SlimError("--min-cosine needs validation; drop --no-validate")
     original = graph.load_model(src)
@@ -305,8 +298,10 @@ def _inspect(model, input_shape, as_json, keep_bn):
 
 
 def _guard(fn):
+    from .warn import one_line_warnings
     try:
-        fn()
+        with one_line_warnings():
+            fn()
     except SlimError as err:
         click.echo(f"onnxslim: error: {err}", err=True)
         sys.exit(err.exit_code)

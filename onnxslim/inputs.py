@@ -19,6 +19,9 @@ _NP_TYPES = {
 }
 
 
+INT64_MAX = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
@@ -53,6 +56,8 @@ def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
             shape = ()
         if not sep or not name or not shape or any(d <= 0 for d in shape):
             raise SlimError(f"--input-shape '{item}': expected NAME:D1,D2,... with positive integers")
+        if any(d > INT64_MAX for d in shape):
+            raise SlimError(f"--input-shape '{item}': a dim beyond 2**63 - 1 cannot be an ONNX dim")
         shapes[name] = shape
     return shapes
 
@@ -102,6 +107,7 @@ def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: i
     """`count` random batches: floats ~ N(0,1); integer inputs in [0, 100) (token ids, masks get 1)."""
     rng = np.random.default_rng(seed)
     resolved = resolve_shapes(model, shapes)
+    check_feed_memory(model, resolved, count)
     feeds = []
     for _ in range(count):
         feed = {}
@@ -119,6 +125,53 @@ def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: i
                 feed[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
         feeds.append(feed)
     return feeds
+
+
+def check_feed_memory(model: onnx.ModelProto, resolved: dict, count: int = 1) -> int:
+    """Refuse before allocating: `count` batches of these shapes, plus the float64 draw of the largest,
+    against the memory budget. Returns the bytes."""
+    from . import budget
+    specs = {s.name: s for s in model_inputs(model)}
+    sizes = [budget.array_bytes(shape, specs[name].dtype.itemsize) for name, shape in resolved.items() if name in specs]
+    total = count * sum(sizes) + 2 * max(sizes, default=0)
+    budget.require(total, f"the random inputs ({_describe(resolved)})")
+    return total
+
+
+def check_run_memory(model: onnx.ModelProto, resolved: dict, count: int = 1) -> None:
+    """The feeds and the largest activation of a run at these shapes (onnx shape inference on a weightless
+    copy) against the budget: the least a run will allocate, refused before onnxruntime tries."""
+    from . import budget
+    total = check_feed_memory(model, resolved, count)
+    budget.require(total + largest_activation_bytes(model, resolved), f"running the model on inputs {_describe(resolved)}")
+
+
+def _describe(resolved: dict) -> str:
+    return ", ".join(f"{n}:{','.join(map(str, s))}" for n, s in resolved.items())
+
+
+def largest_activation_bytes(model: onnx.ModelProto, resolved: dict) -> int:
+    import math
+    from .graph import light_copy
+    light = light_copy(model)
+    light.graph.ClearField("value_info")
+    for vi in light.graph.input:
+        if vi.name in resolved and vi.type.HasField("tensor_type"):
+            shape = vi.type.tensor_type.shape
+            shape.ClearField("dim")
+            for d in resolved[vi.name]:
+                shape.dim.add(dim_value=int(d))
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light)
+    except Exception:  # no verdict without shapes: the feeds alone were checked
+        return 0
+    largest = 0
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else []
+        if dims and all(d is not None and d > 0 for d in dims):
+            largest = max(largest, math.prod(dims) * np.dtype(_NP_TYPES.get(tt.elem_type, np.float32)).itemsize)
+    return largest
 
 
 def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -167,6 +220,11 @@ def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarra
             raise SlimError(f"{path}: arrays have different sample counts ({count} and {arr.shape[0]})")
         count = arr.shape[0]
         out[spec.name] = arr
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            import warnings
+            from .errors import SlimWarning
+            warnings.warn(SlimWarning(f"{path.name}: '{spec.name}' holds {int((~np.isfinite(arr)).sum())} NaN/Inf "
+                                      "values; statistics computed from them are NaN"))
     if not count:
         raise SlimError(f"{path}: holds no samples")
     return out

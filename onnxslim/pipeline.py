@@ -11,10 +11,12 @@ from pathlib import Path
 
 import onnx
 
+from . import check
 from . import inputs as inputs_mod
 from .context import Context
 from .errors import FIDELITY_FAILED, SlimError
 from .graph import TWO_GB, load_model, model_bytes
+from .options import check_options
 from .progress import progress as default_progress
 
 VALIDATION_SAMPLES = 64  # samples of --data used to compare outputs (all, if fewer)
@@ -40,9 +42,16 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     profile); None = onnxruntime's default for validation, 1 for the profile.
     """
     started = time.perf_counter()
-    original = load_model(model) if isinstance(model, (str, Path)) else model
+    check_options({"min_cosine": min_cosine, "seed": seed})
+    if isinstance(model, (str, Path)):
+        original = load_model(model)
+    else:
+        original = model
+        check.check_model(original)  # a proto from the caller: the same checks as a file gets
     input_shapes = dict(input_shapes or {})
-    inputs_mod.resolve_shapes(original, input_shapes)  # fails early, with a hint, on unresolvable dims
+    resolved = inputs_mod.resolve_shapes(original, input_shapes)  # fails early, with a hint, on unresolvable dims
+    if validate and data is None:
+        inputs_mod.check_run_memory(original, resolved, count=4)  # the random validation feeds, before any pass
     if isinstance(calibration, (str, Path)):
         from .calibration import load_calibration
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
