@@ -2,6 +2,7 @@
 data of every kind is read from the model's folder only. The CLI cases run in real subprocesses (two at a
 time, started by a module fixture), the loader cases in-process."""
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -75,10 +76,16 @@ WARN_CASES = {
 }
 
 
+def _limit_memory():
+    # the memory budget reads RLIMIT_AS: a fixed limit makes "too big" mean the same on every machine
+    resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+
 def _run(folder: Path, args, timeout=120):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("ONNXSLIM_DEBUG", None)
-    return subprocess.run(CLI + list(args), cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(CLI + list(args), cwd=folder, env=env, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=_limit_memory)
 
 
 @pytest.fixture(scope="module")
