@@ -289,9 +289,13 @@ def _summary(report: dict) -> str:
             lines.append(f"  float: {f.get('node')}: {f.get('reason')}")
         if quantize.get("warning"):
             lines.append(f"  warning: {quantize['warning']}")
-    if "validation" in report:
-        lines.append(f"validated on {report['validation'].get('data')}")
-        lines.append(format_report_table(report["validation"]))
+    validation = report.get("validation")
+    if validation and "skipped" in validation:
+        lines.append(f"validation skipped: {validation['skipped']}")
+    elif validation:
+        used = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} ({v['source']})" for k, v in validation.get("input_shapes", {}).items())
+        lines.append(f"validated on {validation.get('data')}" + (f"; input shapes {used}" if used else ""))
+        lines.append(format_report_table(validation))
     lines.append(f"total {report.get('seconds')} s")
     return "\n".join(lines)
 
@@ -330,13 +334,17 @@ def _inspect(model, input_shape, as_json, keep_bn):
     from .cost import model_cost
     from onnxslim.passes import cleanup
 
+    from .runshapes import choose
     original = graph.load_model(model)
     shapes = inputs.parse_input_shapes(input_shape)
+    # MACs need sizes for dynamic dims: a size the model runs with; else they stay symbolic (MACs unknown)
+    run = choose(original, shapes)
     clean = cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn)).model
     analysis = analyze(clean)
-    cost = model_cost(clean, shapes or None)
+    cost = model_cost(clean, run.shapes or shapes or None)
     data = {
         "model": str(model),
+        "input_shapes": run.report() or {"skipped": run.reason},
         "macs": cost["macs"], "params": cost["params"],
         "groups": [g.summary() for g in analysis.groups],
         "layers": [c for c in cost["per_node"] if c["macs"] or c["params"]],
@@ -355,7 +363,8 @@ def _inspect(model, input_shape, as_json, keep_bn):
         click.echo(f"  #{g.id:<3} {state:<20} {g.trace()}")
         for reason in g.reasons[:3]:
             click.echo(f"        why frozen: {reason}")
-    click.echo("\nlayers (MACs at batch 1):")
+    at = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} ({v['source']})" for k, v in run.report().items())
+    click.echo(f"\nlayers (MACs at {at or 'unknown sizes: ' + str(run.reason)}):")
     for c in data["layers"]:
         macs = "?" if c["macs"] is None else _si(c["macs"])
         click.echo(f"  {c['op_type']:<14} {macs:>8} MACs {_si(c['params']):>8} params  {c['name']}")
