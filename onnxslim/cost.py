@@ -86,6 +86,11 @@ def model_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict
 
 # -- shapes -------------------------------------------------------------------------------------------
 
+def inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict[str, tuple | None]:
+    """{tensor: shape} after shape inference (and folding of small shape subgraphs); None for unknown dims."""
+    return _inferred_shapes(model, input_shapes)
+
+
 def _inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None):
     """{tensor name: shape tuple (None for unknown dims)} after inference on a weightless copy."""
     resolved = {k: v for k, v in symbolic_shapes(model, input_shapes).items() if v is not None}

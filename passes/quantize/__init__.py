@@ -73,7 +73,13 @@ def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Conte
               "calibration": dataset.describe()}
     if not dataset.real:
         report["warning"] = "calibrated on random data: the ranges and accuracy numbers mean little; pass real data (--calib)"
-    feeds = _fidelity_feeds(dataset, config.batch_size)
+    try:
+        feeds = _fidelity_feeds(dataset, config.batch_size)
+    except SlimError as err:
+        if config.mode != "int8-dynamic" or dataset.real:
+            raise
+        # int8-dynamic needs no data: only its fidelity measurement does, and no size the model runs with is known
+        feeds, report["fidelity"] = None, {"skipped": str(err)}
     if config.mode == "int8-dynamic":
         vnni = target.cpu_has_vnni()
         # measured on MiniLM without VNNI: 7-bit weights cost more (hidden state 14.6 -> 6.1 dB) than they save
@@ -83,7 +89,8 @@ def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Conte
                                                reduce_range=reduce_range)
     else:
         qmodel = _static(model, config, ctx, dataset, feeds, report)
-    _measure(model, qmodel, feeds, config, report)
+    if feeds is not None:
+        _measure(model, qmodel, feeds, config, report)
     return PassResult(qmodel, report)
 
 
