@@ -119,6 +119,8 @@ def _setup(folder: Path, name: str):
     elif name.startswith("dynamic"):
         os.unlink(folder / "in.onnx")
         _dynamic_hw_model(folder / "in.onnx")
+        if name == "dynamic_preprocess":
+            (folder / "in.preprocess.json").write_text('{"crop": 48}')
     elif name == "bn_kept":
         shutil.copy(BN_KEPT, folder / "in.onnx")
     elif name == "output_is_folder":
@@ -171,6 +173,7 @@ GOOD = {
                                  "--report", "r.json", *FAST],
     "dynamic_without_input_shape": ["in.onnx", "out.onnx", "--prune", "0.5", "--report", "r.json", *FAST],
     "dynamic_inspect": ["inspect", "in.onnx"],
+    "dynamic_preprocess": ["in.onnx", "out.onnx", "--lowrank", "0.9", "--report", "r.json", *FAST],
     "input_shape_batch": ["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:3,1,8,8", "-q", *FAST],
     "bn_kept": ["in.onnx", "out.onnx", "--prune", "0.3", "--importance", "bn", "--report", "r.json", "-q", *FAST],
     "prune_zero": ["in.onnx", "out.onnx", "--prune", "0", "--report", "r.json", "-q", *FAST],
@@ -363,6 +366,12 @@ def test_dynamic_dims_need_no_input_shape(runs):
     model = onnx.load(str(run.folder / "out.onnx"))
     assert _conv_widths(model) == [4, 4]
     assert [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == ["batch", 3, "h", "w"]
+
+
+def test_preprocess_file_gives_the_run_shape(runs):
+    run = runs["dynamic_preprocess"]
+    assert run.rc == 0, run.err
+    assert _report(run)["validation"]["input_shapes"] == {"x": {"shape": [1, 3, 48, 48], "source": "preprocess"}}
 
 
 def test_inspect_dynamic_dims(runs):
