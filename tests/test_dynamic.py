@@ -189,3 +189,17 @@ def test_choose_prefers_stride_multiples_and_unifies_named_dims():
 def test_symbolic_macs_are_unknown_not_an_error():
     cost = model_cost(conv_net())
     assert set(cost["unknown_macs_nodes"]) >= {"conv1", "conv2", "conv3"} and cost["params"] > 0
+
+
+def test_image_folder_takes_the_run_size_of_a_dynamic_model(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    ds = load_calibration(tmp_path, conv_net())
+    assert ds.shape_hints() == {}  # no crop given: the size is the one the model is found to run with
+    ds.bind({"x": (1, 3, 64, 64)})
+    assert next(iter(ds.batches(2)))["x"].shape == (2, 3, 64, 64)
+    from onnxslim.calibration import Preprocess
+    cropped = load_calibration(tmp_path, conv_net(), preprocess=Preprocess(crop=32))
+    assert cropped.shape_hints() == {"x": ("preprocess", (1, 3, 32, 32))}
