@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from .errors import SlimError
-from .inputs import load_arrays, model_inputs, random_feeds, resolve_shapes
+from .inputs import load_arrays, model_inputs, random_feeds, resolve_shapes, with_batch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_RANDOM_SIZE = 16
@@ -243,7 +243,7 @@ class RandomDataset(Dataset):
         for i, (start, stop) in enumerate(self._spans(batch_size)):
             # raises with a hint when a dynamic dim has no size (none given, none found)
             resolved = resolve_shapes(self.model, self.input_shapes)
-            shapes = {name: (stop - start,) + tuple(shape[1:]) if shape else () for name, shape in resolved.items()}
+            shapes = with_batch(self.model, resolved, stop - start)
             yield random_feeds(self.model, shapes, count=1, seed=self.seed + i)[0]
 
 

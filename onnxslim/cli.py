@@ -303,7 +303,8 @@ def _summary(report: dict) -> str:
         floats = quantize.get("left_in_float", [])
         method = quantize.get("config", {}).get("calib_method")
         target = quantize.get("config", {}).get("target")
-        lines.append(f"quantize: {quantize.get('mode')} ({method}, for {target}); {len(floats)} nodes left in float")
+        lines.append(f"quantize: {quantize.get('mode')} ({method}, for {target}); {len(floats)} nodes left in float"
+                     + (f"; skipped: {quantize['skipped']}" if quantize.get("skipped") else ""))
         for f in floats[:4]:
             lines.append(f"  float: {f.get('node')}: {f.get('reason')}")
         if quantize.get("warning"):

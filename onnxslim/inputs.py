@@ -123,6 +123,19 @@ def _check_shape_fits(spec: InputSpec, shape, what: str) -> None:
             raise SlimError(f"{what}: input '{spec.name}' needs {want} on axis {axis}, got shape {tuple(shape)}")
 
 
+def with_batch(model: onnx.ModelProto, shapes: dict, n: int) -> dict:
+    """`shapes` with the batch dim set to `n`: a dynamic first dim, and every dim named like one (silero's
+    state [2, batch, 128]); fixed dims stay as they are."""
+    specs = {s.name: s for s in model_inputs(model)}
+    batch_names = {s.shape[0] for s in specs.values() if s.shape and isinstance(s.shape[0], str) and s.shape[0]}
+    out = {}
+    for name, shape in shapes.items():
+        dims = specs[name].shape if name in specs and specs[name].shape is not None else (None,) * len(shape)
+        out[name] = tuple(n if (axis == 0 and not (isinstance(d, int) and d > 0)) or (isinstance(d, str) and d in batch_names)
+                          else shape[axis] for axis, d in enumerate(dims))
+    return out
+
+
 def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: int = 1, seed: int = 0) -> list[dict]:
     """`count` random batches: floats ~ N(0,1); integer inputs in [0, 100) (token ids, masks get 1)."""
     rng = np.random.default_rng(seed)

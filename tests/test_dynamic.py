@@ -203,3 +203,15 @@ def test_image_folder_takes_the_run_size_of_a_dynamic_model(tmp_path):
     from onnxslim.calibration import Preprocess
     cropped = load_calibration(tmp_path, conv_net(), preprocess=Preprocess(crop=32))
     assert cropped.shape_hints() == {"x": ("preprocess", (1, 3, 32, 32))}
+
+
+def test_random_calibration_batches_every_dim_named_batch():
+    # silero VAD: input [batch, sequence], state [2, batch, 128]: the batch is axis 1 of the state
+    model = token_net()
+    model.graph.input.append(helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 8]))
+    model.graph.input.append(helper.make_tensor_value_info("sr", TensorProto.INT64, []))
+    ds = load_calibration(None, model, size=5)
+    ds.bind({"ids": (1, 12), "state": (2, 1, 8), "sr": ()})
+    shapes = [{k: v.shape for k, v in feed.items()} for feed in ds.batches(4)]
+    assert shapes == [{"ids": (4, 12), "state": (2, 4, 8), "sr": ()}, {"ids": (1, 12), "state": (2, 1, 8), "sr": ()}]
+    assert int(next(iter(ds.batches(4)))["sr"]) == 16000  # a sample rate, not a token id

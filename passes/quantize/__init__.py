@@ -73,6 +73,11 @@ def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Conte
               "calibration": dataset.describe()}
     if not dataset.real:
         report["warning"] = "calibrated on random data: the ranges and accuracy numbers mean little; pass real data (--calib)"
+    quantized = sorted({n.op_type for n in model.graph.node if n.op_type in _QUANTIZED_OPS})
+    if config.mode == "int8" and quantized:
+        # onnxruntime's static quantizer breaks on tensors it already quantized (name clashes): leave the model
+        report["skipped"] = f"the model is already quantized ({', '.join(quantized)}); left as it was"
+        return PassResult(model, report)
     try:
         feeds = _fidelity_feeds(dataset, config.batch_size)
     except SlimError as err:
@@ -110,14 +115,34 @@ def _prepare(model: onnx.ModelProto, config: QuantizeConfig, report: dict):
         model = cleanup.run(model).model
     except ImportError:  # the cleanup pass is optional here: it folds constants/BN so weights are initializers
         pass
+    model, upgraded = _opset_13(model)
     graph = to_graph(model)
     steps = {"pads_folded_into_conv": len(prepare.fold_pads(graph))}
+    if upgraded:
+        steps["opset_upgraded"] = upgraded
     if config.bias_correction:
         steps["zero_biases_added"] = len(prepare.add_zero_biases(graph))
     if config.cle:
         report["cle"] = equalize.equalize(graph, relu6_as_relu=config.cle_relu6_as_relu)
     report["prepare"] = steps
     return graph, to_model(graph, like=model)
+
+
+_QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv",
+                  "QLinearMatMul", "DynamicQuantizeLSTM", "MatMulIntegerToFloat"}
+
+
+def _opset_13(model: onnx.ModelProto):
+    """Per-channel QDQ needs DequantizeLinear's `axis` (opset 13): older models (PaddleOCR's opset 11) are
+    converted first; (model, "11 -> 13" or None). A model the converter cannot take stays as it is."""
+    old = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if old >= 13:
+        return model, None
+    try:
+        import onnx.version_converter
+        return onnx.version_converter.convert_version(model, 13), f"{old} -> 13"
+    except Exception:  # noqa: BLE001 - the converter's failures have no common type
+        return model, None
 
 
 def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report) -> onnx.ModelProto:
