@@ -56,8 +56,11 @@ def render(data: dict, analysis) -> None:
         for reason in g.reasons[:3]:
             click.echo(f"        why frozen: {reason}")
     used = data.get("input_shapes", {})
-    at = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} ({v['source']})" for k, v in used.items() if isinstance(v, dict))
-    click.echo(f"\nlayers (MACs at {at or 'unknown sizes: ' + str(used.get('skipped'))}):")
+    chosen = {k: v for k, v in used.items() if isinstance(v, dict) and v["source"] != "model"}
+    at = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} ({v['source']})" for k, v in chosen.items())
+    if "skipped" in used:
+        at = f"unknown sizes: {used['skipped']}"
+    click.echo(f"\nlayers (MACs at {at or 'batch 1'}):")  # the model's own dims: as before
     rows = [(c["op_type"], "?" if c["macs"] is None else _si(c["macs"]), _si(c["params"]), c["name"]) for c in data["layers"]]
     op_w = max((len(r[0]) for r in rows), default=0)  # LayerNormalization is wider than a fixed column
     for op, macs, params, name in rows:

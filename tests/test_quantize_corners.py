@@ -37,3 +37,17 @@ def test_already_quantized_model_is_left_as_it_was():
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
     np.testing.assert_allclose(run(result.model), run(dyn), rtol=1e-5, atol=1e-6)
+
+
+def test_one_sample_cuts_every_batch_dim_and_keeps_scalars():
+    from onnx import TensorProto, helper
+
+    from onnxslim.passes.quantize import _one_sample
+    from test_dynamic import token_net
+    model = token_net()
+    model.graph.input.append(helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 8]))
+    model.graph.input.append(helper.make_tensor_value_info("sr", TensorProto.INT64, []))
+    feed = {"ids": np.zeros((4, 12), np.int64), "state": np.arange(64, dtype=np.float32).reshape(2, 4, 8), "sr": np.array(16000)}
+    one = _one_sample(model, feed)
+    assert {k: v.shape for k, v in one.items()} == {"ids": (1, 12), "state": (2, 1, 8), "sr": ()}
+    np.testing.assert_array_equal(one["state"], feed["state"][:, :1])

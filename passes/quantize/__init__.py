@@ -135,6 +135,14 @@ _QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "Mat
                   "QLinearMatMul", "DynamicQuantizeLSTM", "MatMulIntegerToFloat"}
 
 
+def _one_sample(model: onnx.ModelProto, feed: dict) -> dict:
+    """The first sample of a batch: the batch dims (see inputs.with_batch: silero's state [2, batch, 128]) cut
+    to 1; scalars and fixed dims as they are."""
+    from onnxslim.inputs import with_batch
+    target = with_batch(model, {k: tuple(v.shape) for k, v in feed.items()}, 1)
+    return {k: v[tuple(slice(0, t) for t in target[k])] if v.ndim else v for k, v in feed.items()}
+
+
 def _opset_13(model: onnx.ModelProto):
     """Per-channel QDQ needs DequantizeLinear's `axis` (opset 13): older models (PaddleOCR's opset 11) are
     converted first; (model, "11 -> 13" or None). A model the converter cannot take stays as it is."""
@@ -182,7 +190,7 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
     seven_weights = {n.name for n in prepared.graph.node if n.name not in set(config.eight_bit_nodes)} if reduce_range and config.per_channel else set()
     w_overrides, report["weights"] = weights.overrides(prepared, per_channel=config.per_channel, seven_bit_nodes=seven_weights,
                                                        mse=config.weight_mse, exclude=excluded_names)
-    one = {k: v[:1] for k, v in feeds[0].items()}
+    one = _one_sample(model, feeds[0])
     means = {n: s.channel_mean for n, s in stats.items() if s.channel_mean is not None}
 
     def build(exclude: list[str]) -> onnx.ModelProto:
@@ -298,7 +306,7 @@ def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None
     if simulated:
         report["latency"] = {"skipped": "TensorRT-target graph: onnxruntime CPU latency says nothing about TensorRT"}
     elif config.measure_latency:
-        one = {k: v[:1] for k, v in feeds[0].items()}
+        one = _one_sample(model, feeds[0])
         t_float = fidelity.latency(model, one, runs=config.latency_runs)
         t_int8 = fidelity.latency(qmodel, one, runs=config.latency_runs)
         report["latency"] = {"float_ms": round(t_float * 1e3, 3), "int8_ms": round(t_int8 * 1e3, 3),
