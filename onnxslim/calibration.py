@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from .errors import SlimError
-from .inputs import load_arrays, model_inputs, random_feeds, resolve_shapes
+from .inputs import load_arrays, model_inputs, random_feeds, resolve_shapes, with_batch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_RANDOM_SIZE = 16
@@ -169,16 +169,40 @@ class Dataset:
     def describe(self) -> dict:
         return {"source": self.source, "samples": len(self), "real": self.real}
 
+    def shape_hints(self) -> dict:
+        """{input: (source, shape at batch 1)} this data fixes, for the run shapes (see onnxslim.runshapes)."""
+        return {}
+
+    def bind(self, shapes: dict | None) -> None:
+        """Take the run shapes chosen for the model (random data and images of a dynamic size need them)."""
+
 
 class ImageDataset(Dataset):
-    def __init__(self, files: list[Path], name: str, preprocess: Preprocess, dtype, fixed_batch=None):
+    def __init__(self, files: list[Path], name: str, preprocess: Preprocess, dtype, fixed_batch=None, pending=None):
         super().__init__([name], len(files), real=True, source=f"{len(files)} images from {files[0].parent}" if files else "no images", fixed_batch=fixed_batch)
         self.files = files
-        self.preprocess = preprocess
+        self.preprocess = preprocess  # None until bind() when the model's image size is dynamic and no crop given
+        self.pending = pending        # (unresolved Preprocess, model input shape) for that case
         self.dtype = dtype
+
+    def shape_hints(self) -> dict:
+        p = self.preprocess
+        if p is None:
+            return {}
+        c = {"L": 1}.get(p.channels, 3)
+        shape = (1, c, p.crop, p.crop) if p.layout == "NCHW" else (1, p.crop, p.crop, c)
+        return {self.names[0]: ("preprocess", shape)}
+
+    def bind(self, shapes: dict | None) -> None:
+        if self.preprocess is None and shapes and self.names[0] in shapes:
+            base, model_shape = self.pending
+            shape = shapes[self.names[0]]
+            self.preprocess = base.resolved(tuple(m if isinstance(m, int) and m > 0 else s for m, s in zip(model_shape, shape)))
 
     def batches(self, batch_size: int = 8):
         from PIL import Image, UnidentifiedImageError
+        if self.preprocess is None:
+            raise SlimError("the model's image size is dynamic and no size it runs with was found; give crop in a preprocess file or --input-shape")
         for start, stop in self._spans(batch_size):
             arrays = []
             for path in self.files[start:stop]:
@@ -196,6 +220,9 @@ class ArrayDataset(Dataset):
         super().__init__(list(arrays), min(n, size) if size else n, real=True, source=source, fixed_batch=fixed_batch)
         self.arrays = arrays
 
+    def shape_hints(self) -> dict:
+        return {k: ("--calib", (self._fixed_batch or 1,) + v.shape[1:]) for k, v in self.arrays.items()}
+
     def batches(self, batch_size: int = 8):
         for start, stop in self._spans(batch_size):
             yield {k: np.ascontiguousarray(v[start:stop]) for k, v in self.arrays.items()}
@@ -208,11 +235,15 @@ class RandomDataset(Dataset):
         self.model = model
         self.input_shapes = dict(input_shapes or {})
         self.seed = seed
-        resolve_shapes(model, self.input_shapes)  # fail now, not mid-stream, when a dynamic dim is unresolved
+
+    def bind(self, shapes: dict | None) -> None:
+        self.input_shapes = {**(shapes or {}), **self.input_shapes}  # the user's --input-shape wins
 
     def batches(self, batch_size: int = 8):
         for i, (start, stop) in enumerate(self._spans(batch_size)):
-            shapes = {name: (stop - start,) + tuple(shape[1:]) for name, shape in resolve_shapes(self.model, self.input_shapes).items()}
+            # raises with a hint when a dynamic dim has no size (none given, none found)
+            resolved = resolve_shapes(self.model, self.input_shapes)
+            shapes = with_batch(self.model, resolved, stop - start)
             yield random_feeds(self.model, shapes, count=1, seed=self.seed + i)[0]
 
 
@@ -265,5 +296,7 @@ def _image_folder(path, model, specs, size, preprocess, preprocess_file, input_s
     shape = tuple((input_shapes or {}).get(spec.name, spec.shape))
     if preprocess is None:
         preprocess = Preprocess.from_file(preprocess_file) if preprocess_file else Preprocess()
-    resolved = preprocess.resolved(shape)
-    return ImageDataset(files, spec.name, resolved, spec.dtype, fixed_batch)
+    if preprocess.crop is None and len(shape) == 4 and not all(_known(d) for d in shape[1:]):
+        # dynamic image size and no crop: resolved in bind() at the size the model is found to run with
+        return ImageDataset(files, spec.name, None, spec.dtype, fixed_batch, pending=(preprocess, shape))
+    return ImageDataset(files, spec.name, preprocess.resolved(shape), spec.dtype, fixed_batch)

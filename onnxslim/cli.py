@@ -133,7 +133,7 @@ def _optimize(model, output, output_opt, o):
     if o["calib"] or static_int8 or (prune is not None and prune.importance in DATA_CRITERIA):
         calibration = _calibration(src, original, shapes, o)
     result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
-                      data=o["data"], input_shapes=shapes, validate=not o["no_validate"],
+                      data=o["data"], input_shapes=shapes, validate=not o["no_validate"], shape_hints=_preprocess_hint(src, original, o),
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
                       progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"])
     result.report.update(model=str(src), output=str(dst), command=shlex.join(["onnxslim", *sys.argv[1:]]))
@@ -215,16 +215,35 @@ def _prune_config(o):
     return config
 
 
+def _preprocess_file(src: Path, o):
+    if o["preprocess_file"] is not None:
+        return o["preprocess_file"]
+    for suffix in (".preprocess.json", ".preprocess.toml"):
+        candidate = src.with_name(src.stem + suffix)
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _preprocess_hint(src: Path, model, o) -> dict:
+    """The image size a preprocess file (or --crop) gives a one-input image model, for the run shapes."""
+    from .calibration import Preprocess
+    from .inputs import model_inputs
+    specs, path = model_inputs(model), _preprocess_file(src, o)
+    crop = o["crop"] or (Preprocess.from_file(path).crop if path else None)
+    if not crop or len(specs) != 1 or specs[0].shape is None or len(specs[0].shape) != 4:
+        return {}
+    shape = specs[0].shape
+    if shape[-1] in (1, 3) and shape[1] not in (1, 3):  # NHWC
+        return {specs[0].name: ("preprocess", (1, crop, crop, shape[-1]))}
+    return {specs[0].name: ("preprocess", (1, shape[1] if shape[1] in (1, 3) else 3, crop, crop))}
+
+
 def _calibration(src: Path, model, shapes, o):
     from .calibration import Preprocess, load_calibration
     if not o["calib"]:
         click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
-    preprocess_file = o["preprocess_file"]
-    if preprocess_file is None:
-        for suffix in (".preprocess.json", ".preprocess.toml"):
-            candidate = src.with_name(src.stem + suffix)
-            if candidate.exists():
-                preprocess_file = candidate
+    preprocess_file = _preprocess_file(src, o)
     preprocess = None
     image_opts = {k: o[k] for k in ("resize", "crop", "scale", "layout") if o[k] is not None}
     for k in ("mean", "std"):
@@ -268,9 +287,13 @@ def _summary(report: dict) -> str:
     if passes.get("quantize"):
         from onnxslim.passes.quantize import summary
         lines += summary(passes["quantize"])
-    if "validation" in report:
-        lines.append(f"validated on {report['validation'].get('data')}")
-        lines.append(format_report_table(report["validation"]))
+    validation = report.get("validation")
+    if validation and "skipped" in validation:
+        lines.append(f"validation skipped: {validation['skipped']}")
+    elif validation:
+        used = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} ({v['source']})" for k, v in validation.get("input_shapes", {}).items())
+        lines.append(f"validated on {validation.get('data')}" + (f"; input shapes {used}" if used else ""))
+        lines.append(format_report_table(validation))
     lines += prune_table(prune or {}) + lowrank_table(lowrank or {})
     lines.append(f"total {report.get('seconds')} s")
     return "\n".join(lines)

@@ -7,7 +7,9 @@ Softmax... are cheap next to these and have no agreed MAC definition), and so do
 ONNX domain (com.microsoft fused ops, local functions). Bias additions are not counted.
 
 MACs are for the shapes the inputs are given: dynamic dims take `input_shapes`, a dynamic first dim
-defaults to batch 1, any other dynamic dim is an error asking for --input-shape.
+defaults to batch 1, and any other dynamic dim stays symbolic: nodes whose MACs depend on it count as
+unknown (`macs` None). The pipeline passes the run shapes it chose (onnxslim.runshapes), so MACs are
+numbers whenever the model was found to run at some size.
 
 Params are the elements of a node's constant inputs: initializers and Constant-node outputs, also when
 they reach the node through constant-only nodes (DequantizeLinear of an int8 weight, Cast, Transpose...).
@@ -29,7 +31,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .graph import infer_shapes, light_copy
-from .inputs import resolve_shapes
+from .inputs import symbolic_shapes
 
 # tensors up to this many elements keep their data in the shape-inference copy (they may be shapes)
 _SMALL = 4096
@@ -84,9 +86,14 @@ def model_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict
 
 # -- shapes -------------------------------------------------------------------------------------------
 
+def inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict[str, tuple | None]:
+    """{tensor: shape} after shape inference (and folding of small shape subgraphs); None for unknown dims."""
+    return _inferred_shapes(model, input_shapes)
+
+
 def _inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None):
     """{tensor name: shape tuple (None for unknown dims)} after inference on a weightless copy."""
-    resolved = resolve_shapes(model, input_shapes)
+    resolved = {k: v for k, v in symbolic_shapes(model, input_shapes).items() if v is not None}
     skeleton = _skeleton(model, resolved)
     for _ in range(_MAX_ROUNDS):
         try:
@@ -110,7 +117,11 @@ def _skeleton(model: onnx.ModelProto, input_shapes: dict) -> onnx.ModelProto:
             shape = vi.type.tensor_type.shape
             del shape.dim[:]
             for d in input_shapes[vi.name]:
-                shape.dim.add().dim_value = int(d)
+                dim = shape.dim.add()
+                if isinstance(d, str):
+                    dim.dim_param = d  # symbolic: shape inference carries it, MACs behind it are unknown
+                else:
+                    dim.dim_value = int(d)
     # exporters' value_info may carry symbolic dims that would only get in the way of the concrete ones
     for out in skel.graph.output:
         if out.type.HasField("tensor_type"):

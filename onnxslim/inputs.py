@@ -20,6 +20,8 @@ _NP_TYPES = {
 
 
 INT64_MAX = 2**63 - 1
+# a scalar integer input with one of these names is an audio sample rate, not a token id
+_SAMPLE_RATE_NAMES = ("sr", "sample_rate", "sampling_rate")
 
 
 @dataclass(frozen=True)
@@ -62,34 +64,55 @@ def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch: int = 1) -> dict[str, tuple[int, ...]]:
-    """A concrete shape per input: the override if given, else the model's dims with dynamic ones resolved.
+def check_overrides(model: onnx.ModelProto, overrides: dict | None) -> None:
+    """--input-shape names real inputs and fits their fixed dims (checked before any work)."""
+    specs = {s.name: s for s in model_inputs(model)}
+    unknown = set(overrides or {}) - set(specs)
+    if unknown:
+        raise SlimError(f"--input-shape names {sorted(unknown)}, but the model's inputs are {list(specs)}")
+    for name, shape in (overrides or {}).items():
+        _check_shape_fits(specs[name], shape, "--input-shape")
 
-    A dynamic first dim is taken as the batch; any other dynamic dim needs --input-shape.
+
+def symbolic_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch: int = 1) -> dict[str, tuple | None]:
+    """A shape per input where every dim is known or a symbol: ints from the model or `overrides`, a dynamic
+    first dim = `batch`, and other dynamic dims as strings (the dim's name, or `input:axis` when unnamed).
+    None when the model gives no rank. Nothing is asked of the user: these are enough for the weight-only steps.
     """
     overrides = dict(overrides or {})
-    specs = model_inputs(model)
-    unknown = set(overrides) - {s.name for s in specs}
-    if unknown:
-        raise SlimError(f"--input-shape names {sorted(unknown)}, but the model's inputs are {[s.name for s in specs]}")
+    check_overrides(model, overrides)
     shapes = {}
-    for spec in specs:
+    for spec in model_inputs(model):
         if spec.name in overrides:
-            shape = overrides[spec.name]
-            _check_shape_fits(spec, shape, "--input-shape")
-            shapes[spec.name] = tuple(shape)
-            continue
-        if spec.shape is None:
-            raise SlimError(f"input '{spec.name}' has no shape in the model; give it with --input-shape {spec.name}:D1,D2,...")
-        dims = []
-        for axis, d in enumerate(spec.shape):
-            if isinstance(d, int) and d > 0:
-                dims.append(d)
-            elif axis == 0:
-                dims.append(batch)
-            else:
-                raise SlimError(f"input '{spec.name}' has a dynamic dim {axis} ({d}); give it with --input-shape {spec.name}:" + ",".join(str(x) if isinstance(x, int) and x > 0 else "N" for x in spec.shape))
-        shapes[spec.name] = tuple(dims)
+            shapes[spec.name] = tuple(overrides[spec.name])
+        elif spec.shape is None:
+            shapes[spec.name] = None
+        else:
+            shapes[spec.name] = tuple(d if isinstance(d, int) and d > 0 else batch if axis == 0
+                                      else (d if isinstance(d, str) and d else f"{spec.name}:{axis}")
+                                      for axis, d in enumerate(spec.shape))
+    return shapes
+
+
+def is_concrete(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
+
+
+def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch: int = 1) -> dict[str, tuple[int, ...]]:
+    """A concrete shape per input: the override if given, else the model's dims with a dynamic first dim as batch.
+
+    For the steps that run the model; the pipeline passes the shapes it chose (see `runshapes`) as overrides,
+    so this raises only when no runnable shape was found for a dynamic dim.
+    """
+    shapes = symbolic_shapes(model, overrides, batch)
+    for name, shape in shapes.items():
+        if shape is None:
+            raise SlimError(f"input '{name}' has no shape in the model; give it with --input-shape {name}:D1,D2,...")
+        if not is_concrete(shape):
+            axis = next(i for i, d in enumerate(shape) if not isinstance(d, int))
+            hint = ",".join(str(x) if isinstance(x, int) else "N" for x in shape)
+            raise SlimError(f"input '{name}' has a dynamic dim {axis} ({shape[axis]}) and no size it runs with was found; "
+                            f"give it with --input-shape {name}:{hint}")
     return shapes
 
 
@@ -101,6 +124,19 @@ def _check_shape_fits(spec: InputSpec, shape, what: str) -> None:
     for axis, (want, got) in enumerate(zip(spec.shape, shape)):
         if isinstance(want, int) and want > 0 and want != got:
             raise SlimError(f"{what}: input '{spec.name}' needs {want} on axis {axis}, got shape {tuple(shape)}")
+
+
+def with_batch(model: onnx.ModelProto, shapes: dict, n: int) -> dict:
+    """`shapes` with the batch dim set to `n`: a dynamic first dim, and every dim named like one (silero's
+    state [2, batch, 128]); fixed dims stay as they are."""
+    specs = {s.name: s for s in model_inputs(model)}
+    batch_names = {s.shape[0] for s in specs.values() if s.shape and isinstance(s.shape[0], str) and s.shape[0]}
+    out = {}
+    for name, shape in shapes.items():
+        dims = specs[name].shape if name in specs and specs[name].shape is not None else (None,) * len(shape)
+        out[name] = tuple(n if (axis == 0 and not (isinstance(d, int) and d > 0)) or (isinstance(d, str) and d in batch_names)
+                          else shape[axis] for axis, d in enumerate(dims))
+    return out
 
 
 def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: int = 1, seed: int = 0) -> list[dict]:
@@ -117,6 +153,8 @@ def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: i
                 feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
             elif spec.dtype == np.bool_:
                 feed[spec.name] = np.ones(shape, dtype=np.bool_)
+            elif shape == () and spec.name.lower() in _SAMPLE_RATE_NAMES:
+                feed[spec.name] = np.array(16000, dtype=spec.dtype)  # audio models branch on the rate (silero VAD)
             elif "mask" in spec.name.lower():
                 feed[spec.name] = np.ones(shape, dtype=spec.dtype)
             elif "type" in spec.name.lower() or "segment" in spec.name.lower():

@@ -1,4 +1,8 @@
-"""`onnxslim inspect MODEL`: channel groups (prunable / frozen and why), MACs and params per layer."""
+"""`onnxslim inspect MODEL`: channel groups (prunable / frozen and why), MACs and params per layer.
+
+Dynamic dims need no size: MACs are counted at a size the model is found to run with (onnxslim.runshapes),
+else the nodes behind the dynamic dims count as unknown.
+"""
 from __future__ import annotations
 
 import click
@@ -10,12 +14,15 @@ def analysis_data(model_path, original, shapes, keep_bn: bool):
     """(the JSON-ready data, the channel analysis) of a model, after the same cleanup `optimize` runs."""
     from onnxslim.passes import cleanup
     from .channels import analyze
+    from .runshapes import choose
 
+    run = choose(original, shapes)
     clean = cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn)).model
     analysis = analyze(clean)
-    cost = model_cost(clean, shapes or None)
+    cost = model_cost(clean, run.shapes or shapes or None)
     data = {
         "model": str(model_path),
+        "input_shapes": run.report() or {"skipped": run.reason},
         "macs": cost["macs"], "params": cost["params"],
         "groups": [g.summary() for g in analysis.groups],
         "layers": [c for c in cost["per_node"] if c["macs"] or c["params"]],
@@ -48,7 +55,12 @@ def render(data: dict, analysis) -> None:
         click.echo(f"  #{g.id:<3} {state:<{width}}  {g.trace()}")
         for reason in g.reasons[:3]:
             click.echo(f"        why frozen: {reason}")
-    click.echo("\nlayers (MACs at batch 1):")
+    used = data.get("input_shapes", {})
+    chosen = {k: v for k, v in used.items() if isinstance(v, dict) and v["source"] != "model"}
+    at = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} ({v['source']})" for k, v in chosen.items())
+    if "skipped" in used:
+        at = f"unknown sizes: {used['skipped']}"
+    click.echo(f"\nlayers (MACs at {at or 'batch 1'}):")  # the model's own dims: as before
     rows = [(c["op_type"], "?" if c["macs"] is None else _si(c["macs"]), _si(c["params"]), c["name"]) for c in data["layers"]]
     op_w = max((len(r[0]) for r in rows), default=0)  # LayerNormalization is wider than a fixed column
     for op, macs, params, name in rows:

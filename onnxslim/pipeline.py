@@ -31,7 +31,7 @@ class Result:
 def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None, data=None,
              input_shapes: dict | None = None, validate: bool = True, latency: bool = True,
              min_cosine: float | None = None, progress=default_progress, seed: int = 0,
-             threads: int | None = None) -> Result:
+             threads: int | None = None, shape_hints: dict | None = None) -> Result:
     """Optimize `model` (a path or an onnx.ModelProto).
 
     prune / lowrank / quantize: the passes' config dataclasses (PruneConfig, LowRankConfig, QuantizeConfig)
@@ -40,6 +40,9 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     min_cosine: raise SlimError (exit code 1) when any output's mean cosine similarity falls below it.
     threads: onnxruntime intra-op threads for the latency measurements (validation, --target-latency's
     profile); None = onnxruntime's default for validation, 1 for the profile.
+    Dynamic dims need no size: the steps that run the model use the shapes `runshapes.choose` finds
+    (input_shapes, then data / calibration arrays, then `shape_hints` {input: (source, shape)} such as a
+    preprocess file's crop, then sizes the original runs with).
     """
     started = time.perf_counter()
     check_options({"min_cosine": min_cosine, "seed": seed})
@@ -49,15 +52,20 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         original = model
         check.check_model(original)  # a proto from the caller: the same checks as a file gets
     input_shapes = dict(input_shapes or {})
-    resolved = inputs_mod.resolve_shapes(original, input_shapes)  # fails early, with a hint, on unresolvable dims
-    if validate and data is None:
-        inputs_mod.check_run_memory(original, resolved, count=4)  # the random validation feeds, before any pass
+    inputs_mod.check_overrides(original, input_shapes)  # names and fixed dims; dynamic dims need no size here
     if isinstance(calibration, (str, Path)):
         from .calibration import load_calibration
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
     if threads is not None and threads < 1:
         raise SlimError(f"--threads {threads}: give at least 1")
-    ctx = Context(calibration=calibration, input_shapes=input_shapes, progress=progress, seed=seed, threads=threads)
+    # only a step that runs the model needs concrete shapes: a bare --no-validate run never searches
+    run_needed = validate or any(p is not None for p in (prune, lowrank, quantize))
+    run = _run_shapes(original, input_shapes, data, calibration, shape_hints, run_needed)
+    if validate and data is None and run.shapes:
+        inputs_mod.check_run_memory(original, run.shapes, count=4)  # the random validation feeds, before any pass
+    if calibration is not None:
+        calibration.bind(run.shapes)
+    ctx = Context(calibration=calibration, input_shapes=run.shapes or input_shapes, progress=progress, seed=seed, threads=threads)
     report: dict = {"passes": {}}
 
     from onnxslim.passes import cleanup
@@ -78,7 +86,10 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         from .layer_table import compare_layers
         report["layers"] = compare_layers(normalized, current, input_shapes or None)
     if validate:
-        report["validation"] = _validate(original, current, normalized, data, input_shapes, latency, progress, seed, threads)
+        report["validation"] = _validate(original, current, normalized, data, run, latency, progress, seed, threads)
+        if "skipped" in report["validation"] and min_cosine is not None:
+            raise SlimError(f"--min-cosine needs validation, which was skipped: {report['validation']['skipped']}; nothing written",
+                            exit_code=FIDELITY_FAILED)
         if min_cosine is not None:
             worst = min((o["cosine"] for o in report["validation"]["outputs"].values()), default=1.0)
             if worst < min_cosine:
@@ -105,16 +116,36 @@ def _check_valid(model: onnx.ModelProto) -> None:
         raise SlimError(f"internal error: the optimized model fails onnx.checker ({first}); nothing written") from None
 
 
-def _validate(original, optimized, normalized, data, input_shapes, latency, progress, seed, threads=None) -> dict:
+def _run_shapes(original, input_shapes, data, calibration, shape_hints, probe: bool):
+    from . import runshapes
+    hints = {}
+    if data is not None:
+        arrays = inputs_mod.load_arrays(data, original)
+        hints.update({k: ("--data", (1,) + v.shape[1:]) for k, v in arrays.items()})
+    if calibration is not None:
+        for name, (source, shape) in (calibration.shape_hints() or {}).items():
+            hints.setdefault(name, (source, shape))
+    for name, (source, shape) in (shape_hints or {}).items():
+        hints.setdefault(name, (source, shape))
+    return runshapes.choose(original, input_shapes, hints, probe=probe)
+
+
+def _validate(original, optimized, normalized, data, run, latency, progress, seed, threads=None) -> dict:
     from .validate import compare_models
     if data is not None:
         arrays = inputs_mod.load_arrays(data, original)
         feeds = inputs_mod.batched(arrays, 8, limit=VALIDATION_SAMPLES)
         source = f"{Path(data).name} ({min(VALIDATION_SAMPLES, len(next(iter(arrays.values()))))} samples)"
+        used = {k: {"shape": list(v.shape), "source": "--data"} for k, v in feeds[0].items()}
+    elif run.shapes is None:
+        return {"skipped": f"no input shape the model runs with: {run.reason}; give --input-shape", "input_shapes": {}}
     else:
-        feeds = inputs_mod.random_feeds(original, input_shapes, count=4, seed=seed)
+        feeds = inputs_mod.random_feeds(original, run.shapes, count=4, seed=seed)
         source = "random inputs (4 batches); give --data for real inputs"
-    report = compare_models(original, optimized, feeds, input_shapes=input_shapes or None, latency=latency,
+        used = run.report()
+    # MACs at the run shapes; with --data, at its shapes with the batch dim as 1 (compare_models' default)
+    report = compare_models(original, optimized, feeds, input_shapes=None if data is not None else run.shapes, latency=latency,
                             progress=progress, cost_reference=normalized, threads=threads)
     report["data"] = source
+    report["input_shapes"] = used
     return report

@@ -193,8 +193,9 @@ class _Accumulator:
             self.top1_same += int(np.sum(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
             self.top1_rows += a.shape[0]
         rows = a.shape[0] if a.ndim >= 2 else 1
-        x = a.astype(np.float64).reshape(rows, -1)
-        y = b.astype(np.float64).reshape(rows, -1)
+        cols = int(np.prod(a.shape[1:])) if a.ndim >= 2 else a.size  # explicit: -1 is ambiguous for 0 rows (no detections)
+        x = a.astype(np.float64).reshape(rows, cols)
+        y = b.astype(np.float64).reshape(rows, cols)
         finite = np.isfinite(x) & np.isfinite(y)
         # the same inf on both sides is agreement (e.g. -inf attention masks); NaN never is
         bad = ~finite & ~(x == y)

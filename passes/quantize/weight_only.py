@@ -285,7 +285,9 @@ def run(model: onnx.ModelProto, config, feeds: list[dict], report: dict) -> onnx
     def make(subset):
         return build(work, subset, bits, config.block_size, config.symmetric, level)
 
-    if config.tolerance is not None and take:
+    if config.tolerance is not None and take and not feeds:
+        report["warning"] = "--tolerance needs inputs the model runs with; none found, so every candidate was quantized"
+    if config.tolerance is not None and take and feeds:
         qmodel, take = fallback(work, take, make, feeds, config.tolerance, report)
         floats = set(report["fallback"]["kept_in_float"])
         skip += [{"node": n, "reason": "accuracy fallback (--tolerance)"} for n in floats]
