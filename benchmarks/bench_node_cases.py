@@ -44,7 +44,12 @@ def main(argv=None) -> None:
     ap.add_argument("--only", nargs="*", help="case names")
     ap.add_argument("--details", help="write one JSON line per case here")
     ap.add_argument("--tool", nargs="+", default=["ours"], help="ours | onnxslim-pypi PYTHON")
+    ap.add_argument("--max-memory-gb", type=float, default=6.0,
+                    help="address-space cap: a case that would allocate more fails instead of swapping the machine")
     args = ap.parse_args(argv)
+    import resource
+    cap = int(args.max_memory_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     optimizer = node_cases.ours if args.tool[0] == "ours" else external(args.tool[1])
     cases = node_cases.load_cases(args.only)
     counts: collections.Counter = collections.Counter()

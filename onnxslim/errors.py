@@ -10,3 +10,8 @@ class SlimError(Exception):
     def __init__(self, message: str, exit_code: int = BAD_INPUT):
         super().__init__(" ".join(str(message).split()))
         self.exit_code = exit_code
+
+
+class ValidationSkipped(SlimError):
+    """Validation cannot run (onnxruntime cannot run the original, or no inputs can be made for it): the
+    optimized model is still written, with the reason in the report."""

@@ -13,7 +13,7 @@ import onnx
 
 from . import inputs as inputs_mod
 from .context import Context
-from .errors import FIDELITY_FAILED, SlimError
+from .errors import FIDELITY_FAILED, SlimError, ValidationSkipped
 from .graph import TWO_GB, load_model, model_bytes
 from .progress import progress as default_progress
 
@@ -42,7 +42,13 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     started = time.perf_counter()
     original = load_model(model) if isinstance(model, (str, Path)) else model
     input_shapes = dict(input_shapes or {})
-    inputs_mod.resolve_shapes(original, input_shapes)  # fails early, with a hint, on unresolvable dims
+    try:  # fails early, with a hint, on unresolvable dims, where a pass must run the model
+        inputs_mod.resolve_shapes(original, input_shapes)
+        no_feeds = None
+    except SlimError as err:
+        if calibration is not None or prune is not None or lowrank is not None or quantize is not None or min_cosine is not None:
+            raise
+        no_feeds = str(err)  # the lossless path feeds nothing: only validation is skipped
     if isinstance(calibration, (str, Path)):
         from .calibration import load_calibration
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
@@ -66,14 +72,30 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         current = _timed(report, "quantize", lambda: quantize_pass.run(current, quantize, ctx))
     _check_valid(current)
     if validate:
-        report["validation"] = _validate(original, current, normalized, data, input_shapes, latency, progress, seed, threads)
-        if min_cosine is not None:
-            worst = min((o["cosine"] for o in report["validation"]["outputs"].values()), default=1.0)
-            if worst < min_cosine:
-                raise SlimError(f"fidelity check failed: output cosine similarity {worst:.4f} < --min-cosine {min_cosine:g}; nothing written",
-                                exit_code=FIDELITY_FAILED)
+        report["validation"] = _validation(original, current, normalized, data, input_shapes, latency, progress,
+                                           seed, threads, no_feeds, min_cosine)
     report["seconds"] = round(time.perf_counter() - started, 2)
     return Result(current, report)
+
+
+def _validation(original, current, normalized, data, input_shapes, latency, progress, seed, threads,
+                no_feeds, min_cosine) -> dict:
+    """The validation section; {"skipped": reason} when it cannot run (no inputs can be made, or onnxruntime
+    cannot run the original), which fails the run only when --min-cosine asks for validation."""
+    try:
+        if no_feeds:
+            raise ValidationSkipped(f"no inputs to validate with: {no_feeds}")
+        section = _validate(original, current, normalized, data, input_shapes, latency, progress, seed, threads)
+    except ValidationSkipped as err:
+        if min_cosine is not None:
+            raise SlimError(f"--min-cosine asks for validation, which cannot run: {err}") from None
+        return {"skipped": str(err)}
+    if min_cosine is not None:
+        worst = min((o["cosine"] for o in section["outputs"].values()), default=1.0)
+        if worst < min_cosine:
+            raise SlimError(f"fidelity check failed: output cosine similarity {worst:.4f} < --min-cosine {min_cosine:g}; nothing written",
+                            exit_code=FIDELITY_FAILED)
+    return section
 
 
 def _timed(report: dict, name: str, step):
@@ -100,7 +122,10 @@ def _validate(original, optimized, normalized, data, input_shapes, latency, prog
         feeds = inputs_mod.batched(arrays, 8, limit=VALIDATION_SAMPLES)
         source = f"{Path(data).name} ({min(VALIDATION_SAMPLES, len(next(iter(arrays.values()))))} samples)"
     else:
-        feeds = inputs_mod.random_feeds(original, input_shapes, count=4, seed=seed)
+        try:
+            feeds = inputs_mod.random_feeds(original, input_shapes, count=4, seed=seed)
+        except SlimError as err:
+            raise ValidationSkipped(f"no inputs to validate with: {err}") from None
         source = "random inputs (4 batches); give --data for real inputs"
     report = compare_models(original, optimized, feeds, input_shapes=input_shapes or None, latency=latency,
                             progress=progress, cost_reference=normalized, threads=threads)
