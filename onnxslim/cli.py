@@ -97,6 +97,11 @@ def _float_list(value, name):
 @click.option("--threads", type=int, default=None,
               help="onnxruntime threads for the timings (validation, --target-latency's profile). Default: onnxruntime's for validation, 1 for the profile.")
 @click.option("--min-cosine", type=float, help="Fail (exit 1, write nothing) if an output's cosine similarity is below this.")
+@click.option("--size-threshold", type=int, default=None, metavar="BYTES",
+              help="Constant folding never materializes a tensor larger than this; such folds are left as ops and "
+                   "listed in the report. Default: twice the model's size, at least 64 MiB, at most 1 GiB.")
+@click.option("--external-data", is_flag=True,
+              help="Save the weights in OUTPUT.data beside the model (always done over 2 GB).")
 @click.option("--report", "report_path", type=click.Path(), help="Write the full report as JSON.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No table, no progress bars.")
@@ -130,9 +135,10 @@ def _optimize(model, output, output_opt, o):
     result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
                       data=o["data"], input_shapes=shapes, validate=not o["no_validate"],
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
-                      progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"])
+                      progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"],
+                      size_threshold=_size_threshold(o["size_threshold"]))
     result.report["output"] = str(dst)
-    graph.save_model(result.model, dst, input_path=src)
+    graph.save_model(result.model, dst, input_path=src, external_data=o["external_data"])
     if o["report_path"]:
         try:
             _write_json(Path(o["report_path"]), result.report)
@@ -142,6 +148,12 @@ def _optimize(model, output, output_opt, o):
     if not o["quiet"]:
         click.echo(_summary(result.report))
         click.echo(f"wrote {dst}")
+
+
+def _size_threshold(value):
+    if value is not None and value < 0:
+        raise SlimError(f"--size-threshold {value}: give a number of bytes >= 0")
+    return value
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -254,8 +266,8 @@ def _calibration(src: Path, model, shapes, o):
 
 def _summary(report: dict) -> str:
     from .validate import format_report_table
-    lines = []
     passes = report.get("passes", {})
+    lines = _cleanup_lines(report, passes.get("cleanup") or {})
     prune = passes.get("prune")
     if prune:
         frozen = prune.get("frozen", [])
@@ -289,11 +301,31 @@ def _summary(report: dict) -> str:
             lines.append(f"  float: {f.get('node')}: {f.get('reason')}")
         if quantize.get("warning"):
             lines.append(f"  warning: {quantize['warning']}")
-    if "validation" in report:
+    if "skipped" in report.get("validation", {}):
+        lines.append(f"validation skipped: {report['validation']['skipped']}")
+    elif "validation" in report:
         lines.append(f"validated on {report['validation'].get('data')}")
         lines.append(format_report_table(report["validation"]))
     lines.append(f"total {report.get('seconds')} s")
     return "\n".join(lines)
+
+
+def _cleanup_lines(report: dict, cleanup: dict) -> list[str]:
+    """Nodes, initializers and size of the model before and after, and what each cleanup rule did."""
+    from .validate import _bytes
+    lines = []
+    stats = report.get("model")
+    if stats:
+        (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
+        lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {_bytes(b0)} -> {_bytes(b1)}")
+    rules = cleanup.get("rules") or {}
+    if rules:
+        lines.append("  cleanup: " + ", ".join(f"{name} {count}" for name, count in rules.items()))
+    for note in (cleanup.get("left_unfolded_size") or [])[:3]:
+        lines.append(f"  not folded: {note}")
+    for note in (cleanup.get("fold_errors") or [])[:3]:
+        lines.append(f"  not folded: {note}")
+    return lines
 
 
 def _write_json(path: Path, obj) -> None:

@@ -29,7 +29,7 @@ class Result:
 def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None, data=None,
              input_shapes: dict | None = None, validate: bool = True, latency: bool = True,
              min_cosine: float | None = None, progress=default_progress, seed: int = 0,
-             threads: int | None = None) -> Result:
+             threads: int | None = None, size_threshold: int | None = None) -> Result:
     """Optimize `model` (a path or an onnx.ModelProto).
 
     prune / lowrank / quantize: the passes' config dataclasses (PruneConfig, LowRankConfig, QuantizeConfig)
@@ -38,6 +38,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     min_cosine: raise SlimError (exit code 1) when any output's mean cosine similarity falls below it.
     threads: onnxruntime intra-op threads for the latency measurements (validation, --target-latency's
     profile); None = onnxruntime's default for validation, 1 for the profile.
+    size_threshold: bytes; constant folding never materializes a larger tensor (None: see CleanupConfig).
     """
     started = time.perf_counter()
     original = load_model(model) if isinstance(model, (str, Path)) else model
@@ -59,7 +60,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
 
     from onnxslim.passes import cleanup
     keep_bn = prune is not None and getattr(prune, "importance", None) == "bn"
-    current = _timed(report, "cleanup", lambda: cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn), ctx))
+    current = _timed(report, "cleanup", lambda: cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn, size_threshold=size_threshold), ctx))
     normalized = current
     if prune is not None:
         from onnxslim.passes import prune as prune_pass
@@ -74,8 +75,14 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     if validate:
         report["validation"] = _validation(original, current, normalized, data, input_shapes, latency, progress,
                                            seed, threads, no_feeds, min_cosine)
+    report["model"] = {key: [f(original), f(current)] for key, f in _MODEL_STATS.items()}
     report["seconds"] = round(time.perf_counter() - started, 2)
     return Result(current, report)
+
+
+# before/after counts the terminal summary prints for every run
+_MODEL_STATS = {"nodes": lambda m: len(m.graph.node), "initializers": lambda m: len(m.graph.initializer),
+                "bytes": model_bytes}
 
 
 def _validation(original, current, normalized, data, input_shapes, latency, progress, seed, threads,

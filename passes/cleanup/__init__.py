@@ -49,7 +49,8 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
     current, folding = fold(model, threshold)
     graph, static_reshapes = _static_reshapes(current, threshold, folding)
     rules = {"constant_folding": folding.folded_nodes, "dead_nodes_removed": folding.dead_nodes,
-             "functions_inlined": folding.inlined_functions}
+             "functions_inlined": folding.inlined_functions, "constants_to_initializers": folding.constants_lifted,
+             "static_shape_reads": folding.shape_reads}
     rules["identity_removed"] = folding.passthrough + remove_passthrough(graph)
     rules["batchnorm_folded"] = fold_batchnorm(graph) if config.fold_bn else 0
     rules["reshape_shapes_made_static"] = static_reshapes
@@ -91,6 +92,8 @@ def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: in
         folding.folded_nodes += more.folded_nodes
         folding.dead_nodes += more.dead_nodes
         folding.passthrough += more.passthrough
+        folding.constants_lifted += more.constants_lifted
+        folding.shape_reads += more.shape_reads
         folding.too_large = more.too_large or folding.too_large
     return to_graph(infer_shapes(model)), static
 

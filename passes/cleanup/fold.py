@@ -33,6 +33,7 @@ class FoldReport:
     dead_nodes: int = 0
     inlined_functions: int = 0
     shape_reads: int = 0  # static dims read from partly symbolic shapes, made constant
+    constants_lifted: int = 0  # Constant nodes made initializers
     passthrough: int = 0  # Identity and Dropout nodes the folder bypassed
     too_large: list = field(default_factory=list)  # "node (op): N bytes" left unfolded by the threshold
     errors: list = field(default_factory=list)  # ops the folder failed on, left unfolded
@@ -67,10 +68,12 @@ def fold(model: onnx.ModelProto, size_threshold: int) -> tuple[onnx.ModelProto, 
         folded = _count(irm.graph)
         common.RemoveUnusedNodesPass()(irm)
         common.RemoveUnusedFunctionsPass()(irm)
+        constants = _count(irm.graph, ("Constant",))
         common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(irm)
+        report.constants_lifted = constants - _count(irm.graph, ("Constant",))
         report.passthrough = passthrough - _count(irm.graph, PASSTHROUGH)
         report.folded_nodes = max(0, inlined - folded - report.passthrough)
-        report.dead_nodes = max(0, folded - _count(irm.graph))
+        report.dead_nodes = max(0, folded - _count(irm.graph) - report.constants_lifted)
         report.too_large = too_large
         out = ir.serde.serialize_model(irm)
         del out.opset_import[:]  # keep the model's own imports (the passes drop unused ones)
