@@ -47,32 +47,46 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
     threshold = config.size_threshold if config.size_threshold is not None else default_size_threshold(model)
     nodes_before = len(model.graph.node)
     current, folding = fold(model, threshold)
-    graph, static_reshapes = _static_reshapes(current, threshold, folding)
+    notes = list(folding.errors)
+    try:
+        model_out, rules = _graph_steps(current, model, config, threshold, folding)
+    except Exception as err:  # onnx-graphsurgeon cannot import or export some graphs (optional types in subgraphs)
+        notes.append(f"graph rewrites after folding skipped ({type(err).__name__}: {str(err)[:120]})")
+        model_out, rules = current, {}
+        name_nodes(model_out.graph)
     rules = {"constant_folding": folding.folded_nodes, "dead_nodes_removed": folding.dead_nodes,
              "functions_inlined": folding.inlined_functions, "constants_to_initializers": folding.constants_lifted,
-             "static_shape_reads": folding.shape_reads}
-    rules["identity_removed"] = folding.passthrough + remove_passthrough(graph)
-    rules["batchnorm_folded"] = fold_batchnorm(graph) if config.fold_bn else 0
-    rules["reshape_shapes_made_static"] = static_reshapes
-    if config.rules:
-        rules.update(_rewrite_rules(graph))
-    name_nodes(graph)
-    model_out = infer_shapes(to_model(graph, like=model), inplace=True)
+             "static_shape_reads": folding.shape_reads, **rules}
+    rules["identity_removed"] = max(0, folding.passthrough) + rules.get("identity_removed", 0)
     report = {
         "nodes_before": nodes_before,
         "nodes_after": len(model_out.graph.node),
         "size_threshold": threshold,
         "rules": {k: v for k, v in rules.items() if v},
         # kept for readers of the reports before the "rules" section
-        "batchnorm_folded": rules["batchnorm_folded"],
+        "batchnorm_folded": rules.get("batchnorm_folded", 0),
         "identity_removed": rules["identity_removed"],
-        "reshape_shapes_made_static": static_reshapes,
+        "reshape_shapes_made_static": rules.get("reshape_shapes_made_static", 0),
     }
     if folding.too_large:
         report["left_unfolded_size"] = folding.too_large
-    if folding.errors:
-        report["fold_errors"] = folding.errors
+    if notes:
+        report["fold_errors"] = notes
     return PassResult(model_out, report)
+
+
+def _graph_steps(current: onnx.ModelProto, model: onnx.ModelProto, config: CleanupConfig, threshold: int,
+                 folding) -> tuple[onnx.ModelProto, dict]:
+    """The onnx-graphsurgeon steps after folding: static Reshape shapes, Identity/Dropout, BatchNorm, the
+    rewrite rules, names."""
+    graph, static_reshapes = _static_reshapes(current, threshold, folding)
+    rules = {"identity_removed": remove_passthrough(graph),
+             "batchnorm_folded": fold_batchnorm(graph) if config.fold_bn else 0,
+             "reshape_shapes_made_static": static_reshapes}
+    if config.rules:
+        rules.update(_rewrite_rules(graph))
+    name_nodes(graph)
+    return infer_shapes(to_model(graph, like=model), inplace=True), rules
 
 
 def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: int = 4) -> tuple[gs.Graph, int]:

@@ -96,9 +96,32 @@ def _fold_rounds(irm, should_fold, rounds: int = 4) -> int:
                            output_size_limit=_UNLIMITED, should_fold=should_fold)
         found = fold_shape_reads(irm.graph)
         reads += found
+        _scalar_range_inputs(irm.graph)
         if not found:
             break
     return reads
+
+
+def _scalar_range_inputs(graph) -> None:
+    """Range takes scalars; onnxruntime runs it on one-element 1-D tensors too, but rejects a model whose
+    constant Range input is one at load time. A folded If branch can yield such a constant: make it 0-D."""
+    import onnx_ir as ir
+    for node in graph:
+        if node.op_type != "Range" or node.domain not in ("", "ai.onnx"):
+            continue
+        for i, value in enumerate(node.inputs):
+            tensor = value.const_value if value is not None else None
+            if tensor is None or tensor.size != 1 or len(tensor.shape) == 0:
+                continue
+            name, k = f"{value.name}_scalar", 0
+            while name in graph.initializers:
+                k += 1
+                name = f"{value.name}_scalar{k}"
+            array = tensor.numpy().reshape(())
+            scalar = ir.Value(name=name, shape=ir.Shape([]), type=ir.TensorType(tensor.dtype),
+                              const_value=ir.tensor(array, dtype=tensor.dtype, name=name))
+            graph.register_initializer(scalar)
+            node.replace_input_with(i, scalar)
 
 
 def _count(graph, ops=None) -> int:
