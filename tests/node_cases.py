@@ -141,7 +141,7 @@ def run_case(case, optimizer=ours) -> Outcome:
         optimized = optimizer(case.model)
     except Exception as err:  # SlimError is a refusal; anything else a crash of ours, no model either
         status, detail = "refused", str(err)[:200] if isinstance(err, SlimError) else f"crash: {type(err).__name__}: {str(err)[:180]}"
-        if optimizer is ours:  # refused by validation or by the rewrite itself? The model tells
+        if getattr(optimizer, "__wrapped__", optimizer) is ours:  # refused by validation or by the rewrite itself? The model tells
             try:
                 status, detail = check_optimized(case, ours(case.model, validate=False), refs)
                 status = "refused" if status == "ok" else status
