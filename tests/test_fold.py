@@ -133,3 +133,26 @@ def test_external_data_output_loads_and_equals(tmp_path):
     x = np.ones((2, 64), np.float32)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x @ w)
+
+
+def test_report_counts_each_rule():
+    result = run(_reshape_by_static_dims())
+    rules = result.report["rules"]
+    assert rules["static_shape_reads"] >= 1 and rules["constant_folding"] >= 1
+    assert all(isinstance(v, int) and v > 0 for v in rules.values())
+
+
+def test_rewrite_rules_package_counts_slot_in(monkeypatch):
+    """The rules of onnxslim.passes.rewrite (another package) run on the gs graph after folding; their
+    counts join the report's "rules"."""
+    import sys
+    import types
+    calls = []
+
+    def apply_rules(graph):
+        calls.append(len(graph.nodes))
+        return {"fake_rule": 2}
+    monkeypatch.setitem(sys.modules, "onnxslim.passes.rewrite", types.SimpleNamespace(apply_rules=apply_rules))
+    result = run(_reshape_by_static_dims())
+    assert calls == [1] and result.report["rules"]["fake_rule"] == 2
+    assert "fake_rule" not in run(_reshape_by_static_dims(), CleanupConfig(rules=False)).report["rules"]
