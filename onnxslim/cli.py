@@ -267,7 +267,8 @@ def _calibration(src: Path, model, shapes, o):
 def _summary(report: dict) -> str:
     from .validate import format_report_table
     passes = report.get("passes", {})
-    lines = _cleanup_lines(report, passes.get("cleanup") or {})
+    from .summary import cleanup_lines
+    lines = cleanup_lines(report, passes.get("cleanup") or {})
     prune = passes.get("prune")
     if prune:
         frozen = prune.get("frozen", [])
@@ -308,24 +309,6 @@ def _summary(report: dict) -> str:
         lines.append(format_report_table(report["validation"]))
     lines.append(f"total {report.get('seconds')} s")
     return "\n".join(lines)
-
-
-def _cleanup_lines(report: dict, cleanup: dict) -> list[str]:
-    """Nodes, initializers and size of the model before and after, and what each cleanup rule did."""
-    from .validate import _bytes
-    lines = []
-    stats = report.get("model")
-    if stats:
-        (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
-        lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {_bytes(b0)} -> {_bytes(b1)}")
-    rules = cleanup.get("rules") or {}
-    if rules:
-        lines.append("  cleanup: " + ", ".join(f"{name} {count}" for name, count in rules.items()))
-    for note in (cleanup.get("left_unfolded_size") or [])[:3]:
-        lines.append(f"  not folded: {note}")
-    for note in (cleanup.get("fold_errors") or [])[:3]:
-        lines.append(f"  not folded: {note}")
-    return lines
 
 
 def _write_json(path: Path, obj) -> None:

@@ -18,6 +18,7 @@ from . import cost
 from .errors import FIDELITY_FAILED, SlimError, ValidationSkipped
 from .graph import TWO_GB, model_bytes
 from .inputs import model_inputs
+from .output_values import as_match as _as_match, comparable as _comparable
 from .progress import silent
 
 # SQNR of an exact match would be +inf, which is not JSON; float64 rounding noise sits near 300 dB anyway
@@ -171,29 +172,6 @@ def compare_outputs(ref: list[dict], new: list[dict]) -> dict[str, dict]:
             acc.add(*_as_match(a, b))
         report[name] = acc.result()
     return report
-
-
-def _comparable(value) -> np.ndarray:
-    """An array for the metrics: sequences are concatenated flat; ml_dtypes floats (bfloat16, float8,
-    numpy kind V) as float64; complex as magnitude. Strings stay strings (see _as_match)."""
-    if isinstance(value, (list, tuple)):
-        parts = [_comparable(v).reshape(-1) for v in value]
-        value = np.concatenate(parts) if parts else np.zeros(0)
-    arr = np.asarray(value)
-    if arr.dtype.kind == "V":
-        arr = arr.astype(np.float64)
-    if arr.dtype.kind == "c":
-        arr = np.abs(arr)
-    return arr
-
-
-def _as_match(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Non-numeric outputs (strings) as numbers: ones for the original, 1 where the optimized is equal and
-    0 where it differs, so equal outputs score cosine 1 and any change lowers it."""
-    if a.dtype.kind not in "OUS" and b.dtype.kind not in "OUS":
-        return a, b
-    same = np.vectorize(lambda x, y: x == y, otypes=[bool])(a, b) if a.size else np.zeros(a.shape, bool)
-    return np.ones(a.shape), same.astype(np.float64)
 
 
 class _Accumulator:
