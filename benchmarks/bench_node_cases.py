@@ -23,11 +23,22 @@ import node_cases  # noqa: E402
 
 def external(python: str):
     """An optimizer that hands each model to a worker running benchmarks/ext_onnxslim.py under `python`
-    (PyPI OnnxSlim in its own environment); one worker for all cases, so interpreter start-up is paid once."""
+    (PyPI OnnxSlim in its own environment); one worker for many cases, so interpreter start-up is paid
+    rarely. After a failure the case is retried once in a fresh worker: state left in a long-lived OnnxSlim
+    process made every later case fail with RecursionError."""
     script = str(Path(__file__).with_name("ext_onnxslim.py"))
     tmp = tempfile.mkdtemp(prefix="ext-onnxslim-")
-    worker = subprocess.Popen([python, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": ""}, cwd=tmp)
+    state = {}
+
+    def start():
+        state["worker"] = subprocess.Popen([python, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                           stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": ""}, cwd=tmp)
+
+    def ask(src, dst) -> str:
+        worker = state["worker"]
+        worker.stdin.write(f"{src}\t{dst}\n")
+        worker.stdin.flush()
+        return worker.stdout.readline().strip()
 
     def optimize(model):
         import onnx
@@ -36,13 +47,16 @@ def external(python: str):
         if os.path.exists(dst):
             os.unlink(dst)
         onnx.save(model, src)
-        worker.stdin.write(f"{src}\t{dst}\n")
-        worker.stdin.flush()
-        answer = worker.stdout.readline().strip()
+        answer = ask(src, dst)
+        if not answer.startswith("ok"):
+            state["worker"].kill()
+            start()
+            answer = ask(src, dst)
         if not answer.startswith("ok") or not os.path.exists(dst):
             raise SlimError(answer[6:] or "the worker stopped")
         optimize.tool_seconds += float(answer.split()[1])
         return onnx.load(dst)
+    start()
     optimize.tool_seconds = 0.0
     return optimize
 
