@@ -50,7 +50,6 @@ def fold(model: onnx.ModelProto, size_threshold: int) -> tuple[onnx.ModelProto, 
     for _ in range(4):
         irm = ir.serde.deserialize_model(model)
         functions = len(irm.functions)
-        before = _count(irm.graph)
         common.InlinePass()(irm)
         report.inlined_functions = functions - len(irm.functions)
         inlined, passthrough = _count(irm.graph), _count(irm.graph, PASSTHROUGH)
