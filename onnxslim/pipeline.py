@@ -72,10 +72,13 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         from onnxslim.passes import quantize as quantize_pass
         current = _timed(report, "quantize", lambda: quantize_pass.run(current, quantize, ctx))
     _check_valid(current)
+    if prune is not None or lowrank is not None:  # the passes that change layer widths and MACs (~1 s on MiniLM)
+        from .layer_table import compare_layers
+        report["layers"] = compare_layers(normalized, current, input_shapes or None)
     if validate:
         report["validation"] = _validation(original, current, normalized, data, input_shapes, latency, progress,
                                            seed, threads, no_feeds, min_cosine)
-    report["model"] = {key: [f(original), f(current)] for key, f in _MODEL_STATS.items()}
+    report["model_stats"] = {key: [f(original), f(current)] for key, f in _MODEL_STATS.items()}
     report["seconds"] = round(time.perf_counter() - started, 2)
     return Result(current, report)
 

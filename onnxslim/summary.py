@@ -7,7 +7,7 @@ from .validate import _bytes
 def cleanup_lines(report: dict, cleanup: dict) -> list[str]:
     """Nodes, initializers and size of the model before and after, and what each cleanup rule did."""
     lines = []
-    stats = report.get("model")
+    stats = report.get("model_stats")
     if stats:
         (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
         lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {_bytes(b0)} -> {_bytes(b1)}")
