@@ -97,6 +97,11 @@ def cli():
 @click.option("--threads", type=int, default=None,
               help="onnxruntime threads for the timings (validation, --target-latency's profile). Default: onnxruntime's for validation, 1 for the profile.")
 @click.option("--min-cosine", type=float, help="Fail (exit 1, write nothing) if an output's cosine similarity is below this.")
+@click.option("--size-threshold", type=int, default=None, metavar="BYTES",
+              help="Constant folding never materializes a tensor larger than this; such folds are left as ops and "
+                   "listed in the report. Default: twice the model's size, at least 64 MiB, at most 1 GiB.")
+@click.option("--external-data", is_flag=True,
+              help="Save the weights in OUTPUT.data beside the model (always done over 2 GB).")
 @click.option("--report", "report_path", type=click.Path(), help="Write the full report: FILE.html a self-contained page with charts, else JSON.")
 @click.option("--ort-format", is_flag=True, help="Also write OUTPUT.ort (onnxruntime's mobile format) and OUTPUT.required_operators.config, checked by running it.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -135,9 +140,10 @@ def _optimize(model, output, output_opt, o):
     result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
                       data=o["data"], input_shapes=shapes, validate=not o["no_validate"], shape_hints=_preprocess_hint(src, original, o),
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
-                      progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"])
+                      progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"],
+                      size_threshold=_size_threshold(o["size_threshold"]))
     result.report.update(model=str(src), output=str(dst), command=shlex.join(["onnxslim", *sys.argv[1:]]))
-    graph.save_model(result.model, dst, input_path=src)
+    graph.save_model(result.model, dst, input_path=src, external_data=o["external_data"])
     if o["ort_format"]:
         from .ort_format import write_ort
         try:
@@ -161,6 +167,12 @@ def _optimize(model, output, output_opt, o):
             same = "the .onnx's outputs exactly" if diff == 0 else f"the .onnx's outputs within {diff:.1g} (relative)"
             click.echo(f"wrote {ort['ort']} and {Path(ort['required_operators']).name} (loaded and run in onnxruntime: {same})")
         click.echo(one_line(result.report))
+
+
+def _size_threshold(value):
+    if value is not None and value < 0:
+        raise SlimError(f"--size-threshold {value}: give a number of bytes >= 0")
+    return value
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -259,8 +271,9 @@ def _calibration(src: Path, model, shapes, o):
 def _summary(report: dict) -> str:
     from .report_text import lowrank_table, prune_table
     from .validate import format_report_table
-    lines = []
     passes = report.get("passes", {})
+    from .summary import cleanup_lines
+    lines = cleanup_lines(report, passes.get("cleanup") or {})
     prune = passes.get("prune")
     if prune:
         frozen = prune.get("frozen", [])

@@ -14,3 +14,8 @@ class SlimError(Exception):
 
 class SlimWarning(UserWarning):
     """Something odd in the input that onnxslim handles; the CLI prints it as one `onnxslim: warning:` line."""
+
+
+class ValidationSkipped(SlimError):
+    """Validation cannot run (onnxruntime cannot run the original, or no inputs can be made for it): the
+    optimized model is still written, with the reason in the report."""

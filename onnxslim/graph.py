@@ -84,8 +84,10 @@ def _load_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
     external.load_external_data(model, base_dir, _dims_bytes)
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: str | os.PathLike | None = None) -> None:
-    """Write atomically (temp file + rename); models over 2 GB get their weights in `<name>.data` beside them.
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
+               external_data: bool = False) -> None:
+    """Write atomically (temp file + rename); models over 2 GB, or any with `external_data`, get their
+    weights (tensors of 1 KB and more) in `<name>.data` beside them.
 
     On any failure nothing is left behind: no temp file, and an existing output is kept as it was."""
     path = Path(path)
@@ -93,7 +95,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
         raise SlimError(f"output {path} is the input model; refusing to overwrite it")
     if path.is_dir():
         raise SlimError(f"output {path} is a folder; give a file name")
-    large = model_bytes(model) >= TWO_GB if _all_inline(model) else True
+    large = external_data or (model_bytes(model) >= TWO_GB if _all_inline(model) else True)
     data_path = path.parent / (path.name + ".data")
     targets = [path] + ([data_path] if large else [])
     if input_path is not None and any(t.exists() for t in targets):

@@ -50,6 +50,8 @@ def _fmt(value, digits=4) -> str:
 
 def _validation(v: dict) -> str:
     from .validate import _bytes, _ms, _si
+    if "skipped" in v:
+        return f"<p>validation skipped: {escape(str(v['skipped']))}</p>"
     rows = []
     for label, key, fmt in (("MACs", "macs", _si), ("params", "params", _si), ("size", "size_bytes", _bytes), ("latency", "latency_ms", _ms)):
         s = v.get(key)

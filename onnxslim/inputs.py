@@ -12,11 +12,17 @@ import onnx
 
 from .errors import SlimError
 
-_NP_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
-    onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.BOOL: np.bool_,
-}
+
+
+def _np_type(elem_type: int) -> np.dtype | None:
+    """The numpy dtype of an ONNX element type (every tensor type: strings are object arrays, bfloat16,
+    float8/float4 and int4 come from ml_dtypes through onnx), None for UNDEFINED or a non-tensor input."""
+    if not elem_type:
+        return None
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:  # a type this onnx version does not know
+        return None
 
 
 INT64_MAX = 2**63 - 1
@@ -39,12 +45,21 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        if tt.elem_type not in _NP_TYPES:
-            raise SlimError(f"input '{vi.name}' has element type {onnx.TensorProto.DataType.Name(tt.elem_type)}, which onnxslim cannot feed")
+        dtype = _np_type(tt.elem_type) if vi.type.HasField("tensor_type") else None
+        if dtype is None:
+            kind = vi.type.WhichOneof("value") or "no"
+            raise SlimError(f"input '{vi.name}' has {kind} type ({_type_name(tt.elem_type)}), which onnxslim cannot feed")
         # shape None: the model does not say the rank
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim) if tt.HasField("shape") else None
-        specs.append(InputSpec(vi.name, np.dtype(_NP_TYPES[tt.elem_type]), dims))
+        specs.append(InputSpec(vi.name, dtype, dims))
     return specs
+
+
+def _type_name(elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return str(elem_type)
 
 
 def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
@@ -140,29 +155,39 @@ def with_batch(model: onnx.ModelProto, shapes: dict, n: int) -> dict:
 
 
 def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: int = 1, seed: int = 0) -> list[dict]:
-    """`count` random batches: floats ~ N(0,1); integer inputs in [0, 100) (token ids, masks get 1)."""
+    """`count` random batches: floats ~ N(0,1); integer inputs in [0, 100) (token ids, masks get 1), short
+    1-D integer inputs in [0, 4) (they are often shapes, pads or repeats: large values would allocate huge
+    tensors); strings are short words."""
     rng = np.random.default_rng(seed)
     resolved = resolve_shapes(model, shapes)
     check_feed_memory(model, resolved, count)
     feeds = []
     for _ in range(count):
-        feed = {}
-        for spec in model_inputs(model):
-            shape = resolved[spec.name]
-            if np.issubdtype(spec.dtype, np.floating):
-                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-            elif spec.dtype == np.bool_:
-                feed[spec.name] = np.ones(shape, dtype=np.bool_)
-            elif shape == () and spec.name.lower() in _SAMPLE_RATE_NAMES:
-                feed[spec.name] = np.array(16000, dtype=spec.dtype)  # audio models branch on the rate (silero VAD)
-            elif "mask" in spec.name.lower():
-                feed[spec.name] = np.ones(shape, dtype=spec.dtype)
-            elif "type" in spec.name.lower() or "segment" in spec.name.lower():
-                feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
-            else:
-                feed[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
-        feeds.append(feed)
+        feeds.append({spec.name: _random_array(spec, resolved[spec.name], rng) for spec in model_inputs(model)})
     return feeds
+
+
+def _random_array(spec: InputSpec, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    dtype, name = spec.dtype, spec.name.lower()
+    integer = dtype.kind in "iu" or (dtype.kind == "V" and "int" in dtype.name)  # ml_dtypes int4/int2 are kind V
+    if dtype == np.bool_:
+        return np.ones(shape, dtype=np.bool_)
+    if dtype == object:
+        return rng.choice(np.array(["a", "bc", "def", "onnx"], dtype=object), size=shape)
+    if dtype.kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    if not integer:  # float16/32/64 and the ml_dtypes floats (bfloat16, float8, float4)
+        return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+    if shape == () and name in _SAMPLE_RATE_NAMES:
+        return np.array(16000, dtype=dtype)  # audio models branch on the rate (silero VAD)
+    if "mask" in name:
+        return np.ones(shape, dtype=dtype)
+    if "type" in name or "segment" in name:
+        return np.zeros(shape, dtype=dtype)
+    high = 4 if len(shape) == 1 and shape[0] <= 8 else 100
+    if dtype.kind == "V" or dtype.itemsize == 1:  # int2/int4 hold 0..1 at least, int8 0..99
+        high = 2 if dtype.kind == "V" else high
+    return rng.integers(0, high, size=shape).astype(dtype)
 
 
 def check_feed_memory(model: onnx.ModelProto, resolved: dict, count: int = 1) -> int:
@@ -208,7 +233,7 @@ def largest_activation_bytes(model: onnx.ModelProto, resolved: dict) -> int:
         tt = vi.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else []
         if dims and all(d is not None and d > 0 for d in dims):
-            largest = max(largest, math.prod(dims) * np.dtype(_NP_TYPES.get(tt.elem_type, np.float32)).itemsize)
+            largest = max(largest, math.prod(dims) * (_np_type(tt.elem_type) or np.dtype(np.float32)).itemsize)
     return largest
 
 

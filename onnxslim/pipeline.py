@@ -14,7 +14,7 @@ import onnx
 from . import check
 from . import inputs as inputs_mod
 from .context import Context
-from .errors import FIDELITY_FAILED, SlimError
+from .errors import FIDELITY_FAILED, SlimError, ValidationSkipped
 from .graph import TWO_GB, load_model, model_bytes
 from .options import check_options
 from .progress import progress as default_progress
@@ -31,7 +31,8 @@ class Result:
 def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None, data=None,
              input_shapes: dict | None = None, validate: bool = True, latency: bool = True,
              min_cosine: float | None = None, progress=default_progress, seed: int = 0,
-             threads: int | None = None, shape_hints: dict | None = None) -> Result:
+             threads: int | None = None, shape_hints: dict | None = None,
+             size_threshold: int | None = None) -> Result:
     """Optimize `model` (a path or an onnx.ModelProto).
 
     prune / lowrank / quantize: the passes' config dataclasses (PruneConfig, LowRankConfig, QuantizeConfig)
@@ -43,6 +44,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     Dynamic dims need no size: the steps that run the model use the shapes `runshapes.choose` finds
     (input_shapes, then data / calibration arrays, then `shape_hints` {input: (source, shape)} such as a
     preprocess file's crop, then sizes the original runs with).
+    size_threshold: bytes; constant folding never materializes a larger tensor (None: see CleanupConfig).
     """
     started = time.perf_counter()
     check_options({"min_cosine": min_cosine, "seed": seed})
@@ -70,7 +72,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
 
     from onnxslim.passes import cleanup
     keep_bn = prune is not None and getattr(prune, "importance", None) == "bn"
-    current = _timed(report, "cleanup", lambda: cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn), ctx))
+    current = _timed(report, "cleanup", lambda: cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn, size_threshold=size_threshold), ctx))
     normalized = current
     if prune is not None:
         from onnxslim.passes import prune as prune_pass
@@ -86,17 +88,34 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         from .layer_table import compare_layers
         report["layers"] = compare_layers(normalized, current, input_shapes or None)
     if validate:
-        report["validation"] = _validate(original, current, normalized, data, run, latency, progress, seed, threads)
-        if "skipped" in report["validation"] and min_cosine is not None:
-            raise SlimError(f"--min-cosine needs validation, which was skipped: {report['validation']['skipped']}; nothing written",
-                            exit_code=FIDELITY_FAILED)
-        if min_cosine is not None:
-            worst = min((o["cosine"] for o in report["validation"]["outputs"].values()), default=1.0)
-            if worst < min_cosine:
-                raise SlimError(f"fidelity check failed: output cosine similarity {worst:.4f} < --min-cosine {min_cosine:g}; nothing written",
-                                exit_code=FIDELITY_FAILED)
+        report["validation"] = _validation(original, current, normalized, data, run, latency, progress,
+                                           seed, threads, min_cosine)
+    report["model_stats"] = {key: [f(original), f(current)] for key, f in _MODEL_STATS.items()}
     report["seconds"] = round(time.perf_counter() - started, 2)
     return Result(current, report)
+
+
+# before/after counts the terminal summary prints for every run
+_MODEL_STATS = {"nodes": lambda m: len(m.graph.node), "initializers": lambda m: len(m.graph.initializer),
+                "bytes": model_bytes}
+
+
+def _validation(original, current, normalized, data, run, latency, progress, seed, threads, min_cosine) -> dict:
+    """The validation section; {"skipped": reason} when it cannot run (no inputs can be made, or onnxruntime
+    cannot run the original), which fails the run only when --min-cosine asks for validation."""
+    try:
+        section = _validate(original, current, normalized, data, run, latency, progress, seed, threads)
+    except ValidationSkipped as err:
+        if min_cosine is not None:
+            raise SlimError(f"--min-cosine asks for validation, which was skipped: {err}; nothing written",
+                            exit_code=FIDELITY_FAILED) from None
+        return {"skipped": str(err), "input_shapes": {}}
+    if min_cosine is not None:
+        worst = min((o["cosine"] for o in section["outputs"].values()), default=1.0)
+        if worst < min_cosine:
+            raise SlimError(f"fidelity check failed: output cosine similarity {worst:.4f} < --min-cosine {min_cosine:g}; nothing written",
+                            exit_code=FIDELITY_FAILED)
+    return section
 
 
 def _timed(report: dict, name: str, step):
@@ -138,9 +157,12 @@ def _validate(original, optimized, normalized, data, run, latency, progress, see
         source = f"{Path(data).name} ({min(VALIDATION_SAMPLES, len(next(iter(arrays.values()))))} samples)"
         used = {k: {"shape": list(v.shape), "source": "--data"} for k, v in feeds[0].items()}
     elif run.shapes is None:
-        return {"skipped": f"no input shape the model runs with: {run.reason}; give --input-shape", "input_shapes": {}}
+        raise ValidationSkipped(f"no input shape the model runs with: {run.reason}; give --input-shape")
     else:
-        feeds = inputs_mod.random_feeds(original, run.shapes, count=4, seed=seed)
+        try:
+            feeds = inputs_mod.random_feeds(original, run.shapes, count=4, seed=seed)
+        except SlimError as err:
+            raise ValidationSkipped(f"no inputs to validate with: {err}") from None
         source = "random inputs (4 batches); give --data for real inputs"
         used = run.report()
     # MACs at the run shapes; with --data, at its shapes with the batch dim as 1 (compare_models' default)

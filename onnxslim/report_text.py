@@ -93,6 +93,8 @@ def one_line(report: dict) -> str:
         prune = report.get("passes", {}).get("prune") or {}
         est = prune.get("estimated_macs_fraction")
         return "onnxslim: not validated" + (f"; MACs {est:.2f}x (estimated)" if est is not None else "")
+    if "skipped" in v:
+        return "onnxslim: validation skipped (the model is written; see above)"
     parts = []
     for label, key in (("MACs", "macs"), ("params", "params"), ("size", "size_bytes"), ("latency", "latency_ms")):
         r = _ratio(v.get(key))

@@ -178,6 +178,7 @@ GOOD = {
     "bn_kept": ["in.onnx", "out.onnx", "--prune", "0.3", "--importance", "bn", "--report", "r.json", "-q", *FAST],
     "prune_zero": ["in.onnx", "out.onnx", "--prune", "0", "--report", "r.json", "-q", *FAST],
     "no_pass": ["in.onnx", "out.onnx", "--data", str(EVAL), *FAST],
+    "no_pass_external_data": ["in.onnx", "out.onnx", "--external-data", "--size-threshold", "4096", "--report", "r.json", *FAST],
     "inspect": ["inspect", "in.onnx"],
     "inspect_json": ["inspect", "in.onnx", "--json"],
 }
@@ -311,6 +312,19 @@ def test_no_pass_is_cleanup_and_validation(runs):
     assert run.rc == 0, run.err
     assert run.err.startswith("onnxslim: no pass requested")
     assert "cosine 1.0" in run.out or "cosine 0.99999" in run.out
+    x = _eval_x(32)
+    np.testing.assert_allclose(_logits(str(run.folder / "out.onnx"), x), _logits(str(FOLDED), x), rtol=1e-5, atol=1e-5)
+
+
+def test_no_pass_prints_the_summary_and_writes_external_data(runs):
+    """The bare command says what changed (nodes, initializers, size, rules) and --external-data puts the
+    weights beside the model."""
+    run = runs["no_pass_external_data"]
+    assert run.rc == 0, run.err
+    before, after = onnx.load(str(FOLDED)), onnx.load(str(run.folder / "out.onnx"))
+    assert f"model: nodes {len(before.graph.node)} -> {len(after.graph.node)}, initializers" in run.out
+    assert (run.folder / "out.onnx.data").stat().st_size > (run.folder / "out.onnx").stat().st_size
+    assert _report(run)["passes"]["cleanup"]["size_threshold"] == 4096
     x = _eval_x(32)
     np.testing.assert_allclose(_logits(str(run.folder / "out.onnx"), x), _logits(str(FOLDED), x), rtol=1e-5, atol=1e-5)
 
