@@ -69,7 +69,7 @@ def normalize_axes(axes: list[int], r: int | None) -> list[int] | None:
     if any(a < 0 for a in axes):
         if r is None:
             return None
-        axes = [a + r for a in axes]
+        axes = [a + r if a < 0 else a for a in axes]
     return sorted(axes)
 
 

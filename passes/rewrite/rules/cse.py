@@ -32,7 +32,7 @@ def _value_key(v):
 def _input_key(t):
     if not t.name:
         return ""  # an omitted optional input
-    if isinstance(t, gs.Constant) and t.values.nbytes <= SMALL:
+    if isinstance(t, gs.Constant) and int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize <= SMALL:
         return _value_key(t)
     return id(t)
 
