@@ -29,7 +29,7 @@ class Result:
 def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None, data=None,
              input_shapes: dict | None = None, validate: bool = True, latency: bool = True,
              min_cosine: float | None = None, progress=default_progress, seed: int = 0,
-             threads: int | None = None) -> Result:
+             threads: int | None = None, fp16: bool = False) -> Result:
     """Optimize `model` (a path or an onnx.ModelProto).
 
     prune / lowrank / quantize: the passes' config dataclasses (PruneConfig, LowRankConfig, QuantizeConfig)
@@ -38,6 +38,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     min_cosine: raise SlimError (exit code 1) when any output's mean cosine similarity falls below it.
     threads: onnxruntime intra-op threads for the latency measurements (validation, --target-latency's
     profile); None = onnxruntime's default for validation, 1 for the profile.
+    fp16: float16 weights and compute (lossless path only: the other passes work on float32 weights).
     """
     started = time.perf_counter()
     original = load_model(model) if isinstance(model, (str, Path)) else model
@@ -53,7 +54,10 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
 
     from onnxslim.passes import cleanup
     keep_bn = prune is not None and getattr(prune, "importance", None) == "bn"
-    current = _timed(report, "cleanup", lambda: cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn), ctx))
+    if fp16 and (prune is not None or lowrank is not None or quantize is not None):
+        raise SlimError("--fp16 works on the lossless path only; drop --prune/--target-macs/--lowrank/--quantize")
+    config = cleanup.CleanupConfig(fold_bn=not keep_bn, fp16=fp16)
+    current = _timed(report, "cleanup", lambda: cleanup.run(original, config, ctx))
     normalized = current
     if prune is not None:
         from onnxslim.passes import prune as prune_pass

@@ -25,6 +25,8 @@ gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # its folding chatter is
 @dataclass
 class CleanupConfig:
     fold_bn: bool = True  # False keeps BatchNormalization nodes (the `bn` importance criterion reads them)
+    rules: bool = True  # the lossless rewrite rules of passes/rewrite (fusions, eliminations, CSE, weight tying)
+    fp16: bool = False  # float16 weights and compute, input/output types kept (passes/rewrite/fp16.py)
 
 
 def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Context | None = None) -> PassResult:
@@ -33,15 +35,23 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
     graph, static_reshapes = _fold(model)
     removed_identity = _remove_passthrough(graph)
     folded_bn = _fold_batchnorm(graph) if config.fold_bn else 0
+    rules = _rewrite(graph, model, config) if config.rules else {}
     _name_nodes(graph)
     model_out = infer_shapes(to_model(graph, like=model), inplace=True)
+    fp16 = None
+    if config.fp16:
+        from onnxslim.passes.rewrite.fp16 import to_fp16
+        model_out, fp16 = to_fp16(model_out)
     report = {
         "nodes_before": nodes_before,
         "nodes_after": len(model_out.graph.node),
         "batchnorm_folded": folded_bn,
         "identity_removed": removed_identity,
         "reshape_shapes_made_static": static_reshapes,
+        "rules": rules,
     }
+    if fp16 is not None:
+        report["fp16"] = fp16
     return PassResult(model_out, report)
 
 
@@ -70,6 +80,18 @@ def _fold(model: onnx.ModelProto, rounds: int = 8) -> tuple[gs.Graph, int]:
             break
         graph = to_graph(infer_shapes(to_model(graph, like=model), inplace=True))
     return graph, static
+
+
+def _rewrite(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfig) -> dict[str, int]:
+    """The rewrite rules to a fixpoint; a fusion can leave constant-only nodes behind, folded again here."""
+    from onnxslim.passes.rewrite import apply_rules
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    # keeping BN for the `bn` criterion also keeps it off ConvTranspose
+    counts = apply_rules(graph, skip=set() if config.fold_bn else {"convtranspose_bn"}, opset=opset)
+    if counts and _has_foldable(graph):
+        graph.fold_constants(fold_shapes=False, partitioning="recursive", error_ok=True)
+        graph.cleanup().toposort()
+    return counts
 
 
 def _has_foldable(graph: gs.Graph) -> bool:
