@@ -54,6 +54,8 @@ class CastChain(Rule):
         if first is None:
             return "input is not produced by a Cast"
         src, mid = dtype(first.inputs[0]), _target(first)
+        if _target(node) in (None, "object"):
+            return "the last Cast's target is not numeric (strings print each type differently)"
         if src is None or mid is None or mid not in _EXACT.get(str(src), set()):
             return f"the first Cast ({src} -> {mid}) may round or wrap"
         return {"src": first.inputs[0]}

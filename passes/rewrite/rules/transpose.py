@@ -29,14 +29,13 @@ class TransposePair(Rule):
         if p1 is None or p2 is None or len(p1) != len(p2):
             return "a perm is unknown"
         composed = [p1[j] for j in p2]  # out[j] = x[p1[p2[j]]]
-        if composed == list(range(len(composed))):
-            reason = replace_check(node.outputs[0], first.inputs[0], ctx)
-            if reason:
-                return reason
-        return {"src": first.inputs[0], "perm": composed}
+        # an identity composition is removed, unless its output is a graph output that cannot be renamed:
+        # then one identity Transpose stays in place of two
+        bypassable = composed == list(range(len(composed))) and not replace_check(node.outputs[0], first.inputs[0], ctx)
+        return {"src": first.inputs[0], "perm": composed, "bypass": bypassable}
 
     def rewrite(self, node, match, ctx):
-        if match["perm"] == list(range(len(match["perm"]))):
+        if match["bypass"]:
             bypass(node, match["src"], ctx)
             return
         node.inputs[0] = match["src"]
