@@ -19,6 +19,19 @@ class RewriteContext:
     graph: gs.Graph
     opset: int
     reasons: list[tuple[str, str, str]] = field(default_factory=list)  # (rule, node name, reason)
+    _names: set | None = None
+
+    def fresh(self, base: str) -> str:
+        """A tensor name no tensor or node of the graph has: nodes may be unnamed here, so a name built from
+        a node's name alone can repeat, and two tensors of one name make an invalid model."""
+        if self._names is None:
+            self._names = set(self.graph.tensors().keys()) | {n.name for n in self.graph.nodes}
+        name, k = base, 0
+        while name in self._names:
+            k += 1
+            name = f"{base}_{k}"
+        self._names.add(name)
+        return name
 
     def output_ids(self) -> set[int]:
         return {id(t) for t in self.graph.outputs}

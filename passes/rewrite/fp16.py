@@ -82,7 +82,7 @@ def _convertible_vars(node: gs.Node, opset: int) -> tuple[set[str], list[str], l
     bound: dict[str, set] = {}
     for t, f in list(zip(node.inputs, ins)) + list(zip(node.outputs, outs)):
         if t.name and f in allowed:
-            bound.setdefault(f, set()).add(None if t.dtype is None else np.dtype(t.dtype))
+            bound.setdefault(f, set()).add(F32 if _is_f32(t) else ("other", str(t.dtype)))
     conv = {v for v, types in bound.items() if types == {F32} and "tensor(float16)" in allowed[v]}
     if not conv:
         return "no float32 tensors"
@@ -94,13 +94,20 @@ def _convertible_vars(node: gs.Node, opset: int) -> tuple[set[str], list[str], l
     return conv, ins, outs
 
 
+def _is_f32(t) -> bool:
+    try:
+        return t.dtype is not None and np.dtype(t.dtype) == F32
+    except TypeError:  # bfloat16 / float8 arrive as onnx type ints
+        return False
+
+
 def _plan(graph: gs.Graph, opset: int):
     plan, kept, reasons = {}, Counter(), {}
     for node in graph.nodes:
         r = _convertible_vars(node, opset)
         if not isinstance(r, str):
             plan[id(node)] = (node, r)
-        elif any(t.dtype is not None and np.dtype(t.dtype) == F32 for t in list(node.inputs) + list(node.outputs)):
+        elif any(_is_f32(t) for t in list(node.inputs) + list(node.outputs)):
             kept[node.op] += 1
             reasons.setdefault(node.op, r)
     return plan, kept, reasons
@@ -110,8 +117,10 @@ class _Versions:
     """The fp16 and fp32 versions of each float32 tensor, made on demand by a Cast (or, for constants, a
     converted copy) and shared by every consumer that needs them."""
 
-    def __init__(self, graph: gs.Graph):
+    def __init__(self, graph: gs.Graph, opset: int):
+        from .engine import RewriteContext
         self.graph, self.cache, self.casts = graph, {}, 0
+        self.fresh = RewriteContext(graph, opset).fresh
 
     def get(self, t, want: np.dtype, have: np.dtype):
         if want == have:
@@ -120,11 +129,11 @@ class _Versions:
         if key not in self.cache:
             if isinstance(t, gs.Constant):
                 v = t.values.load() if hasattr(t.values, "load") else np.asarray(t.values)
-                self.cache[key] = gs.Constant(f"{t.name}_{want.name}", v.astype(want))
+                self.cache[key] = gs.Constant(self.fresh(f"{t.name}_{want.name}"), v.astype(want))
             else:
-                out = gs.Variable(f"{t.name}_{want.name}", dtype=want, shape=t.shape)
+                out = gs.Variable(self.fresh(f"{t.name}_{want.name}"), dtype=want, shape=t.shape)
                 to = onnx.TensorProto.FLOAT16 if want == F16 else onnx.TensorProto.FLOAT
-                self.graph.nodes.append(gs.Node("Cast", name=f"{t.name}_cast_{want.name}", attrs={"to": to}, inputs=[t], outputs=[out]))
+                self.graph.nodes.append(gs.Node("Cast", name=self.fresh(f"{t.name}_cast_{want.name}"), attrs={"to": to}, inputs=[t], outputs=[out]))
                 self.casts += 1
                 self.cache[key] = out
         return self.cache[key]
@@ -134,19 +143,19 @@ def convert_graph(graph: gs.Graph, opset: int) -> dict:
     """Convert in place; returns the report part: ops kept in fp32 (count and reason), Casts inserted."""
     plan, kept, reasons = _plan(graph, opset)
     originals = list(graph.nodes)  # the Casts added below are not to be visited
-    was_f32 = {id(t) for t in graph.tensors().values() if t.dtype is not None and np.dtype(t.dtype) == F32}
+    was_f32 = {id(t) for t in graph.tensors().values() if _is_f32(t)}
     outputs = {id(t) for t in graph.outputs}
     native: dict[int, np.dtype] = {}  # type each float32 tensor is produced in after conversion
-    versions = _Versions(graph)
+    versions = _Versions(graph, opset)
     for node, (conv, _, outs) in plan.values():
         for i, (t, f) in enumerate(zip(list(node.outputs), outs)):
             if f not in conv or id(t) not in was_f32:
                 continue
             if id(t) in outputs:  # the graph output keeps its name and type: the node writes an fp16 twin
-                twin = gs.Variable(f"{t.name}_fp16", dtype=F16, shape=t.shape)
+                twin = gs.Variable(versions.fresh(f"{t.name}_fp16"), dtype=F16, shape=t.shape)
                 node.outputs[i] = twin
                 versions.cache[(id(twin), F32)] = t
-                graph.nodes.append(gs.Node("Cast", name=f"{t.name}_cast_out", attrs={"to": onnx.TensorProto.FLOAT},
+                graph.nodes.append(gs.Node("Cast", name=versions.fresh(f"{t.name}_cast_out"), attrs={"to": onnx.TensorProto.FLOAT},
                                            inputs=[twin], outputs=[t]))
                 versions.casts += 1
                 native[id(twin)] = F16

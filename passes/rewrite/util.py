@@ -47,9 +47,13 @@ def static_dims(t) -> list | None:
 
 
 def dtype(t):
+    """numpy dtype, or None when unknown or numpy has none (bfloat16 and float8 arrive as onnx type ints)."""
     if isinstance(t, gs.Constant):
         return t.values.dtype
-    return np.dtype(t.dtype) if getattr(t, "dtype", None) is not None else None
+    try:
+        return np.dtype(t.dtype) if getattr(t, "dtype", None) is not None else None
+    except TypeError:
+        return None
 
 
 def axes_of(node: gs.Node, input_index: int, ctx) -> list[int] | None | str:

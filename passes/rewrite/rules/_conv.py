@@ -54,16 +54,16 @@ def bias_of(conv: gs.Node) -> np.ndarray:
     return np.zeros(out_channels(conv))
 
 
-def set_bias(conv: gs.Node, bias: np.ndarray, tag: str) -> None:
+def set_bias(conv: gs.Node, bias: np.ndarray, tag: str, ctx) -> None:
     dt = conv.inputs[1].values.dtype
-    b = gs.Constant(f"{conv.name or 'conv'}_bias_{tag}", bias.astype(dt))
+    b = gs.Constant(ctx.fresh(f"{conv.name or 'conv'}_bias_{tag}"), bias.astype(dt))
     if len(conv.inputs) > 2:
         conv.inputs[2] = b
     else:
         conv.inputs.append(b)
 
 
-def scale_weight(conv: gs.Node, scale: np.ndarray, tag: str) -> None:
+def scale_weight(conv: gs.Node, scale: np.ndarray, tag: str, ctx) -> None:
     """W' such that conv(x, W') = conv(x, W) * scale[channel]."""
     w = conv.inputs[1].values.astype(np.float64)
     if conv.op == "Conv":
@@ -73,7 +73,7 @@ def scale_weight(conv: gs.Node, scale: np.ndarray, tag: str) -> None:
         per = w.shape[1]
         blocks = w.reshape(g, w.shape[0] // g, per, *w.shape[2:])
         w = (blocks * scale.reshape(g, 1, per, *([1] * (w.ndim - 2)))).reshape(w.shape)
-    conv.inputs[1] = gs.Constant(f"{conv.inputs[1].name}_{tag}", w.astype(conv.inputs[1].values.dtype))
+    conv.inputs[1] = gs.Constant(ctx.fresh(f"{conv.inputs[1].name}_{tag}"), w.astype(conv.inputs[1].values.dtype))
 
 
 def take_output(conv: gs.Node, node: gs.Node) -> None:

@@ -23,5 +23,5 @@ class ConvAdd(Rule):
 
     def rewrite(self, node, match, ctx):
         conv = match["conv"]
-        set_bias(conv, bias_of(conv) + match["vec"], "add")
+        set_bias(conv, bias_of(conv) + match["vec"], "add", ctx)
         take_output(conv, node)

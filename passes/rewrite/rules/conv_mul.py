@@ -31,6 +31,6 @@ class ConvMul(Rule):
     def rewrite(self, node, match, ctx):
         conv, scale = match["conv"], match["scale"]
         bias = bias_of(conv) * scale
-        scale_weight(conv, scale, "mul")
-        set_bias(conv, bias, "mul")
+        scale_weight(conv, scale, "mul", ctx)
+        set_bias(conv, bias, "mul", ctx)
         take_output(conv, node)

@@ -37,6 +37,6 @@ class ConvTransposeBN(Rule):
     def rewrite(self, node, match, ctx):
         conv = match["conv"]
         bias = bias_of(conv) * match["scale"] + match["shift"]
-        scale_weight(conv, match["scale"], "bn")
-        set_bias(conv, bias, "bn")
+        scale_weight(conv, match["scale"], "bn", ctx)
+        set_bias(conv, bias, "bn", ctx)
         take_output(conv, node)

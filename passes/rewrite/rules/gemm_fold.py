@@ -71,7 +71,7 @@ class GemmAdd(Rule):
 
     def rewrite(self, node, match, ctx):
         gemm = match["gemm"]
-        cst = gs.Constant(f"{gemm.name or 'gemm'}_C_add", match["c"])
+        cst = gs.Constant(ctx.fresh(f"{gemm.name or 'gemm'}_C_add"), match["c"])
         if len(gemm.inputs) > 2:
             gemm.inputs[2] = cst
         else:

@@ -30,7 +30,7 @@ def _set_axes(node, axes: list[int], ctx) -> None:
     if "axes" in node.attrs:
         node.attrs["axes"] = axes
     else:
-        node.inputs[1] = gs.Constant(f"{node.name or node.op}_axes_merged", np.array(axes, dtype=np.int64))
+        node.inputs[1] = gs.Constant(ctx.fresh(f"{node.name or node.op}_axes_merged"), np.array(axes, dtype=np.int64))
 
 
 class UnsqueezeChain(Rule):

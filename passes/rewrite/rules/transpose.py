@@ -84,7 +84,7 @@ class TransposeAsReshape(Rule):
         return {"shape": np.array(target, dtype=np.int64)}
 
     def rewrite(self, node, match, ctx):
-        shape = gs.Constant(f"{node.name or 'transpose'}_as_reshape", match["shape"])
+        shape = gs.Constant(ctx.fresh(f"{node.name or 'transpose'}_as_reshape"), match["shape"])
         node.op = "Reshape"
         node.attrs.clear()
         node.inputs.append(shape)
