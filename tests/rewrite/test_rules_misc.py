@@ -71,3 +71,13 @@ def test_graph_output_is_kept_when_removal_would_rename_it():
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "one"], ["y"])]
     m = model(nodes, [("x", ["N", 4])], [("r", ["N", 4]), ("y", ["N", 4])], {"one": np.ones(4, np.float32)})
     assert_refuses(m, "neutral_element", "graph output")
+
+
+def test_cse_leaves_custom_domain_ops():
+    nodes = [helper.make_node("Noise", ["x"], ["a"], domain="my.ops"), helper.make_node("Noise", ["x"], ["b"], domain="my.ops"),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
+    out, counts, _ = rewrite(m)
+    assert "cse" not in counts and len(out.graph.node) == 3

@@ -1,6 +1,6 @@
 """Common-subexpression elimination: two nodes with the same op, domain, attributes and inputs compute the
 same outputs; the later one's consumers read the earlier one's. Not for ops that draw random numbers, nor
-for nodes holding subgraphs (their bodies would need comparing)."""
+for nodes holding subgraphs (their bodies would need comparing), nor for custom-domain ops."""
 from __future__ import annotations
 
 import hashlib
@@ -41,6 +41,8 @@ def node_key(node: gs.Node):
     """A hashable key, or None when the node must not be merged."""
     if node.op in RANDOM or any(isinstance(v, gs.Graph) for v in node.attrs.values()):
         return None
+    if node.domain not in ("", None, "ai.onnx"):
+        return None  # a custom op may draw random numbers or keep state: nothing says it is a pure function
     try:
         attrs = tuple(sorted((k, _value_key(v)) for k, v in node.attrs.items()))
         key = (node.op, node.domain or "", attrs, tuple(_input_key(t) for t in node.inputs), len(node.outputs))
