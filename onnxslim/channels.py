@@ -72,6 +72,12 @@ class Group:
     def width(self) -> int:
         return self.n_classes
 
+    @property
+    def channels(self) -> int:
+        """The width of the group's widest tensor axis: attention heads tie one position per head into one
+        class, so a 384-wide Q projection of 12 heads has 32 classes but 384 channels."""
+        return max((s.size for s in self.spaces if not s.is_constant), default=self.n_classes)
+
     def members(self, role: str) -> list[Space]:
         return [s for s in self.spaces if s.role == role]
 
@@ -88,7 +94,8 @@ class Group:
     def summary(self) -> dict:
         return {
             "id": self.id,
-            "channels": self.n_classes,
+            "channels": self.channels,
+            "units": self.n_classes,
             "prunable": self.prunable,
             "frozen_reasons": self.reasons,
             "trace": self.trace(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import click
 
 from .errors import SlimError
+from .pass_options import lowrank_config as _lowrank_config, quantize_config as _quantize_config
+from .report_files import json_default as _json_default, write_report as _write_report
 
 SUBCOMMANDS = ("optimize", "inspect")
 
@@ -98,7 +101,8 @@ def _float_list(value, name):
 @click.option("--threads", type=int, default=None,
               help="onnxruntime threads for the timings (validation, --target-latency's profile). Default: onnxruntime's for validation, 1 for the profile.")
 @click.option("--min-cosine", type=float, help="Fail (exit 1, write nothing) if an output's cosine similarity is below this.")
-@click.option("--report", "report_path", type=click.Path(), help="Write the full report as JSON.")
+@click.option("--report", "report_path", type=click.Path(), help="Write the full report: FILE.html a self-contained page with charts, else JSON.")
+@click.option("--ort-format", is_flag=True, help="Also write OUTPUT.ort (onnxruntime's mobile format) and OUTPUT.required_operators.config, checked by running it.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No table, no progress bars.")
 def optimize_cmd(model, output, output_opt, **opts):
@@ -126,23 +130,39 @@ def _optimize(model, output, output_opt, o):
     if prune is None and lowrank is None and quantize is None and not o["fp16"]:
         click.echo("onnxslim: no pass requested (--prune, --target-macs, --lowrank, --quantize): cleanup and validation only", err=True)
     calibration = None
-    if o["calib"] or (quantize is not None) or (prune is not None and prune.importance in DATA_CRITERIA):
+    # dynamic int8 needs no calibration (ranges at run time): no random-data warning for it
+    static_int8 = quantize is not None and quantize.mode != "int8-dynamic"
+    if o["calib"] or static_int8 or (prune is not None and prune.importance in DATA_CRITERIA):
         calibration = _calibration(src, original, shapes, o)
     result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
                       data=o["data"], input_shapes=shapes, validate=not o["no_validate"],
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
                       progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"], fp16=o["fp16"])
-    result.report["output"] = str(dst)
+    result.report.update(model=str(src), output=str(dst), command=shlex.join(["onnxslim", *sys.argv[1:]]))
     graph.save_model(result.model, dst, input_path=src)
+    if o["ort_format"]:
+        from .ort_format import write_ort
+        try:
+            result.report["ort_format"] = write_ort(dst, shapes, seed=o["seed"])
+        except SlimError:
+            dst.unlink(missing_ok=True)  # all or nothing
+            raise
     if o["report_path"]:
         try:
-            _write_json(Path(o["report_path"]), result.report)
+            _write_report(Path(o["report_path"]), result.report)
         except OSError as err:
             dst.unlink(missing_ok=True)  # all or nothing
             raise SlimError(f"cannot write --report {o['report_path']}: {err.strerror or err}; nothing written") from None
     if not o["quiet"]:
+        from .report_text import one_line
         click.echo(_summary(result.report))
         click.echo(f"wrote {dst}")
+        ort = result.report.get("ort_format")
+        if ort:
+            diff = ort["max_relative_difference"]
+            same = "the .onnx's outputs exactly" if diff == 0 else f"the .onnx's outputs within {diff:.1g} (relative)"
+            click.echo(f"wrote {ort['ort']} and {Path(ort['required_operators']).name} (loaded and run in onnxruntime: {same})")
+        click.echo(one_line(result.report))
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -158,6 +178,9 @@ def _check_paths(src: Path, dst: Path, o) -> None:
     inputs = [("the input model", src)] + [("the input model's external data file", f) for f in model_files(src)[1:]]
     inputs += [(f"the --{k} file", Path(o[k])) for k in ("data", "calib") if o[k]]
     outputs = [("output", dst)] + ([("--report", Path(o["report_path"]))] if o["report_path"] else [])
+    if o.get("ort_format"):
+        from .ort_format import ort_paths
+        outputs += [("--ort-format output", p) for p in ort_paths(dst)]
     for what, out in outputs:
         for name, path in inputs:
             if _same(out, path):
@@ -166,8 +189,8 @@ def _check_paths(src: Path, dst: Path, o) -> None:
             raise SlimError(f"{what} {out} is a folder")
         if out.parent.exists() and not os.access(out.parent, os.W_OK):
             raise SlimError(f"{what} {out}: folder {out.parent} is not writable")
-    if len(outputs) == 2 and _same(outputs[0][1], outputs[1][1]):
-        raise SlimError(f"--report {outputs[1][1]} is the output model path")
+    if o["report_path"] and _same(dst, Path(o["report_path"])):
+        raise SlimError(f"--report {o['report_path']} is the output model path")
 
 
 DATA_CRITERIA = ("activation", "apoz", "hrank", "reconstruction")
@@ -194,43 +217,6 @@ def _prune_config(o):
     return config
 
 
-def _lowrank_config(o):
-    if o["lowrank_energy"] is None and o["lowrank_target_macs"] is None:
-        return None
-    from onnxslim.passes.lowrank import LowRankConfig
-    kw = dict(energy=o["lowrank_energy"], target_macs=o["lowrank_target_macs"],
-              ops=tuple(s.strip() for s in o["lowrank_ops"].split(",") if s.strip()),
-              exclude=tuple(o["exclude"]), conv_svd=o["conv_svd"])
-    if o["round_to"] is not None:
-        kw["round_to"] = o["round_to"]
-    config = LowRankConfig(**kw)
-    config.check()
-    return config
-
-
-def _quantize_config(o):
-    if not o["quantize"]:
-        return None
-    from onnxslim.passes.quantize import QuantizeConfig
-    kw = {"mode": o["quantize"]}
-    if o["calib_method"]:
-        kw["calib_method"] = o["calib_method"]
-    if o["quant_target"]:
-        kw["target"] = o["quant_target"]
-    if o["per_tensor"]:
-        kw["per_channel"] = False
-    if o["no_cle"]:
-        kw["cle"] = False
-    if o["no_bias_correction"]:
-        kw["bias_correction"] = False
-    if o["tolerance"] is not None:
-        kw["tolerance"] = o["tolerance"]
-    config = QuantizeConfig(**kw)
-    if hasattr(config, "check"):
-        config.check()
-    return config
-
-
 def _calibration(src: Path, model, shapes, o):
     from .calibration import Preprocess, load_calibration
     if not o["calib"]:
@@ -254,6 +240,7 @@ def _calibration(src: Path, model, shapes, o):
 
 
 def _summary(report: dict) -> str:
+    from .report_text import lowrank_table, prune_table
     from .validate import format_report_table
     lines = []
     passes = report.get("passes", {})
@@ -284,6 +271,8 @@ def _summary(report: dict) -> str:
     if quantize:
         floats = quantize.get("left_in_float", [])
         method = quantize.get("config", {}).get("calib_method")
+        if quantize.get("mode") == "int8-dynamic":  # no calibration method applies: ranges come at run time
+            method = "activations at run time"
         target = quantize.get("config", {}).get("target")
         lines.append(f"quantize: {quantize.get('mode')} ({method}, for {target}); {len(floats)} nodes left in float")
         for f in floats[:4]:
@@ -293,26 +282,9 @@ def _summary(report: dict) -> str:
     if "validation" in report:
         lines.append(f"validated on {report['validation'].get('data')}")
         lines.append(format_report_table(report["validation"]))
+    lines += prune_table(prune or {}) + lowrank_table(lowrank or {})
     lines.append(f"total {report.get('seconds')} s")
     return "\n".join(lines)
-
-
-def _write_json(path: Path, obj) -> None:
-    import tempfile
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    import numpy as np
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 @cli.command("inspect")
@@ -327,39 +299,13 @@ def inspect_cmd(model, input_shape, as_json, keep_bn):
 
 def _inspect(model, input_shape, as_json, keep_bn):
     from . import graph, inputs
-    from .channels import analyze
-    from .cost import model_cost
-    from onnxslim.passes import cleanup
+    from .inspect_view import analysis_data, render
 
-    original = graph.load_model(model)
-    shapes = inputs.parse_input_shapes(input_shape)
-    clean = cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn)).model
-    analysis = analyze(clean)
-    cost = model_cost(clean, shapes or None)
-    data = {
-        "model": str(model),
-        "macs": cost["macs"], "params": cost["params"],
-        "groups": [g.summary() for g in analysis.groups],
-        "layers": [c for c in cost["per_node"] if c["macs"] or c["params"]],
-        "summary": analysis.report(),
-    }
+    data, analysis = analysis_data(model, graph.load_model(model), inputs.parse_input_shapes(input_shape), keep_bn)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=_json_default))
         return
-    from .validate import _si
-    s = data["summary"]
-    click.echo(f"{model}: {_si(cost['macs'])} MACs, {_si(cost['params'])} params; {s['groups']} channel groups, "
-               f"{s['prunable_groups']} prunable ({s['prunable_channels']} channels)")
-    click.echo("\nchannel groups:")
-    for g in analysis.groups:
-        state = f"{g.prunable}/{g.n_classes} prunable" if g.prunable else f"frozen ({g.n_classes})"
-        click.echo(f"  #{g.id:<3} {state:<20} {g.trace()}")
-        for reason in g.reasons[:3]:
-            click.echo(f"        why frozen: {reason}")
-    click.echo("\nlayers (MACs at batch 1):")
-    for c in data["layers"]:
-        macs = "?" if c["macs"] is None else _si(c["macs"])
-        click.echo(f"  {c['op_type']:<14} {macs:>8} MACs {_si(c['params']):>8} params  {c['name']}")
+    render(data, analysis)
 
 
 def _guard(fn):
@@ -368,6 +314,8 @@ def _guard(fn):
     except SlimError as err:
         click.echo(f"onnxslim: error: {err}", err=True)
         sys.exit(err.exit_code)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except KeyboardInterrupt:
         click.echo("onnxslim: interrupted; nothing written", err=True)
         sys.exit(130)
@@ -377,6 +325,17 @@ def _guard(fn):
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         click.echo(f"onnxslim: internal error: {type(err).__name__}: {first} (set ONNXSLIM_DEBUG=1 for the traceback; nothing written)", err=True)
         sys.exit(3)
+
+
+def _quiet_broken_pipe():
+    """The reader went away (`onnxslim inspect m.onnx | head -1`): it has what it wanted; exit 0 in silence.
+    stdout is pointed at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
 
 
 def main():
@@ -391,6 +350,8 @@ def main():
             sys.exit(0)
         click.echo(f"onnxslim: error: {err.format_message()}", err=True)
         sys.exit(2)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except click.exceptions.Abort:
         click.echo("onnxslim: interrupted; nothing written", err=True)
         sys.exit(130)

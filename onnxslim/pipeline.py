@@ -69,6 +69,9 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         from onnxslim.passes import quantize as quantize_pass
         current = _timed(report, "quantize", lambda: quantize_pass.run(current, quantize, ctx))
     _check_valid(current)
+    if prune is not None or lowrank is not None:  # the passes that change layer widths and MACs (~1 s on MiniLM)
+        from .layer_table import compare_layers
+        report["layers"] = compare_layers(normalized, current, input_shapes or None)
     if validate:
         report["validation"] = _validate(original, current, normalized, data, input_shapes, latency, progress, seed, threads)
         if min_cosine is not None:

@@ -104,6 +104,8 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     if unknown:
         raise SlimError(f"--exclude names no node of the model: {unknown}")
     analysis = analyze_graph(graph, config.exclude)
+    from .explain import check_something_prunable
+    nothing_notes = check_something_prunable(model, analysis)
     groups = analysis.prunable_groups
     rng = np.random.default_rng(ctx.seed)
     align = Alignment(config.round_to, config.min_channels)
@@ -115,7 +117,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
             latency_model = measured_latency_model(model, analysis, ctx.input_shapes, threads=ctx.threads or config.latency_threads)
     budget = latency_model or macs_model
     repair_on = config.repair if config.repair is not None else real
-    notes = []
+    notes = list(nothing_notes)
     if repair_on and not real:
         repair_on = False
         notes.append("repair needs real calibration data (--calib); it was skipped")
