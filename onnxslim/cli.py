@@ -89,6 +89,7 @@ def cli():
 @click.option("--no-cle", is_flag=True, help="int8: no cross-layer equalization.")
 @click.option("--no-bias-correction", is_flag=True, help="int8: no bias correction.")
 @click.option("--tolerance", type=float, help="int8: keep the most sensitive nodes in float until the output error is within this.")
+@click.option("--fp16", is_flag=True, help="Float16 weights and compute; input/output types kept, overflow-prone ops left in float32.")
 # validation and output
 @click.option("--data", type=click.Path(), help="Validation inputs (.npy/.npz); default random inputs.")
 @click.option("--input-shape", multiple=True, help="Concrete shape for a dynamic input, NAME:D1,D2,... (repeatable).")
@@ -129,7 +130,7 @@ def _optimize(model, output, output_opt, o):
     prune = _prune_config(o)
     lowrank = _lowrank_config(o)
     quantize = _quantize_config(o)
-    if prune is None and lowrank is None and quantize is None:
+    if prune is None and lowrank is None and quantize is None and not o["fp16"]:
         click.echo("onnxslim: no pass requested (--prune, --target-macs, --lowrank, --quantize): cleanup and validation only", err=True)
     calibration = None
     # dynamic int8 and the weight-only modes need no calibration (ranges at run time, weights alone): no
@@ -141,7 +142,7 @@ def _optimize(model, output, output_opt, o):
                       data=o["data"], input_shapes=shapes, validate=not o["no_validate"], shape_hints=_preprocess_hint(src, original, o),
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
                       progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"],
-                      size_threshold=_size_threshold(o["size_threshold"]))
+                      size_threshold=_size_threshold(o["size_threshold"]), fp16=o["fp16"])
     result.report.update(model=str(src), output=str(dst), command=shlex.join(["onnxslim", *sys.argv[1:]]))
     graph.save_model(result.model, dst, input_path=src, external_data=o["external_data"])
     if o["ort_format"]:

@@ -32,7 +32,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
              input_shapes: dict | None = None, validate: bool = True, latency: bool = True,
              min_cosine: float | None = None, progress=default_progress, seed: int = 0,
              threads: int | None = None, shape_hints: dict | None = None,
-             size_threshold: int | None = None) -> Result:
+             size_threshold: int | None = None, fp16: bool = False) -> Result:
     """Optimize `model` (a path or an onnx.ModelProto).
 
     prune / lowrank / quantize: the passes' config dataclasses (PruneConfig, LowRankConfig, QuantizeConfig)
@@ -45,6 +45,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     (input_shapes, then data / calibration arrays, then `shape_hints` {input: (source, shape)} such as a
     preprocess file's crop, then sizes the original runs with).
     size_threshold: bytes; constant folding never materializes a larger tensor (None: see CleanupConfig).
+    fp16: float16 weights and compute (lossless path only: the other passes work on float32 weights).
     """
     started = time.perf_counter()
     check_options({"min_cosine": min_cosine, "seed": seed})
@@ -72,7 +73,10 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
 
     from onnxslim.passes import cleanup
     keep_bn = prune is not None and getattr(prune, "importance", None) == "bn"
-    current = _timed(report, "cleanup", lambda: cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn, size_threshold=size_threshold), ctx))
+    if fp16 and (prune is not None or lowrank is not None or quantize is not None):
+        raise SlimError("--fp16 works on the lossless path only; drop --prune/--target-macs/--lowrank/--quantize")
+    config = cleanup.CleanupConfig(fold_bn=not keep_bn, size_threshold=size_threshold, fp16=fp16)
+    current = _timed(report, "cleanup", lambda: cleanup.run(original, config, ctx))
     normalized = current
     if prune is not None:
         from onnxslim.passes import prune as prune_pass

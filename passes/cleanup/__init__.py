@@ -17,6 +17,8 @@ import onnx_graphsurgeon as gs
 from onnxslim.context import Context, PassResult
 from onnxslim.graph import infer_shapes, model_bytes, to_graph, to_model
 
+from onnxslim.passes.rewrite import apply_rules
+
 from .batchnorm import fold_batchnorm
 from .fold import fold
 from .naming import name_nodes
@@ -34,7 +36,8 @@ class CleanupConfig:
     fold_bn: bool = True  # False keeps BatchNormalization nodes (the `bn` importance criterion reads them)
     # bytes: folding never materializes a larger tensor; None = twice the model's size, at least 64 MiB, at most 1 GiB
     size_threshold: int | None = None
-    rules: bool = True  # the rewrite rules of onnxslim.passes.rewrite, when installed
+    rules: bool = True  # the lossless rewrite rules of passes/rewrite (fusions, eliminations, CSE, weight tying)
+    fp16: bool = False  # float16 weights and compute, input/output types kept (passes/rewrite/fp16.py)
 
 
 def default_size_threshold(model: onnx.ModelProto) -> int:
@@ -68,6 +71,10 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
         "identity_removed": rules["identity_removed"],
         "reshape_shapes_made_static": rules.get("reshape_shapes_made_static", 0),
     }
+    if config.fp16:
+        from onnxslim.passes.rewrite.fp16 import to_fp16
+        model_out, report["fp16"] = to_fp16(model_out)
+        report["nodes_after"] = len(model_out.graph.node)
     if folding.too_large:
         report["left_unfolded_size"] = folding.too_large
     if notes:
@@ -84,7 +91,7 @@ def _graph_steps(current: onnx.ModelProto, model: onnx.ModelProto, config: Clean
              "batchnorm_folded": fold_batchnorm(graph) if config.fold_bn else 0,
              "reshape_shapes_made_static": static_reshapes}
     if config.rules:
-        rules.update(_rewrite_rules(graph))
+        rules.update(_rewrite_rules(graph, model, config))
     name_nodes(graph)
     return infer_shapes(to_model(graph, like=model), inplace=True), rules
 
@@ -112,10 +119,14 @@ def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: in
     return to_graph(infer_shapes(model)), static
 
 
-def _rewrite_rules(graph: gs.Graph) -> dict[str, int]:
-    """The rewrite rules (CSE, fusions, eliminations) when the package that holds them is installed."""
-    try:
-        from onnxslim.passes.rewrite import apply_rules
-    except ImportError:
-        return {}
-    return dict(apply_rules(graph))
+def _rewrite_rules(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfig) -> dict[str, int]:
+    """The rewrite rules to a fixpoint; a fusion can leave constant-only nodes behind, folded again here
+    (values only: the shapes were folded before)."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    # keeping BN for the `bn` criterion also keeps it off ConvTranspose
+    counts = apply_rules(graph, skip=set() if config.fold_bn else {"convtranspose_bn"}, opset=opset)
+    if counts and any(n.inputs and all(isinstance(t, gs.Constant) or t.name == "" for t in n.inputs)
+                      and not n.op.startswith("Random") for n in graph.nodes):
+        graph.fold_constants(fold_shapes=False, partitioning="recursive", error_ok=True)
+        graph.cleanup().toposort()
+    return dict(counts)
