@@ -1,10 +1,11 @@
-"""Issue 11: the default importance (chosen on held-out calibration samples) against l1 and reconstruction,
-EfficientNet-Lite0 with --calib and --target-macs, sensitivity allocation and repair (the defaults).
+"""Issue 11: --importance auto (chosen on held-out calibration samples, then rebuilt on all) against l1 and
+reconstruction, EfficientNet-Lite0 with --calib and --target-macs, sensitivity allocation and repair.
 
-    python benchmarks/bench_default_importance.py --target 0.8 [--methods default,l1,reconstruction]
+    python benchmarks/bench_default_importance.py --target 0.8 [--methods auto,l1,reconstruction]
 
 Calibration (everything tuned or chosen): the first 64 images (sorted file order) of
-../shared/data/imagenet-dev; the default splits them 48 fit / 16 held out. Evaluation, once: the other 236.
+../shared/data/imagenet-dev; auto splits them 48 fit / 16 held out to choose, then rebuilds on all 64.
+Evaluation, once: the other 236.
 One JSON line per method.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ from onnxslim.validate import session  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", type=float, default=0.7)
-    ap.add_argument("--methods", default="default,l1,reconstruction")
+    ap.add_argument("--methods", default="auto,l1,reconstruction")
     ap.add_argument("--save", help="folder for the pruned models")
     args = ap.parse_args()
     x, labels = imagenet.images()
@@ -47,7 +48,7 @@ def main():
     for method in args.methods.split(","):
         calib = ArrayDataset({"input": x[:imagenet.CALIB]}, "first 64 images", None, None)
         start = time.perf_counter()
-        result = prune(clean, PruneConfig(target_macs=args.target, importance=None if method == "default" else method),
+        result = prune(clean, PruneConfig(target_macs=args.target, importance=method),
                        Context(calibration=calib, progress=silent))
         seconds = time.perf_counter() - start
         top1 = imagenet.predict(session(result.model), ev).argmax(1)

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from .errors import SlimError
-from .inputs import load_arrays, model_inputs, random_feeds, resolve_shapes
+from .inputs import load_arrays, model_inputs, random_feeds, resolve_shapes, with_batch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_RANDOM_SIZE = 16
@@ -187,14 +187,23 @@ class Dataset:
     def describe(self) -> dict:
         return {"source": self.source, "samples": len(self), "real": self.real}
 
+    def shape_hints(self) -> dict:
+        """{input: (source, shape at batch 1)} this data fixes, for the run shapes (see onnxslim.runshapes)."""
+        return {}
+
+    def bind(self, shapes: dict | None) -> None:
+        """Take the run shapes chosen for the model (random data and images of a dynamic size need them)."""
+
 
 class ImageDataset(Dataset):
-    def __init__(self, files: list[Path], name: str, preprocess: Preprocess, dtype, fixed_batch=None, *,
-                 given: Preprocess | None = None, folder: Path | None = None, classes: list[int] | None = None):
+    def __init__(self, files: list[Path], name: str, preprocess: Preprocess | None, dtype, fixed_batch=None, *,
+                 given: Preprocess | None = None, folder: Path | None = None, classes: list[int] | None = None,
+                 pending=None):
         folder = folder or (files[0].parent if files else None)
         super().__init__([name], len(files), real=True, source=f"{len(files)} images from {folder}" if files else "no images", fixed_batch=fixed_batch)
         self.files = files
-        self.preprocess = preprocess
+        self.preprocess = preprocess  # None until bind() when the model's image size is dynamic and no crop given
+        self.pending = pending        # (unresolved Preprocess, model input shape) for that case
         self.given = given            # the preprocessing as the user gave it (None fields = derived)
         self.dtype = dtype
         self.folder = folder
@@ -204,14 +213,32 @@ class ImageDataset(Dataset):
     def take(self, start: int, stop: int | None = None) -> "ImageDataset":
         """The samples start..stop as a dataset of their own (e.g. calibration samples held out from fitting)."""
         part = ImageDataset(self.files[start:stop], self.names[0], self.preprocess, self.dtype, self._fixed_batch,
-                            given=self.given, folder=self.folder, classes=self.classes[start:stop] if self.classes else None)
+                            given=self.given, folder=self.folder, classes=self.classes[start:stop] if self.classes else None,
+                            pending=self.pending)
         part._cache = self._cache
         return part
 
     def describe(self) -> dict:
-        return {**super().describe(), "preprocess": self.preprocess.describe(self.given)}
+        resolved = self.preprocess or self.pending[0]  # unbound (dynamic size): the crop is still open
+        return {**super().describe(), "preprocess": resolved.describe(self.given)}
+
+    def shape_hints(self) -> dict:
+        p = self.preprocess
+        if p is None:
+            return {}
+        c = {"L": 1}.get(p.channels, 3)
+        shape = (1, c, p.crop, p.crop) if p.layout == "NCHW" else (1, p.crop, p.crop, c)
+        return {self.names[0]: ("preprocess", shape)}
+
+    def bind(self, shapes: dict | None) -> None:
+        if self.preprocess is None and shapes and self.names[0] in shapes:
+            base, model_shape = self.pending
+            shape = shapes[self.names[0]]
+            self.preprocess = base.resolved(tuple(m if isinstance(m, int) and m > 0 else s for m, s in zip(model_shape, shape)))
 
     def batches(self, batch_size: int = 8):
+        if self.preprocess is None:
+            raise SlimError("the model's image size is dynamic and no size it runs with was found; give crop in a preprocess file or --input-shape")
         for start, stop in self._spans(batch_size):
             yield {self.names[0]: np.stack([self._image(path) for path in self.files[start:stop]])}
 
@@ -242,6 +269,9 @@ class ArrayDataset(Dataset):
         part.path = None if start else getattr(self, "path", None)  # labels in the file start at sample 0
         return part
 
+    def shape_hints(self) -> dict:
+        return {k: ("--calib", (self._fixed_batch or 1,) + v.shape[1:]) for k, v in self.arrays.items()}
+
     def batches(self, batch_size: int = 8):
         for start, stop in self._spans(batch_size):
             yield {k: np.ascontiguousarray(v[start:stop]) for k, v in self.arrays.items()}
@@ -254,11 +284,15 @@ class RandomDataset(Dataset):
         self.model = model
         self.input_shapes = dict(input_shapes or {})
         self.seed = seed
-        resolve_shapes(model, self.input_shapes)  # fail now, not mid-stream, when a dynamic dim is unresolved
+
+    def bind(self, shapes: dict | None) -> None:
+        self.input_shapes = {**(shapes or {}), **self.input_shapes}  # the user's --input-shape wins
 
     def batches(self, batch_size: int = 8):
         for i, (start, stop) in enumerate(self._spans(batch_size)):
-            shapes = {name: (stop - start,) + tuple(shape[1:]) for name, shape in resolve_shapes(self.model, self.input_shapes).items()}
+            # raises with a hint when a dynamic dim has no size (none given, none found)
+            resolved = resolve_shapes(self.model, self.input_shapes)
+            shapes = with_batch(self.model, resolved, stop - start)
             yield random_feeds(self.model, shapes, count=1, seed=self.seed + i)[0]
 
 
@@ -312,8 +346,12 @@ def _image_folder(path, model, specs, size, preprocess, preprocess_file, input_s
     shape = tuple((input_shapes or {}).get(spec.name, spec.shape))
     if preprocess is None:
         preprocess = Preprocess.from_file(preprocess_file) if preprocess_file else Preprocess()
-    resolved = preprocess.resolved(shape)
-    return ImageDataset(files, spec.name, resolved, spec.dtype, fixed_batch, given=preprocess, folder=path, classes=classes)
+    if preprocess.crop is None and len(shape) == 4 and not all(_known(d) for d in shape[1:]):
+        # dynamic image size and no crop: resolved in bind() at the size the model is found to run with
+        return ImageDataset(files, spec.name, None, spec.dtype, fixed_batch, given=preprocess, folder=path,
+                            classes=classes, pending=(preprocess, shape))
+    return ImageDataset(files, spec.name, preprocess.resolved(shape), spec.dtype, fixed_batch, given=preprocess,
+                        folder=path, classes=classes)
 
 
 def _image_files(path: Path) -> tuple[list[Path], list[int] | None]:

@@ -31,6 +31,8 @@ EXIT = "exit"  # contracts the channels away (Conv weight axis 1, Gemm/MatMul in
 PARAM = "param"  # per-channel parameters that just follow (bias terms of Add, BN mean/var, PRelu slope)
 BN_SCALE = "bn_scale"  # BatchNormalization gamma: the `bn` importance reads it
 ACTIVATION = "activation"
+MAX_SPACE = 2**22  # positions of one channel axis (the widest real layers have ~250K: vocabularies)
+MAX_POSITIONS = 2**24  # positions in all: ~10 int64 arrays of this length in _components, ~1.3 GB at most
 
 
 @dataclass(eq=False)
@@ -72,6 +74,12 @@ class Group:
     def width(self) -> int:
         return self.n_classes
 
+    @property
+    def channels(self) -> int:
+        """The width of the group's widest tensor axis: attention heads tie one position per head into one
+        class, so a 384-wide Q projection of 12 heads has 32 classes but 384 channels."""
+        return max((s.size for s in self.spaces if not s.is_constant), default=self.n_classes)
+
     def members(self, role: str) -> list[Space]:
         return [s for s in self.spaces if s.role == role]
 
@@ -88,7 +96,8 @@ class Group:
     def summary(self) -> dict:
         return {
             "id": self.id,
-            "channels": self.n_classes,
+            "channels": self.channels,
+            "units": self.n_classes,
             "prunable": self.prunable,
             "frozen_reasons": self.reasons,
             "trace": self.trace(),
@@ -166,6 +175,11 @@ class Builder:
 
     # -- spaces -----------------------------------------------------------------------------------
     def _new(self, **kw) -> Space:
+        # positions are numbered and linked in int64 arrays: a dim claiming billions of channels would be
+        # gigabytes of union-find (issue 15); such an axis is frozen instead
+        if kw["size"] > MAX_SPACE or self._n + kw["size"] > MAX_POSITIONS:
+            raise Frozen(f"axis of {kw['size']} positions is beyond what the analysis takes "
+                         f"({MAX_SPACE} per axis, {MAX_POSITIONS} in all)")
         space = Space(id=len(self.spaces), offset=self._n, **kw)
         self._n += space.size
         self.spaces.append(space)

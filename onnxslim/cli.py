@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -13,6 +15,9 @@ from pathlib import Path
 import click
 
 from .errors import SlimError
+from .options import check_options
+from .pass_options import lowrank_config as _lowrank_config, quantize_config as _quantize_config
+from .report_files import json_default as _json_default, write_report as _write_report
 
 SUBCOMMANDS = ("optimize", "inspect")
 
@@ -48,9 +53,10 @@ def cli():
 @click.option("--target-macs", type=float, help="Prune until MACs <= this fraction of the original.")
 @click.option("--target-latency", type=float,
               help="Prune until the latency estimated from onnxruntime's per-node profile (1 thread) <= this fraction.")
-@click.option("--importance", default=None, show_default="with --calib and a target: the better of l1 and reconstruction, "
-              "measured on held-out calibration samples; else l1",
-              help="Channel importance: l1, l2, bn, random; with --calib also activation, apoz, hrank, reconstruction.")
+@click.option("--importance", default="l1", show_default=True,
+              help="Channel importance: l1, l2, bn, random; with --calib also activation, apoz, hrank, reconstruction, "
+                   "or auto (with a target: plans from l1 and reconstruction compared on held-out calibration samples, "
+                   "the better rebuilt on all; costs ~3 plan builds).")
 @click.option("--allocation", default=None,
               help="For a target: global, uniform, sensitivity, search. Default: sensitivity with --calib data, else global.")
 @click.option("--round-to", type=int, default=None, help="Kept widths are multiples of N (default 16), low-rank ranks too (default 8).")
@@ -77,13 +83,18 @@ def cli():
 @click.option("--lowrank-ops", default="matmul,gemm,conv", show_default=True, help="Layer kinds to factorize.")
 @click.option("--conv-svd", type=click.Choice(["channel", "spatial", "auto"]), default="auto", show_default=True)
 # quantization
-@click.option("--quantize", type=click.Choice(["int8", "int8-dynamic"]), help="Quantize last (QDQ int8, or dynamic int8 weights).")
+@click.option("--quantize", type=click.Choice(["int8", "int8-dynamic", "int4", "int8-weight"]),
+              help="Quantize last: QDQ int8, dynamic int8, or weight-only blockwise int4 / int8 (MatMulNBits).")
+@click.option("--block-size", type=int, help="int4/int8-weight: weights per scale (power of 2, >= 16; default 32).")
+@click.option("--symmetric/--asymmetric", default=None, help="int4/int8-weight: no zero point (default: asymmetric).")
+@click.option("--quantize-embeddings/--no-quantize-embeddings", default=None, help="int4/int8-weight: Gather tables too (default on).")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default=None, help="int8 activation ranges.")
 @click.option("--target", "quant_target", type=click.Choice(["onnxruntime", "tensorrt"]), default=None, help="int8 QDQ form for this runtime.")
 @click.option("--per-tensor", is_flag=True, help="int8: per-tensor weights instead of per-channel.")
 @click.option("--no-cle", is_flag=True, help="int8: no cross-layer equalization.")
 @click.option("--no-bias-correction", is_flag=True, help="int8: no bias correction.")
 @click.option("--tolerance", type=float, help="int8: keep the most sensitive nodes in float until the output error is within this.")
+@click.option("--fp16", is_flag=True, help="Float16 weights and compute; input/output types kept, overflow-prone ops left in float32.")
 # validation and output
 @click.option("--data", type=click.Path(), show_default="random inputs (a structure check, not accuracy)",
               help="Validation inputs: image folder (or one sub-folder per class; the --calib preprocessing), .npy or .npz.")
@@ -96,7 +107,13 @@ def cli():
 @click.option("--threads", type=int, default=None,
               help="onnxruntime threads for the timings (validation, --target-latency's profile). Default: onnxruntime's for validation, 1 for the profile.")
 @click.option("--min-cosine", type=float, help="Fail (exit 1, write nothing) if an output's cosine similarity is below this.")
-@click.option("--report", "report_path", type=click.Path(), help="Write the full report as JSON.")
+@click.option("--size-threshold", type=int, default=None, metavar="BYTES",
+              help="Constant folding never materializes a tensor larger than this; such folds are left as ops and "
+                   "listed in the report. Default: twice the model's size, at least 64 MiB, at most 1 GiB.")
+@click.option("--external-data", is_flag=True,
+              help="Save the weights in OUTPUT.data beside the model (always done over 2 GB).")
+@click.option("--report", "report_path", type=click.Path(), help="Write the full report: FILE.html a self-contained page with charts, else JSON.")
+@click.option("--ort-format", is_flag=True, help="Also write OUTPUT.ort (onnxruntime's mobile format) and OUTPUT.required_operators.config, checked by running it.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No table, no progress bars.")
 def optimize_cmd(model, output, output_opt, **opts):
@@ -114,6 +131,7 @@ def _optimize(model, output, output_opt, o):
     src = Path(model)
     dst = Path(output or output_opt or src.with_name(src.stem + ".slim.onnx"))
     _check_paths(src, dst, o)
+    check_options(o)
     if o["min_cosine"] is not None and o["no_validate"]:
         raise SlimError("--min-cosine needs validation; drop --no-validate")
     original = graph.load_model(src)
@@ -121,27 +139,51 @@ def _optimize(model, output, output_opt, o):
     prune = _prune_config(o)
     lowrank = _lowrank_config(o)
     quantize = _quantize_config(o)
-    if prune is None and lowrank is None and quantize is None:
+    if prune is None and lowrank is None and quantize is None and not o["fp16"]:
         click.echo("onnxslim: no pass requested (--prune, --target-macs, --lowrank, --quantize): cleanup and validation only", err=True)
-    from .cli_data import datasets
-    need_calib = bool(o["calib"]) or quantize is not None or (prune is not None and prune.importance in DATA_CRITERIA)
+    from .cli_data import datasets, preprocess_hint
+    # dynamic int8 and the weight-only modes need no calibration (ranges at run time, weights alone): no
+    # random-data warning for them
+    static_int8 = quantize is not None and quantize.mode == "int8"
+    need_calib = bool(o["calib"]) or static_int8 or (prune is not None and prune.importance in DATA_CRITERIA)
     calibration, data = datasets(src, original, shapes, o, need_calib)
     result = optimize(original, prune=prune, lowrank=lowrank, quantize=quantize, calibration=calibration,
-                      data=data, input_shapes=shapes, validate=not o["no_validate"],
+                      data=data, input_shapes=shapes, validate=not o["no_validate"], shape_hints=preprocess_hint(src, original, o),
                       latency=not o["no_latency"], min_cosine=o["min_cosine"],
                       progress=silent if o["quiet"] else progress, seed=o["seed"], threads=o["threads"],
+                      size_threshold=_size_threshold(o["size_threshold"]), fp16=o["fp16"],
                       val_size=o["val_size"], labels=o["labels"], check_data=not o["no_data_check"])
-    result.report["output"] = str(dst)
-    graph.save_model(result.model, dst, input_path=src)
+    result.report.update(model=str(src), output=str(dst), command=shlex.join(["onnxslim", *sys.argv[1:]]))
+    graph.save_model(result.model, dst, input_path=src, external_data=o["external_data"])
+    if o["ort_format"]:
+        from .ort_format import write_ort
+        try:
+            result.report["ort_format"] = write_ort(dst, shapes, seed=o["seed"])
+        except SlimError:
+            dst.unlink(missing_ok=True)  # all or nothing
+            raise
     if o["report_path"]:
         try:
-            _write_json(Path(o["report_path"]), result.report)
+            _write_report(Path(o["report_path"]), result.report)
         except OSError as err:
             dst.unlink(missing_ok=True)  # all or nothing
             raise SlimError(f"cannot write --report {o['report_path']}: {err.strerror or err}; nothing written") from None
     if not o["quiet"]:
+        from .report_text import one_line
         click.echo(_summary(result.report))
         click.echo(f"wrote {dst}")
+        ort = result.report.get("ort_format")
+        if ort:
+            diff = ort["max_relative_difference"]
+            same = "the .onnx's outputs exactly" if diff == 0 else f"the .onnx's outputs within {diff:.1g} (relative)"
+            click.echo(f"wrote {ort['ort']} and {Path(ort['required_operators']).name} (loaded and run in onnxruntime: {same})")
+        click.echo(one_line(result.report))
+
+
+def _size_threshold(value):
+    if value is not None and value < 0:
+        raise SlimError(f"--size-threshold {value}: give a number of bytes >= 0")
+    return value
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -157,6 +199,9 @@ def _check_paths(src: Path, dst: Path, o) -> None:
     inputs = [("the input model", src)] + [("the input model's external data file", f) for f in model_files(src)[1:]]
     inputs += [(f"the --{k} file", Path(o[k])) for k in ("data", "calib", "labels") if o.get(k)]
     outputs = [("output", dst)] + ([("--report", Path(o["report_path"]))] if o["report_path"] else [])
+    if o.get("ort_format"):
+        from .ort_format import ort_paths
+        outputs += [("--ort-format output", p) for p in ort_paths(dst)]
     for what, out in outputs:
         for name, path in inputs:
             if _same(out, path):
@@ -165,8 +210,8 @@ def _check_paths(src: Path, dst: Path, o) -> None:
             raise SlimError(f"{what} {out} is a folder")
         if out.parent.exists() and not os.access(out.parent, os.W_OK):
             raise SlimError(f"{what} {out}: folder {out.parent} is not writable")
-    if len(outputs) == 2 and _same(outputs[0][1], outputs[1][1]):
-        raise SlimError(f"--report {outputs[1][1]} is the output model path")
+    if o["report_path"] and _same(dst, Path(o["report_path"])):
+        raise SlimError(f"--report {o['report_path']} is the output model path")
 
 
 DATA_CRITERIA = ("activation", "apoz", "hrank", "reconstruction")
@@ -193,47 +238,12 @@ def _prune_config(o):
     return config
 
 
-def _lowrank_config(o):
-    if o["lowrank_energy"] is None and o["lowrank_target_macs"] is None:
-        return None
-    from onnxslim.passes.lowrank import LowRankConfig
-    kw = dict(energy=o["lowrank_energy"], target_macs=o["lowrank_target_macs"],
-              ops=tuple(s.strip() for s in o["lowrank_ops"].split(",") if s.strip()),
-              exclude=tuple(o["exclude"]), conv_svd=o["conv_svd"])
-    if o["round_to"] is not None:
-        kw["round_to"] = o["round_to"]
-    config = LowRankConfig(**kw)
-    config.check()
-    return config
-
-
-def _quantize_config(o):
-    if not o["quantize"]:
-        return None
-    from onnxslim.passes.quantize import QuantizeConfig
-    kw = {"mode": o["quantize"]}
-    if o["calib_method"]:
-        kw["calib_method"] = o["calib_method"]
-    if o["quant_target"]:
-        kw["target"] = o["quant_target"]
-    if o["per_tensor"]:
-        kw["per_channel"] = False
-    if o["no_cle"]:
-        kw["cle"] = False
-    if o["no_bias_correction"]:
-        kw["bias_correction"] = False
-    if o["tolerance"] is not None:
-        kw["tolerance"] = o["tolerance"]
-    config = QuantizeConfig(**kw)
-    if hasattr(config, "check"):
-        config.check()
-    return config
-
-
 def _summary(report: dict) -> str:
+    from .report_text import lowrank_table, prune_table
     from .validate import format_report_table
-    lines = []
     passes = report.get("passes", {})
+    from .summary import cleanup_lines
+    lines = cleanup_lines(report, passes.get("cleanup") or {})
     prune = passes.get("prune")
     if prune:
         frozen = prune.get("frozen", [])
@@ -260,39 +270,19 @@ def _summary(report: dict) -> str:
     if lowrank:
         lines.append(f"lowrank: {lowrank.get('factorized')} layers factorized ({'data-aware' if lowrank.get('data_aware') else 'weight'} SVD); "
                      f"their MACs x{lowrank.get('fraction')}; {len(lowrank.get('skipped', []))} layers left as they are (see --report)")
-    quantize = passes.get("quantize")
-    if quantize:
-        floats = quantize.get("left_in_float", [])
-        method = quantize.get("config", {}).get("calib_method")
-        target = quantize.get("config", {}).get("target")
-        lines.append(f"quantize: {quantize.get('mode')} ({method}, for {target}); {len(floats)} nodes left in float")
-        for f in floats[:4]:
-            lines.append(f"  float: {f.get('node')}: {f.get('reason')}")
-        if quantize.get("warning"):
-            lines.append(f"  warning: {quantize['warning']}")
-    if "validation" in report:
-        lines.append(f"validated on {report['validation'].get('data')}")
-        lines.append(format_report_table(report["validation"]))
+    if passes.get("quantize"):
+        from onnxslim.passes.quantize import summary
+        lines += summary(passes["quantize"])
+    validation = report.get("validation")
+    if validation and "skipped" in validation:
+        lines.append(f"validation skipped: {validation['skipped']}")
+    elif validation:
+        used = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} ({v['source']})" for k, v in validation.get("input_shapes", {}).items())
+        lines.append(f"validated on {validation.get('data')}" + (f"; input shapes {used}" if used else ""))
+        lines.append(format_report_table(validation))
+    lines += prune_table(prune or {}) + lowrank_table(lowrank or {})
     lines.append(f"total {report.get('seconds')} s")
     return "\n".join(lines)
-
-
-def _write_json(path: Path, obj) -> None:
-    import tempfile
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    import numpy as np
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 @cli.command("inspect")
@@ -307,47 +297,25 @@ def inspect_cmd(model, input_shape, as_json, keep_bn):
 
 def _inspect(model, input_shape, as_json, keep_bn):
     from . import graph, inputs
-    from .channels import analyze
-    from .cost import model_cost
-    from onnxslim.passes import cleanup
+    from .inspect_view import analysis_data, render
 
-    original = graph.load_model(model)
-    shapes = inputs.parse_input_shapes(input_shape)
-    clean = cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn)).model
-    analysis = analyze(clean)
-    cost = model_cost(clean, shapes or None)
-    data = {
-        "model": str(model),
-        "macs": cost["macs"], "params": cost["params"],
-        "groups": [g.summary() for g in analysis.groups],
-        "layers": [c for c in cost["per_node"] if c["macs"] or c["params"]],
-        "summary": analysis.report(),
-    }
+    data, analysis = analysis_data(model, graph.load_model(model), inputs.parse_input_shapes(input_shape), keep_bn)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=_json_default))
         return
-    from .validate import _si
-    s = data["summary"]
-    click.echo(f"{model}: {_si(cost['macs'])} MACs, {_si(cost['params'])} params; {s['groups']} channel groups, "
-               f"{s['prunable_groups']} prunable ({s['prunable_channels']} channels)")
-    click.echo("\nchannel groups:")
-    for g in analysis.groups:
-        state = f"{g.prunable}/{g.n_classes} prunable" if g.prunable else f"frozen ({g.n_classes})"
-        click.echo(f"  #{g.id:<3} {state:<20} {g.trace()}")
-        for reason in g.reasons[:3]:
-            click.echo(f"        why frozen: {reason}")
-    click.echo("\nlayers (MACs at batch 1):")
-    for c in data["layers"]:
-        macs = "?" if c["macs"] is None else _si(c["macs"])
-        click.echo(f"  {c['op_type']:<14} {macs:>8} MACs {_si(c['params']):>8} params  {c['name']}")
+    render(data, analysis)
 
 
 def _guard(fn):
+    from .warn import one_line_warnings
     try:
-        fn()
+        with one_line_warnings():
+            fn()
     except SlimError as err:
         click.echo(f"onnxslim: error: {err}", err=True)
         sys.exit(err.exit_code)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except KeyboardInterrupt:
         click.echo("onnxslim: interrupted; nothing written", err=True)
         sys.exit(130)
@@ -359,10 +327,27 @@ def _guard(fn):
         sys.exit(3)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _quiet_broken_pipe():
+    """The reader went away (`onnxslim inspect m.onnx | head -1`): it has what it wanted; exit 0 in silence.
+    stdout is pointed at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
 def main():
     # numpy's BLAS threads fight onnxruntime's for the cores: measured 3-20x slower Gram solves and SVDs
     # on 2 busy cores. A user's own setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # a SIGTERM (kill, a job scheduler's timeout) is an interrupt: the atomic save's clean-up runs
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         cli.main(prog_name="onnxslim", standalone_mode=False)
     except click.exceptions.UsageError as err:  # click's own usage errors: one line too
@@ -371,6 +356,8 @@ def main():
             sys.exit(0)
         click.echo(f"onnxslim: error: {err.format_message()}", err=True)
         sys.exit(2)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except click.exceptions.Abort:
         click.echo("onnxslim: interrupted; nothing written", err=True)
         sys.exit(130)

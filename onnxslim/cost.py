@@ -7,7 +7,9 @@ Softmax... are cheap next to these and have no agreed MAC definition), and so do
 ONNX domain (com.microsoft fused ops, local functions). Bias additions are not counted.
 
 MACs are for the shapes the inputs are given: dynamic dims take `input_shapes`, a dynamic first dim
-defaults to batch 1, any other dynamic dim is an error asking for --input-shape.
+defaults to batch 1, and any other dynamic dim stays symbolic: nodes whose MACs depend on it count as
+unknown (`macs` None). The pipeline passes the run shapes it chose (onnxslim.runshapes), so MACs are
+numbers whenever the model was found to run at some size.
 
 Params are the elements of a node's constant inputs: initializers and Constant-node outputs, also when
 they reach the node through constant-only nodes (DequantizeLinear of an int8 weight, Cast, Transpose...).
@@ -29,7 +31,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .graph import infer_shapes, light_copy
-from .inputs import resolve_shapes
+from .inputs import symbolic_shapes
 
 # tensors up to this many elements keep their data in the shape-inference copy (they may be shapes)
 _SMALL = 4096
@@ -84,9 +86,14 @@ def model_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict
 
 # -- shapes -------------------------------------------------------------------------------------------
 
+def inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict[str, tuple | None]:
+    """{tensor: shape} after shape inference (and folding of small shape subgraphs); None for unknown dims."""
+    return _inferred_shapes(model, input_shapes)
+
+
 def _inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None):
     """{tensor name: shape tuple (None for unknown dims)} after inference on a weightless copy."""
-    resolved = resolve_shapes(model, input_shapes)
+    resolved = {k: v for k, v in symbolic_shapes(model, input_shapes).items() if v is not None}
     skeleton = _skeleton(model, resolved)
     for _ in range(_MAX_ROUNDS):
         try:
@@ -110,12 +117,42 @@ def _skeleton(model: onnx.ModelProto, input_shapes: dict) -> onnx.ModelProto:
             shape = vi.type.tensor_type.shape
             del shape.dim[:]
             for d in input_shapes[vi.name]:
-                shape.dim.add().dim_value = int(d)
+                dim = shape.dim.add()
+                if isinstance(d, str):
+                    dim.dim_param = d  # symbolic: shape inference carries it, MACs behind it are unknown
+                else:
+                    dim.dim_value = int(d)
     # exporters' value_info may carry symbolic dims that would only get in the way of the concrete ones
     for out in skel.graph.output:
         if out.type.HasField("tensor_type"):
             out.type.tensor_type.ClearField("shape")
+    _standard_stand_ins(skel)
     return skel
+
+
+def _standard_stand_ins(skel: onnx.ModelProto) -> None:
+    """onnx cannot infer onnxruntime's weight-only ops, and every shape after one would stay unknown: for
+    inference only, MatMulNBits becomes a MatMul and GatherBlockQuantized a Gather on a data-less float
+    weight of the logical shape (K x N; rows x packed columns unpacked)."""
+    dims = {t.name: list(t.dims) for t in skel.graph.initializer}
+    packed = {t.name for t in skel.graph.initializer if t.data_type == onnx.TensorProto.UINT8}
+    for k, node in enumerate(skel.graph.node):
+        attrs = _attrs(node) if node.domain == "com.microsoft" else {}
+        if node.op_type == "MatMulNBits" and attrs:
+            shape = [int(attrs["K"]), int(attrs["N"])]
+            inputs = [node.input[0], f"{node.name or k}.shape_stand_in"]
+            op = "MatMul"
+        elif node.op_type == "GatherBlockQuantized" and attrs and node.input[0] in dims and int(attrs.get("gather_axis", 0)) == 0:
+            rows, cols = dims[node.input[0]][0], dims[node.input[0]][-1]
+            per = 8 // int(attrs.get("bits", 4)) if node.input[0] in packed else 1  # uint8 data packs along columns
+            shape, inputs, op = [rows, cols * per], [f"{node.name or k}.shape_stand_in", node.input[1]], "Gather"
+        else:
+            continue
+        stand_in = onnx.TensorProto(name=inputs[0 if op == "Gather" else 1], data_type=onnx.TensorProto.FLOAT, dims=shape)
+        stand_in.data_location = onnx.TensorProto.EXTERNAL  # dims only: never read
+        stand_in.external_data.add(key="location", value="stand-in")
+        skel.graph.initializer.append(stand_in)
+        skel.graph.node[k].CopyFrom(helper.make_node(op, inputs, list(node.output), name=node.name))
 
 
 def _shape_map(model: onnx.ModelProto) -> dict[str, tuple | None]:
@@ -430,9 +467,12 @@ _MATMUL_INPUTS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0
 
 def _macs(node: onnx.NodeProto, shapes: dict) -> int | None:
     op = node.op_type
+    get = lambda i: shapes.get(node.input[i]) if len(node.input) > i and node.input[i] else None  # noqa: E731
+    if node.domain == "com.microsoft" and op == "MatMulNBits":  # weight-only int4/int8: K x N per input row
+        attrs, a = _attrs(node), _static(tuple(get(0) or ())) if get(0) is not None else None
+        return int(np.prod(a[:-1], dtype=np.int64)) * int(attrs["K"]) * int(attrs["N"]) if a else None
     if node.domain not in ("", "ai.onnx"):
         return 0
-    get = lambda i: shapes.get(node.input[i]) if len(node.input) > i and node.input[i] else None  # noqa: E731
     out = shapes.get(node.output[0]) if node.output else None
     if op in _CONV_INPUTS:
         x, w = _CONV_INPUTS[op]

@@ -4,6 +4,7 @@ gs.Graph is the IR the passes edit; onnx.ModelProto is what moves between passes
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -13,6 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
+from . import external
 from .errors import SlimError
 
 TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
@@ -37,11 +39,16 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if bad_string:
         raise SlimError(f"{path}: the file is corrupt (field {bad_string} is not valid UTF-8)")
     _load_external_data(model, path.parent)
+    from . import check, sparse
+    check.check_tensors(model)  # before anything sizes or copies a tensor by its dims
     try:
         onnx.checker.check_model(model, full_check=False) if model_bytes(model) < TWO_GB else None
     except Exception as err:  # ValidationError, or a UnicodeDecodeError of its message on corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
         raise SlimError(f"{path}: invalid ONNX model: {first}") from None
+    sparse.densify(model)  # onnx-graphsurgeon and onnxruntime both want them dense
+    check.check_nodes(model)
+    check.warn_values(model)
     return model
 
 
@@ -70,44 +77,17 @@ def _invalid_string_field(message) -> str | None:
 
 
 def _external_tensors(model: onnx.ModelProto):
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
-        if onnx.external_data_helper.uses_external_data(tensor):
-            yield tensor
+    return external.external_tensors(model)
 
 
 def _load_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
-    base = base_dir.resolve()
-    for tensor in _external_tensors(model):
-        info = {e.key: e.value for e in tensor.external_data}
-        location = info.get("location", "")
-        target = (base / location).resolve()
-        # A model is untrusted input: its data may only come from beside it.
-        if os.path.isabs(location) or base not in target.parents:
-            raise SlimError(f"external data '{location}' of tensor '{tensor.name}' points outside the model's folder; refusing to read it")
-        if not target.is_file():
-            raise SlimError(f"external data file '{location}' of tensor '{tensor.name}' is missing")
-        try:
-            offset = int(info.get("offset") or 0)
-            length = int(info["length"]) if info.get("length") else None
-        except ValueError:
-            raise SlimError(f"external data of tensor '{tensor.name}' has a non-integer offset or length") from None
-        if length is None:  # the tensor's own size, not the rest of a maybe huge file
-            length = _dims_bytes(tensor)
-        size = target.stat().st_size
-        # checked before reading: a corrupt length must not make us allocate it
-        if offset < 0 or (length is not None and (length < 0 or offset + length > size)) or offset > size:
-            raise SlimError(f"external data file '{location}' is truncated (tensor '{tensor.name}' needs bytes "
-                            f"{offset}..{offset + (length or 0)}, the file has {size})")
-        with open(target, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read(length) if length is not None else fh.read()
-        tensor.raw_data = data
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+    external.load_external_data(model, base_dir, _dims_bytes)
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: str | os.PathLike | None = None) -> None:
-    """Write atomically (temp file + rename); models over 2 GB get their weights in `<name>.data` beside them.
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
+               external_data: bool = False) -> None:
+    """Write atomically (temp file + rename); models over 2 GB, or any with `external_data`, get their
+    weights (tensors of 1 KB and more) in `<name>.data` beside them.
 
     On any failure nothing is left behind: no temp file, and an existing output is kept as it was."""
     path = Path(path)
@@ -115,7 +95,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
         raise SlimError(f"output {path} is the input model; refusing to overwrite it")
     if path.is_dir():
         raise SlimError(f"output {path} is a folder; give a file name")
-    large = model_bytes(model) >= TWO_GB if _all_inline(model) else True
+    large = external_data or (model_bytes(model) >= TWO_GB if _all_inline(model) else True)
     data_path = path.parent / (path.name + ".data")
     targets = [path] + ([data_path] if large else [])
     if input_path is not None and any(t.exists() for t in targets):
@@ -136,17 +116,45 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
                 light = light_copy(model, convert=_ExternalWriter(fh, data_name))
             with open(tmp, "wb") as fh:
                 fh.write(light.SerializeToString())
-            os.replace(tmp_data, path.parent / data_name)
+            _replace_pair(tmp_data, path.parent / data_name, tmp, path, temps)
         else:
             with open(tmp, "wb") as fh:
                 fh.write(model.SerializeToString())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except OSError as err:
         _remove(temps)
         raise SlimError(f"cannot write {path}: {err.strerror or err}; nothing written") from None
     except BaseException:
         _remove(temps)
         raise
+
+
+def _replace_pair(tmp_data: str, data: Path, tmp_model: str, model: Path, temps: list[str]) -> None:
+    """Two renames, data first: the model file is the commit point. Until it lands, an existing output keeps
+    its own data (a hard link keeps it and is put back if anything, an interrupt too, stops us in between),
+    and a new output leaves no data file without its model."""
+    backup = None
+    if data.exists():
+        backup = _temp_name(data.parent, f".{data.name}.old.", temps)
+        os.link(data, backup)
+    os.replace(tmp_data, data)
+    try:
+        os.replace(tmp_model, model)
+    except BaseException:
+        if backup:
+            os.replace(backup, data)
+        else:
+            data.unlink(missing_ok=True)
+        raise
+    if backup:
+        os.unlink(backup)
+
+
+def _temp_name(folder: Path, prefix: str, temps: list[str]) -> str:
+    """A fresh unused name (for a hard link) that the failure path removes."""
+    name = _temp_file(folder, prefix, temps)
+    os.unlink(name)
+    return name
 
 
 class _ExternalWriter:
@@ -202,8 +210,8 @@ def model_files(path: str | os.PathLike) -> list[Path]:
     try:
         proto = onnx.load(str(path), load_external_data=False)
         for tensor in _external_tensors(proto):
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            if isinstance(location, str) and location and path.parent / location not in files:
+            location = external.location_of(tensor)
+            if isinstance(location, str) and location and "\0" not in location and path.parent / location not in files:
                 files.append(path.parent / location)
     except Exception:  # not readable as ONNX: load_model says why
         pass
@@ -256,7 +264,7 @@ def _dims_bytes(tensor: onnx.TensorProto) -> int | None:
     """Bytes its dims and element type call for; None for strings and types numpy cannot size."""
     if tensor.data_type == onnx.TensorProto.STRING:
         return None
-    count = int(np.prod(tensor.dims, dtype=np.int64))
+    count = math.prod(int(d) for d in tensor.dims)  # Python ints: lying dims must not wrap around
     bits = _PACKED_BITS.get(tensor.data_type)
     if bits:
         return -(-count * bits // 8)
@@ -313,7 +321,7 @@ def light_copy(model: onnx.ModelProto, convert=None) -> onnx.ModelProto:
 
 
 def _dataless_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
-    if int(np.prod(tensor.dims, dtype=np.int64)) <= SMALL_TENSOR:
+    if math.prod(int(d) for d in tensor.dims) <= SMALL_TENSOR:
         return tensor
     light = onnx.TensorProto()
     light.name, light.data_type = tensor.name, tensor.data_type

@@ -12,11 +12,22 @@ import onnx
 
 from .errors import SlimError
 
-_NP_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
-    onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.BOOL: np.bool_,
-}
+
+
+def _np_type(elem_type: int) -> np.dtype | None:
+    """The numpy dtype of an ONNX element type (every tensor type: strings are object arrays, bfloat16,
+    float8/float4 and int4 come from ml_dtypes through onnx), None for UNDEFINED or a non-tensor input."""
+    if not elem_type:
+        return None
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:  # a type this onnx version does not know
+        return None
+
+
+INT64_MAX = 2**63 - 1
+# a scalar integer input with one of these names is an audio sample rate, not a token id
+_SAMPLE_RATE_NAMES = ("sr", "sample_rate", "sampling_rate")
 
 
 @dataclass(frozen=True)
@@ -34,12 +45,21 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        if tt.elem_type not in _NP_TYPES:
-            raise SlimError(f"input '{vi.name}' has element type {onnx.TensorProto.DataType.Name(tt.elem_type)}, which onnxslim cannot feed")
+        dtype = _np_type(tt.elem_type) if vi.type.HasField("tensor_type") else None
+        if dtype is None:
+            kind = vi.type.WhichOneof("value") or "no"
+            raise SlimError(f"input '{vi.name}' has {kind} type ({_type_name(tt.elem_type)}), which onnxslim cannot feed")
         # shape None: the model does not say the rank
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim) if tt.HasField("shape") else None
-        specs.append(InputSpec(vi.name, np.dtype(_NP_TYPES[tt.elem_type]), dims))
+        specs.append(InputSpec(vi.name, dtype, dims))
     return specs
+
+
+def _type_name(elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return str(elem_type)
 
 
 def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
@@ -53,38 +73,61 @@ def parse_input_shapes(items) -> dict[str, tuple[int, ...]]:
             shape = ()
         if not sep or not name or not shape or any(d <= 0 for d in shape):
             raise SlimError(f"--input-shape '{item}': expected NAME:D1,D2,... with positive integers")
+        if any(d > INT64_MAX for d in shape):
+            raise SlimError(f"--input-shape '{item}': a dim beyond 2**63 - 1 cannot be an ONNX dim")
         shapes[name] = shape
     return shapes
 
 
-def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch: int = 1) -> dict[str, tuple[int, ...]]:
-    """A concrete shape per input: the override if given, else the model's dims with dynamic ones resolved.
+def check_overrides(model: onnx.ModelProto, overrides: dict | None) -> None:
+    """--input-shape names real inputs and fits their fixed dims (checked before any work)."""
+    specs = {s.name: s for s in model_inputs(model)}
+    unknown = set(overrides or {}) - set(specs)
+    if unknown:
+        raise SlimError(f"--input-shape names {sorted(unknown)}, but the model's inputs are {list(specs)}")
+    for name, shape in (overrides or {}).items():
+        _check_shape_fits(specs[name], shape, "--input-shape")
 
-    A dynamic first dim is taken as the batch; any other dynamic dim needs --input-shape.
+
+def symbolic_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch: int = 1) -> dict[str, tuple | None]:
+    """A shape per input where every dim is known or a symbol: ints from the model or `overrides`, a dynamic
+    first dim = `batch`, and other dynamic dims as strings (the dim's name, or `input:axis` when unnamed).
+    None when the model gives no rank. Nothing is asked of the user: these are enough for the weight-only steps.
     """
     overrides = dict(overrides or {})
-    specs = model_inputs(model)
-    unknown = set(overrides) - {s.name for s in specs}
-    if unknown:
-        raise SlimError(f"--input-shape names {sorted(unknown)}, but the model's inputs are {[s.name for s in specs]}")
+    check_overrides(model, overrides)
     shapes = {}
-    for spec in specs:
+    for spec in model_inputs(model):
         if spec.name in overrides:
-            shape = overrides[spec.name]
-            _check_shape_fits(spec, shape, "--input-shape")
-            shapes[spec.name] = tuple(shape)
-            continue
-        if spec.shape is None:
-            raise SlimError(f"input '{spec.name}' has no shape in the model; give it with --input-shape {spec.name}:D1,D2,...")
-        dims = []
-        for axis, d in enumerate(spec.shape):
-            if isinstance(d, int) and d > 0:
-                dims.append(d)
-            elif axis == 0:
-                dims.append(batch)
-            else:
-                raise SlimError(f"input '{spec.name}' has a dynamic dim {axis} ({d}); give it with --input-shape {spec.name}:" + ",".join(str(x) if isinstance(x, int) and x > 0 else "N" for x in spec.shape))
-        shapes[spec.name] = tuple(dims)
+            shapes[spec.name] = tuple(overrides[spec.name])
+        elif spec.shape is None:
+            shapes[spec.name] = None
+        else:
+            shapes[spec.name] = tuple(d if isinstance(d, int) and d > 0 else batch if axis == 0
+                                      else (d if isinstance(d, str) and d else f"{spec.name}:{axis}")
+                                      for axis, d in enumerate(spec.shape))
+    return shapes
+
+
+def is_concrete(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
+
+
+def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch: int = 1) -> dict[str, tuple[int, ...]]:
+    """A concrete shape per input: the override if given, else the model's dims with a dynamic first dim as batch.
+
+    For the steps that run the model; the pipeline passes the shapes it chose (see `runshapes`) as overrides,
+    so this raises only when no runnable shape was found for a dynamic dim.
+    """
+    shapes = symbolic_shapes(model, overrides, batch)
+    for name, shape in shapes.items():
+        if shape is None:
+            raise SlimError(f"input '{name}' has no shape in the model; give it with --input-shape {name}:D1,D2,...")
+        if not is_concrete(shape):
+            axis = next(i for i, d in enumerate(shape) if not isinstance(d, int))
+            hint = ",".join(str(x) if isinstance(x, int) else "N" for x in shape)
+            raise SlimError(f"input '{name}' has a dynamic dim {axis} ({shape[axis]}) and no size it runs with was found; "
+                            f"give it with --input-shape {name}:{hint}")
     return shapes
 
 
@@ -98,27 +141,100 @@ def _check_shape_fits(spec: InputSpec, shape, what: str) -> None:
             raise SlimError(f"{what}: input '{spec.name}' needs {want} on axis {axis}, got shape {tuple(shape)}")
 
 
+def with_batch(model: onnx.ModelProto, shapes: dict, n: int) -> dict:
+    """`shapes` with the batch dim set to `n`: a dynamic first dim, and every dim named like one (silero's
+    state [2, batch, 128]); fixed dims stay as they are."""
+    specs = {s.name: s for s in model_inputs(model)}
+    batch_names = {s.shape[0] for s in specs.values() if s.shape and isinstance(s.shape[0], str) and s.shape[0]}
+    out = {}
+    for name, shape in shapes.items():
+        dims = specs[name].shape if name in specs and specs[name].shape is not None else (None,) * len(shape)
+        out[name] = tuple(n if (axis == 0 and not (isinstance(d, int) and d > 0)) or (isinstance(d, str) and d in batch_names)
+                          else shape[axis] for axis, d in enumerate(dims))
+    return out
+
+
 def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: int = 1, seed: int = 0) -> list[dict]:
-    """`count` random batches: floats ~ N(0,1); integer inputs in [0, 100) (token ids, masks get 1)."""
+    """`count` random batches: floats ~ N(0,1); integer inputs in [0, 100) (token ids, masks get 1), short
+    1-D integer inputs in [0, 4) (they are often shapes, pads or repeats: large values would allocate huge
+    tensors); strings are short words."""
     rng = np.random.default_rng(seed)
     resolved = resolve_shapes(model, shapes)
+    check_feed_memory(model, resolved, count)
     feeds = []
     for _ in range(count):
-        feed = {}
-        for spec in model_inputs(model):
-            shape = resolved[spec.name]
-            if np.issubdtype(spec.dtype, np.floating):
-                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-            elif spec.dtype == np.bool_:
-                feed[spec.name] = np.ones(shape, dtype=np.bool_)
-            elif "mask" in spec.name.lower():
-                feed[spec.name] = np.ones(shape, dtype=spec.dtype)
-            elif "type" in spec.name.lower() or "segment" in spec.name.lower():
-                feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
-            else:
-                feed[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
-        feeds.append(feed)
+        feeds.append({spec.name: _random_array(spec, resolved[spec.name], rng) for spec in model_inputs(model)})
     return feeds
+
+
+def _random_array(spec: InputSpec, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    dtype, name = spec.dtype, spec.name.lower()
+    integer = dtype.kind in "iu" or (dtype.kind == "V" and "int" in dtype.name)  # ml_dtypes int4/int2 are kind V
+    if dtype == np.bool_:
+        return np.ones(shape, dtype=np.bool_)
+    if dtype == object:
+        return rng.choice(np.array(["a", "bc", "def", "onnx"], dtype=object), size=shape)
+    if dtype.kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    if not integer:  # float16/32/64 and the ml_dtypes floats (bfloat16, float8, float4)
+        return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+    if shape == () and name in _SAMPLE_RATE_NAMES:
+        return np.array(16000, dtype=dtype)  # audio models branch on the rate (silero VAD)
+    if "mask" in name:
+        return np.ones(shape, dtype=dtype)
+    if "type" in name or "segment" in name:
+        return np.zeros(shape, dtype=dtype)
+    high = 4 if len(shape) == 1 and shape[0] <= 8 else 100
+    if dtype.kind == "V" or dtype.itemsize == 1:  # int2/int4 hold 0..1 at least, int8 0..99
+        high = 2 if dtype.kind == "V" else high
+    return rng.integers(0, high, size=shape).astype(dtype)
+
+
+def check_feed_memory(model: onnx.ModelProto, resolved: dict, count: int = 1) -> int:
+    """Refuse before allocating: `count` batches of these shapes, plus the float64 draw of the largest,
+    against the memory budget. Returns the bytes."""
+    from . import budget
+    specs = {s.name: s for s in model_inputs(model)}
+    sizes = [budget.array_bytes(shape, specs[name].dtype.itemsize) for name, shape in resolved.items() if name in specs]
+    total = count * sum(sizes) + 2 * max(sizes, default=0)
+    budget.require(total, f"the random inputs ({_describe(resolved)})")
+    return total
+
+
+def check_run_memory(model: onnx.ModelProto, resolved: dict, count: int = 1) -> None:
+    """The feeds and the largest activation of a run at these shapes (onnx shape inference on a weightless
+    copy) against the budget: the least a run will allocate, refused before onnxruntime tries."""
+    from . import budget
+    total = check_feed_memory(model, resolved, count)
+    budget.require(total + largest_activation_bytes(model, resolved), f"running the model on inputs {_describe(resolved)}")
+
+
+def _describe(resolved: dict) -> str:
+    return ", ".join(f"{n}:{','.join(map(str, s))}" for n, s in resolved.items())
+
+
+def largest_activation_bytes(model: onnx.ModelProto, resolved: dict) -> int:
+    import math
+    from .graph import light_copy
+    light = light_copy(model)
+    light.graph.ClearField("value_info")
+    for vi in light.graph.input:
+        if vi.name in resolved and vi.type.HasField("tensor_type"):
+            shape = vi.type.tensor_type.shape
+            shape.ClearField("dim")
+            for d in resolved[vi.name]:
+                shape.dim.add(dim_value=int(d))
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light)
+    except Exception:  # no verdict without shapes: the feeds alone were checked
+        return 0
+    largest = 0
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else []
+        if dims and all(d is not None and d > 0 for d in dims):
+            largest = max(largest, math.prod(dims) * (_np_type(tt.elem_type) or np.dtype(np.float32)).itemsize)
+    return largest
 
 
 def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -167,6 +283,11 @@ def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarra
             raise SlimError(f"{path}: arrays have different sample counts ({count} and {arr.shape[0]})")
         count = arr.shape[0]
         out[spec.name] = arr
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            import warnings
+            from .errors import SlimWarning
+            warnings.warn(SlimWarning(f"{path.name}: '{spec.name}' holds {int((~np.isfinite(arr)).sum())} NaN/Inf "
+                                      "values; statistics computed from them are NaN"))
     if not count:
         raise SlimError(f"{path}: holds no samples")
     return out

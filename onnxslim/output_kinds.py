@@ -79,8 +79,8 @@ def kind_metrics(name: str, ref: list[np.ndarray], new: list[np.ndarray]) -> dic
     if not ref:
         return {}
     kind = output_kind(name, np.asarray(ref[0]))
-    if kind == "other":
-        return {"kind": kind}
+    if kind == "other" or len({np.shape(x)[1:] for x in ref + new}) > 1:
+        return {"kind": kind}  # batches of different sizes (dynamic dims) do not stack into one table
     a = np.concatenate([np.asarray(r) for r in ref])
     b = np.concatenate([np.asarray(n) for n in new])
     finite = np.isfinite(a).all() and np.isfinite(b).all()

@@ -119,6 +119,8 @@ def _setup(folder: Path, name: str):
     elif name.startswith("dynamic"):
         os.unlink(folder / "in.onnx")
         _dynamic_hw_model(folder / "in.onnx")
+        if name == "dynamic_preprocess":
+            (folder / "in.preprocess.json").write_text('{"crop": 48}')
     elif name == "bn_kept":
         shutil.copy(BN_KEPT, folder / "in.onnx")
     elif name == "output_is_folder":
@@ -153,7 +155,6 @@ BAD = {
     "output_is_folder": (["in.onnx", "odir", "--prune", "0.3", *FAST], 2, "folder"),
     "input_shape_wrong_name": (["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "image:1,1,8,8", *FAST], 2, "input"),
     "input_shape_wrong_dims": (["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:2,1,9,9", *FAST], 2, "input"),
-    "dynamic_without_input_shape": (["in.onnx", "out.onnx", "--prune", "0.5", *FAST], 2, "--input-shape"),
     "bn_importance_without_bn": (["in.onnx", "out.onnx", "--prune", "0.3", "--importance", "bn"], 2, "BatchNormalization"),
     "external_data_as_output": (["in.onnx", "weights.bin", "--prune", "0.3", "-q", *FAST], 2, "external data"),
     "inspect_not_onnx": (["inspect", "in.onnx"], 2, "not an ONNX model"),
@@ -170,10 +171,14 @@ GOOD = {
     "target_latency": ["in.onnx", "out.onnx", "--target-latency", "0.8", "--report", "r.json", "--threads", "2"],
     "dynamic_with_input_shape": ["in.onnx", "out.onnx", "--prune", "0.5", "--input-shape", "x:2,3,16,16",
                                  "--report", "r.json", *FAST],
+    "dynamic_without_input_shape": ["in.onnx", "out.onnx", "--prune", "0.5", "--report", "r.json", *FAST],
+    "dynamic_inspect": ["inspect", "in.onnx"],
+    "dynamic_preprocess": ["in.onnx", "out.onnx", "--lowrank", "0.9", "--report", "r.json", *FAST],
     "input_shape_batch": ["in.onnx", "out.onnx", "--prune", "0.3", "--input-shape", "input:3,1,8,8", "-q", *FAST],
     "bn_kept": ["in.onnx", "out.onnx", "--prune", "0.3", "--importance", "bn", "--report", "r.json", "-q", *FAST],
     "prune_zero": ["in.onnx", "out.onnx", "--prune", "0", "--report", "r.json", "-q", *FAST],
     "no_pass": ["in.onnx", "out.onnx", "--data", str(EVAL), *FAST],
+    "no_pass_external_data": ["in.onnx", "out.onnx", "--external-data", "--size-threshold", "4096", "--report", "r.json", *FAST],
     "inspect": ["inspect", "in.onnx"],
     "inspect_json": ["inspect", "in.onnx", "--json"],
 }
@@ -311,6 +316,19 @@ def test_no_pass_is_cleanup_and_validation(runs):
     np.testing.assert_allclose(_logits(str(run.folder / "out.onnx"), x), _logits(str(FOLDED), x), rtol=1e-5, atol=1e-5)
 
 
+def test_no_pass_prints_the_summary_and_writes_external_data(runs):
+    """The bare command says what changed (nodes, initializers, size, rules) and --external-data puts the
+    weights beside the model."""
+    run = runs["no_pass_external_data"]
+    assert run.rc == 0, run.err
+    before, after = onnx.load(str(FOLDED)), onnx.load(str(run.folder / "out.onnx"))
+    assert f"model: nodes {len(before.graph.node)} -> {len(after.graph.node)}, initializers" in run.out
+    assert (run.folder / "out.onnx.data").stat().st_size > (run.folder / "out.onnx").stat().st_size
+    assert _report(run)["passes"]["cleanup"]["size_threshold"] == 4096
+    x = _eval_x(32)
+    np.testing.assert_allclose(_logits(str(run.folder / "out.onnx"), x), _logits(str(FOLDED), x), rtol=1e-5, atol=1e-5)
+
+
 def test_target_macs_with_dash_o(runs):
     from onnxslim.cost import model_cost
     run = runs["target_macs_dash_o"]
@@ -349,6 +367,31 @@ def test_input_shape_resolves_dynamic_dims(runs):
     assert _conv_widths(model) == [4, 4]  # 8 -> 4 at 50%; the output's 4 channels are frozen
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "h", "w"]  # still dynamic
+
+
+def test_dynamic_dims_need_no_input_shape(runs):
+    run = runs["dynamic_without_input_shape"]
+    assert run.rc == 0, run.err
+    report = _report(run)
+    # the first common size runs the original: batch 1, 224x224, and the report says it was chosen
+    assert report["validation"]["input_shapes"] == {"x": {"shape": [1, 3, 224, 224], "source": "auto"}}
+    assert report["validation"]["macs"]["before"] == 224 * 224 * (8 * 27 + 4 * 8)
+    assert report["validation"]["outputs"]["y"]["cosine"] > 0.5
+    model = onnx.load(str(run.folder / "out.onnx"))
+    assert _conv_widths(model) == [4, 4]
+    assert [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == ["batch", 3, "h", "w"]
+
+
+def test_preprocess_file_gives_the_run_shape(runs):
+    run = runs["dynamic_preprocess"]
+    assert run.rc == 0, run.err
+    assert _report(run)["validation"]["input_shapes"] == {"x": {"shape": [1, 3, 48, 48], "source": "preprocess"}}
+
+
+def test_inspect_dynamic_dims(runs):
+    run = runs["dynamic_inspect"]
+    assert run.rc == 0, run.err
+    assert "x:1x3x224x224 (auto)" in run.out and "prunable" in run.out
 
 
 def test_input_shape_for_the_batch(runs):

@@ -74,7 +74,8 @@ def test_help_shows_every_preprocessing_default():
     out = subprocess.run(CLI + ["optimize", "--help"], capture_output=True, text=True, timeout=60).stdout
     flat = " ".join(out.split())
     for fragment in ("1/255", "crop x 256/224", "the model's input size", "from the model's input shape",
-                     "[default: 64]", "structure check, not accuracy", "l1 and reconstruction"):
+                     "[default: 64]", "structure check, not accuracy", "l1 and reconstruction",
+                     "auto", "~3 plan builds", "[default: l1]"):
         assert fragment in flat, fragment
 
 

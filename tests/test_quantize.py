@@ -279,7 +279,7 @@ def test_dynamic_mode_quantizes_matmul_weights():
     assert result.report["fidelity"]["outputs"]["y"]["sqnr_db"] > 25
 
 
-@pytest.mark.parametrize("cfg,match", [(dict(mode="int4"), "int8"), (dict(calib_method="kl"), "calib-method"),
+@pytest.mark.parametrize("cfg,match", [(dict(mode="int2"), "int8"), (dict(mode="int4", block_size=48), "block-size"), (dict(calib_method="kl"), "calib-method"),
                                        (dict(target="tflite"), "target"), (dict(tolerance=-1.0), "tolerance")])
 def test_bad_config(cfg, match):
     model = build([(8, 1)])

@@ -13,13 +13,12 @@ from onnx import numpy_helper
 from onnxslim.activations import TensorTap
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
-from onnxslim.inputs import random_feeds
 
 from . import attention, factor, greedy, sensitivity
 from .layers import Layer, find_layers
 from .rewrite import Editor
 from .select import Option, allocate, by_energy, candidate_ranks, layer_macs, options_for, schemes_for, split_macs
-from .stats import MAX_PATCH, find_token_mask, original_stats, paired_stats, patch_stats, probe_shapes
+from .stats import MAX_PATCH, find_token_mask, layer_shapes, original_stats, paired_stats, patch_stats
 
 ALL_OPS = ("matmul", "gemm", "conv")
 
@@ -96,8 +95,9 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
         report.update(macs_before=0, macs_after=0, fraction=1.0)
         return PassResult(model, report)
 
-    probe = next(iter(calib.batches(config.batch_size))) if calib is not None else random_feeds(model, ctx.input_shapes, seed=ctx.seed)[0]
-    shapes = probe_shapes(model, layers, probe)
+    probe, shapes = layer_shapes(model, layers, calib, ctx, config.batch_size)
+    skipped += [{"name": layer.name, "op": layer.node.op_type, "reason": "shape unknown"} for layer in layers if layer.name not in shapes]
+    layers = [layer for layer in layers if layer.name in shapes]
     mask = find_token_mask(model, config.token_mask) if data_aware else None
     report["token_mask"] = mask
     stats = {}

@@ -57,6 +57,27 @@ def probe_shapes(model: onnx.ModelProto, layers: list[Layer], feed: dict) -> dic
     return shapes
 
 
+def layer_shapes(model: onnx.ModelProto, layers: list[Layer], calib, ctx, batch_size: int):
+    """(probe feed or None, per-layer shapes). The probe is a calibration batch, else random inputs at the run
+    shapes; when no size the model runs with is known, shapes come from shape inference instead, dynamic dims
+    counted as 1 (a split's MACs over the layer's scale with them alike, so the choice by energy is the same)."""
+    from onnxslim.cost import inferred_shapes
+    from onnxslim.errors import SlimError
+    from onnxslim.inputs import random_feeds
+    try:
+        probe = next(iter(calib.batches(batch_size))) if calib is not None else random_feeds(model, ctx.input_shapes, seed=ctx.seed)[0]
+    except SlimError:
+        if calib is not None and getattr(calib, "real", False):
+            raise
+        known, shapes = inferred_shapes(model, ctx.input_shapes), {}
+        for layer in layers:
+            x, y = known.get(layer.node.input[0]), known.get(layer.out_tensor)
+            if x is not None and y is not None:
+                shapes[layer.name] = {"input": tuple(d or 1 for d in x), "output": tuple(d or 1 for d in y), "batch": 1}
+        return None, shapes
+    return probe, probe_shapes(model, layers, probe)
+
+
 def _accumulate(model: onnx.ModelProto, layers: list[Layer], tensor_of, rows_of, axis_of, batches, progress=None) -> dict:
     """One streamed pass: per layer, a GramAccumulator over `rows_of(layer, tensor, feed)` -> update args."""
     tap = TensorTap(model, [tensor_of(layer) for layer in layers])

@@ -31,9 +31,11 @@ class PruneConfig:
     target_macs: float | None = None  # or: prune until MACs <= this fraction of the original
     target_latency: float | None = None  # or: until the latency measured per node (latency.py) <= this fraction
     latency_threads: int = 1  # onnxruntime threads the latency model is profiled with (1: stable on shared cores)
-    # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction; None: with real
-    # calibration data and a target the better of l1 and reconstruction on held-out samples (choose.py), else l1
-    importance: str | None = None
+    # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction; auto: with real
+    # calibration data and a target, the better of l1 and reconstruction on held-out samples, rebuilt on all
+    # samples (choose.py; ~3 plan builds). Not the default: its first version (winner fitted on 75% of the
+    # samples) scored below both criteria on EfficientNet-Lite0 at 70% MACs (benchmarks/RESULTS.md, issue 11)
+    importance: str = "l1"
     # for a target: global | uniform | sensitivity | search; None: sensitivity with real calibration data
     # (EfficientNet-Lite0 at 90% MACs: 82.6% top-1 against global's 55.9%), else global
     allocation: str | None = None
@@ -55,12 +57,9 @@ class PruneConfig:
     sensitivity_candidates: int = 8  # tries per sensitivity step measured through the network (4 -> 8: 69.9 -> 73.3% at 80% MACs)
 
     def resolved(self, real_data: bool) -> "PruneConfig":
-        """This config with the default allocation (see `allocation`) and importance made concrete; the
-        importance stays None where the pass chooses it by measurement (see `importance`)."""
+        """This config with the default allocation (see `allocation`) made concrete."""
         data_driven = real_data and self.target is not None
         config = self
-        if config.importance is None and not data_driven:
-            config = dataclasses.replace(config, importance="l1")
         if config.allocation is not None:
             return config
         return dataclasses.replace(config, allocation="sensitivity" if data_driven else "global")
@@ -74,8 +73,10 @@ class PruneConfig:
             raise SlimError(f"--target-macs {self.target_macs:g}: the fraction must be in (0, 1]")
         if self.target_latency is not None and not 0 < self.target_latency <= 1:
             raise SlimError(f"--target-latency {self.target_latency:g}: the fraction must be in (0, 1]")
-        if self.importance is not None and self.importance not in WEIGHT_CRITERIA + DATA_CRITERIA:
-            raise SlimError(f"unknown importance '{self.importance}' (choose from {', '.join(WEIGHT_CRITERIA + DATA_CRITERIA)})")
+        if self.importance not in WEIGHT_CRITERIA + DATA_CRITERIA + ("auto",):
+            raise SlimError(f"unknown importance '{self.importance}' (choose from {', '.join(WEIGHT_CRITERIA + DATA_CRITERIA)}, auto)")
+        if self.importance == "auto" and self.target is None:
+            raise SlimError("--importance auto needs --target-macs or --target-latency (it compares plans at one budget)")
         if self.allocation is not None and self.allocation not in ALLOCATIONS:
             raise SlimError(f"unknown allocation '{self.allocation}' (choose from {', '.join(ALLOCATIONS)})")
         if self.allocation in ("sensitivity", "search") and self.target is None:
@@ -101,11 +102,10 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     ctx = ctx or Context()
     real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
     config = config.resolved(real)
-    if config.importance is None:
-        from .choose import best_of, can_choose
-        if can_choose(ctx.calibration):
-            return best_of(model, config, ctx, run)
-        config = dataclasses.replace(config, importance="l1")
+    if config.importance == "auto":
+        from .choose import best_of, check_can_choose
+        check_can_choose(ctx.calibration)
+        return best_of(model, config, ctx, run)
     if config.importance == "bn" and not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         raise SlimError("--importance bn needs BatchNormalization nodes; this model has none (BN was folded at export)")
     started = time.perf_counter()
@@ -115,6 +115,8 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     if unknown:
         raise SlimError(f"--exclude names no node of the model: {unknown}")
     analysis = analyze_graph(graph, config.exclude)
+    from .explain import check_something_prunable
+    nothing_notes = check_something_prunable(model, analysis)
     groups = analysis.prunable_groups
     rng = np.random.default_rng(ctx.seed)
     align = Alignment(config.round_to, config.min_channels)
@@ -126,7 +128,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
             latency_model = measured_latency_model(model, analysis, ctx.input_shapes, threads=ctx.threads or config.latency_threads)
     budget = latency_model or macs_model
     repair_on = config.repair if config.repair is not None else real
-    notes = []
+    notes = list(nothing_notes)
     if repair_on and not real:
         repair_on = False
         notes.append("repair needs real calibration data (--calib); it was skipped")

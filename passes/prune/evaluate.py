@@ -182,12 +182,18 @@ def output_loss(reference: list[dict], outputs: list[dict]) -> float:
     return total
 
 
+def _rows(a) -> np.ndarray:
+    """[samples, features]; explicit sizes, since -1 is ambiguous for an empty output (a detector finding nothing)."""
+    a = np.asarray(a)
+    return a.reshape(len(a), int(np.prod(a.shape[1:]))) if a.ndim else a.reshape(1, 1)
+
+
 def fidelity_summary(reference: list[dict], outputs: list[dict]) -> dict:
     """loss (see output_loss), and for [batch, classes] outputs the top-1 agreement; cosine per sample."""
     summary = {"loss": round(output_loss(reference, outputs), 6)}
     for name in reference[0]:
-        ref = np.concatenate([np.asarray(r[name]).reshape(len(r[name]), -1) for r in reference]).astype(np.float64)
-        new = np.concatenate([np.asarray(o[name]).reshape(len(o[name]), -1) for o in outputs]).astype(np.float64)
+        ref = np.concatenate([_rows(r[name]) for r in reference]).astype(np.float64)
+        new = np.concatenate([_rows(o[name]) for o in outputs]).astype(np.float64)
         cos = (ref * new).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(new, axis=1), 1e-30)
         entry = {"cosine": round(float(np.mean(cos)), 6)}
         if _is_logits(np.asarray(reference[0][name])):

@@ -19,9 +19,10 @@ from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.graph import model_bytes, to_graph, to_model
 
-from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weights
+from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
 
-MODES = ("int8", "int8-dynamic")
+MODES = ("int8", "int8-dynamic", "int4", "int8-weight")
+WEIGHT_ONLY = ("int4", "int8-weight")  # blockwise weights to MatMulNBits / GatherBlockQuantized (weight_only.py)
 METHODS = ("minmax", "percentile", "entropy")
 TARGETS = ("onnxruntime", "tensorrt")
 FIDELITY_SAMPLES = 64  # calibration samples the fidelity and fallback measurements use
@@ -46,6 +47,16 @@ class QuantizeConfig:
     measure_latency: bool = True
     latency_runs: int = 20
     dynamic_op_types: tuple = ("MatMul", "Gemm")
+    # weight-only modes (int4, int8-weight)
+    block_size: int = 32                # weights per scale along the input features; 32 measured best on MiniLM (RESULTS.md)
+    symmetric: bool = False             # no zero point (asymmetric measured closer on MiniLM)
+    accuracy_level: int | None = None   # MatMulNBits compute type; None: int8 compute (4) for 8 bits, onnxruntime's default for 4
+    min_elements: int = 16384           # smaller weights stay in float (listed): too little to gain
+    embeddings: bool = True             # Gather embedding tables to GatherBlockQuantized too
+    exclude: tuple = ()                 # node names left in float
+
+    def check(self) -> None:
+        _check(self)
 
 
 def _check(config: QuantizeConfig) -> None:
@@ -57,6 +68,8 @@ def _check(config: QuantizeConfig) -> None:
         raise SlimError(f"--target {config.target}: expected one of {', '.join(TARGETS)}")
     if config.tolerance is not None and not (config.tolerance > 0):
         raise SlimError(f"--tolerance must be a positive number (max relative output error), got {config.tolerance}")
+    if config.mode in WEIGHT_ONLY and (config.block_size < 16 or config.block_size & (config.block_size - 1)):
+        raise SlimError(f"--block-size {config.block_size}: onnxruntime's kernels need a power of 2, at least 16")
     if not 50 < config.percentile <= 100:
         raise SlimError(f"percentile must be in (50, 100], got {config.percentile}")
 
@@ -71,10 +84,31 @@ def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Conte
         dataset = load_calibration(None, model, input_shapes=ctx.input_shapes, seed=ctx.seed, size=16)
     report = {"mode": config.mode, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
               "calibration": dataset.describe()}
-    if not dataset.real:
+    if not dataset.real and config.mode == "int8-dynamic":
+        # dynamic int8 computes activation ranges at run time: the data only feeds the fidelity figures
+        report["note"] = "no calibration needed (ranges computed at run time); fidelity measured on random inputs"
+    elif not dataset.real and config.mode in WEIGHT_ONLY and config.tolerance is None:
+        report["note"] = "no calibration needed (weights alone); fidelity measured on random inputs"
+    elif not dataset.real and config.mode in WEIGHT_ONLY:
+        report["warning"] = "--tolerance measured on random data: which layers stay in float means little; pass real data (--calib)"
+    elif not dataset.real:
         report["warning"] = "calibrated on random data: the ranges and accuracy numbers mean little; pass real data (--calib)"
-    feeds = _fidelity_feeds(dataset, config.batch_size)
-    if config.mode == "int8-dynamic":
+    quantized = sorted({n.op_type for n in model.graph.node if n.op_type in _QUANTIZED_OPS})
+    if config.mode == "int8" and quantized:
+        # onnxruntime's static quantizer breaks on tensors it already quantized (name clashes): leave the model
+        report["skipped"] = f"the model is already quantized ({', '.join(quantized)}); left as it was"
+        return PassResult(model, report)
+    try:
+        feeds = _fidelity_feeds(dataset, config.batch_size)
+    except SlimError as err:
+        if config.mode == "int8" or dataset.real:
+            raise
+        # dynamic and weight-only modes need no data: only their fidelity measurement does, and no size the
+        # model runs with is known
+        feeds, report["fidelity"] = None, {"skipped": str(err)}
+    if config.mode in WEIGHT_ONLY:
+        qmodel = weight_only.run(model, config, feeds, report)
+    elif config.mode == "int8-dynamic":
         vnni = target.cpu_has_vnni()
         # measured on MiniLM without VNNI: 7-bit weights cost more (hidden state 14.6 -> 6.1 dB) than they save
         reduce_range = bool(config.reduce_range)
@@ -83,7 +117,8 @@ def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Conte
                                                reduce_range=reduce_range)
     else:
         qmodel = _static(model, config, ctx, dataset, feeds, report)
-    _measure(model, qmodel, feeds, config, report)
+    if feeds is not None:
+        _measure(model, qmodel, feeds, config, report)
     return PassResult(qmodel, report)
 
 
@@ -103,14 +138,42 @@ def _prepare(model: onnx.ModelProto, config: QuantizeConfig, report: dict):
         model = cleanup.run(model).model
     except ImportError:  # the cleanup pass is optional here: it folds constants/BN so weights are initializers
         pass
+    model, upgraded = _opset_13(model)
     graph = to_graph(model)
     steps = {"pads_folded_into_conv": len(prepare.fold_pads(graph))}
+    if upgraded:
+        steps["opset_upgraded"] = upgraded
     if config.bias_correction:
         steps["zero_biases_added"] = len(prepare.add_zero_biases(graph))
     if config.cle:
         report["cle"] = equalize.equalize(graph, relu6_as_relu=config.cle_relu6_as_relu)
     report["prepare"] = steps
     return graph, to_model(graph, like=model)
+
+
+_QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv",
+                  "QLinearMatMul", "DynamicQuantizeLSTM", "MatMulIntegerToFloat"}
+
+
+def _one_sample(model: onnx.ModelProto, feed: dict) -> dict:
+    """The first sample of a batch: the batch dims (see inputs.with_batch: silero's state [2, batch, 128]) cut
+    to 1; scalars and fixed dims as they are."""
+    from onnxslim.inputs import with_batch
+    target = with_batch(model, {k: tuple(v.shape) for k, v in feed.items()}, 1)
+    return {k: v[tuple(slice(0, t) for t in target[k])] if v.ndim else v for k, v in feed.items()}
+
+
+def _opset_13(model: onnx.ModelProto):
+    """Per-channel QDQ needs DequantizeLinear's `axis` (opset 13): older models (PaddleOCR's opset 11) are
+    converted first; (model, "11 -> 13" or None). A model the converter cannot take stays as it is."""
+    old = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if old >= 13:
+        return model, None
+    try:
+        import onnx.version_converter
+        return onnx.version_converter.convert_version(model, 13), f"{old} -> 13"
+    except Exception:  # noqa: BLE001 - the converter's failures have no common type
+        return model, None
 
 
 def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report) -> onnx.ModelProto:
@@ -147,7 +210,7 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
     seven_weights = {n.name for n in prepared.graph.node if n.name not in set(config.eight_bit_nodes)} if reduce_range and config.per_channel else set()
     w_overrides, report["weights"] = weights.overrides(prepared, per_channel=config.per_channel, seven_bit_nodes=seven_weights,
                                                        mse=config.weight_mse, exclude=excluded_names)
-    one = {k: v[:1] for k, v in feeds[0].items()}
+    one = _one_sample(model, feeds[0])
     means = {n: s.channel_mean for n, s in stats.items() if s.channel_mean is not None}
 
     def build(exclude: list[str]) -> onnx.ModelProto:
@@ -263,8 +326,25 @@ def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None
     if simulated:
         report["latency"] = {"skipped": "TensorRT-target graph: onnxruntime CPU latency says nothing about TensorRT"}
     elif config.measure_latency:
-        one = {k: v[:1] for k, v in feeds[0].items()}
+        one = _one_sample(model, feeds[0])
         t_float = fidelity.latency(model, one, runs=config.latency_runs)
         t_int8 = fidelity.latency(qmodel, one, runs=config.latency_runs)
-        report["latency"] = {"float_ms": round(t_float * 1e3, 3), "int8_ms": round(t_int8 * 1e3, 3),
+        report["latency"] = {"float_ms": round(t_float * 1e3, 3), "quantized_ms": round(t_int8 * 1e3, 3),
                              "ratio": round(t_int8 / t_float, 4), "batch": 1, "threads": 1}
+
+
+def summary(quantize: dict) -> list[str]:
+    """The CLI's lines for this pass's report."""
+    floats = quantize.get("left_in_float", [])
+    method, target = quantize.get("config", {}).get("calib_method"), quantize.get("config", {}).get("target")
+    if quantize.get("mode") == "int8-dynamic":  # no calibration method applies: ranges come at run time
+        method = "activations at run time"
+    wo = quantize.get("weight_only")
+    how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
+    lines = [f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float"]
+    lines += [f"  float: {f.get('node')}: {f.get('reason')}" for f in floats[:4]]
+    if quantize.get("skipped"):
+        lines.append(f"  skipped: {quantize['skipped']}")
+    if quantize.get("warning"):
+        lines.append(f"  warning: {quantize['warning']}")
+    return lines

@@ -19,7 +19,7 @@ from onnxslim.errors import SlimError
 
 def session(model: onnx.ModelProto, threads: int | None = None, optimize: bool = True) -> ort.InferenceSession:
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors come back as exceptions, said in one line; no log lines on stderr
     if threads:
         opts.intra_op_num_threads = threads
     if not optimize:
@@ -33,11 +33,20 @@ def session(model: onnx.ModelProto, threads: int | None = None, optimize: bool =
         raise SlimError(f"onnxruntime cannot load the quantized model: {first}") from None
 
 
+def _run(s: ort.InferenceSession, names, feed: dict) -> list:
+    """One run; an onnxruntime failure (a model onnxruntime loads but cannot execute) is one line, exit 2."""
+    try:
+        return s.run(names, feed)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SlimError(f"onnxruntime cannot run the model in the int8 fidelity check: {first}") from None
+
+
 def outputs_on(model: onnx.ModelProto, feeds: list[dict], **kw) -> list[list[np.ndarray]]:
     s = session(model, **kw)
     names = [o.name for o in s.get_outputs()]
     inputs = {i.name for i in s.get_inputs()}
-    return [s.run(names, {k: v for k, v in f.items() if k in inputs}) for f in feeds]
+    return [_run(s, names, {k: v for k, v in f.items() if k in inputs}) for f in feeds]
 
 
 def compare(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], names: list[str]) -> dict:
@@ -72,7 +81,7 @@ def latency(model: onnx.ModelProto, feed: dict, runs: int = 20, threads: int = 1
     inputs = {i.name for i in s.get_inputs()}
     feed = {k: v for k, v in feed.items() if k in inputs}
     for _ in range(3):
-        s.run(None, feed)
+        _run(s, None, feed)
     times = []
     for _ in range(runs):
         t = time.perf_counter()

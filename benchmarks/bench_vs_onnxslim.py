@@ -1,0 +1,69 @@
+"""Node count and tool time of our bare command (`onnxslim MODEL OUT --no-validate -q`) against the PyPI
+OnnxSlim's (`onnxslim MODEL OUT`), which must live in its own virtual environment (the names clash).
+
+    python benchmarks/bench_vs_onnxslim.py --other-venv PATH_TO_VENV models/*.onnx models/families/*.onnx
+
+Prints one JSON line per model: nodes before, after ours, after theirs, seconds for each (wall clock of the
+whole command, interpreter start included, as a user sees it), and the rules our run applied."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import onnx
+
+
+def _nodes(path: str) -> int:
+    return len(onnx.load(path, load_external_data=False).graph.node)
+
+
+def _timed(cmd: list[str]) -> tuple[float, int, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return time.perf_counter() - start, proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
+
+
+def _cleanup_nodes(model: str) -> tuple[int, float]:
+    """Our lossless path in-process (no CLI input checks): nodes after, seconds."""
+    from onnxslim.graph import load_model
+    from onnxslim.passes import cleanup
+    start = time.perf_counter()
+    out = cleanup.run(load_model(model)).model
+    return len(out.graph.node), round(time.perf_counter() - start, 2)
+
+
+def bench(model: str, other_venv: str, tmp: str) -> dict:
+    name = os.path.splitext(os.path.basename(model))[0]
+    ours, theirs, report = (os.path.join(tmp, f"{name}.{k}") for k in ("ours.onnx", "theirs.onnx", "report.json"))
+    ours_cmd = [sys.executable, "-m", "onnxslim.cli", model, ours, "--no-validate", "-q", "--report", report]
+    t_ours, rc_ours, err_ours = _timed(ours_cmd)
+    t_theirs, rc_theirs, _ = _timed([os.path.join(other_venv, "bin", "onnxslim"), model, theirs])
+    row = {"model": name, "nodes_before": _nodes(model),
+           "ours_nodes": _nodes(ours) if rc_ours == 0 else None, "onnxslim_nodes": _nodes(theirs) if rc_theirs == 0 else None,
+           "ours_s": round(t_ours, 2), "onnxslim_s": round(t_theirs, 2)}
+    if rc_ours == 0:
+        with open(report) as f:
+            row["rules"] = json.load(f)["passes"]["cleanup"].get("rules", {})
+    else:  # e.g. a dynamic dim the CLI asks a size for (issue 10 item 1): the pass itself still runs
+        row["ours_error"] = err_ours
+        row["ours_cleanup_nodes"], row["ours_cleanup_s"] = _cleanup_nodes(model)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--other-venv", required=True, help="virtual environment with the PyPI onnxslim installed")
+    ap.add_argument("models", nargs="+")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            print(json.dumps(bench(model, args.other_venv, tmp)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""The lines the CLI prints for every run: the model before and after, and what each cleanup rule did."""
+from __future__ import annotations
+
+from .validate import _bytes
+
+
+def cleanup_lines(report: dict, cleanup: dict) -> list[str]:
+    """Nodes, initializers and size of the model before and after, and what each cleanup rule did."""
+    lines = []
+    stats = report.get("model_stats")
+    if stats:
+        (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
+        lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {_bytes(b0)} -> {_bytes(b1)}")
+    rules = cleanup.get("rules") or {}
+    if rules:
+        lines.append("  cleanup: " + ", ".join(f"{name} {count}" for name, count in rules.items()))
+    for note in (cleanup.get("left_unfolded_size") or [])[:3]:
+        lines.append(f"  not folded: {note}")
+    for note in (cleanup.get("fold_errors") or [])[:3]:
+        lines.append(f"  not folded: {note}")
+    return lines

@@ -1,0 +1,132 @@
+"""Normalization before analysis, and the bare command's lossless optimizer: constant folding (Shape-derived
+subgraphs included, symbolic dims too), dead-node elimination, static Reshape shapes, Identity/Dropout
+removal, BatchNorm folding into Conv, unique node names; the rewrite rules of `onnxslim.passes.rewrite`
+when that package is present.
+
+Every later pass assumes this form: weights are gs.Constant inputs, Reshape shapes are constants where the
+model allows it, every node has a unique name.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxslim.context import Context, PassResult
+from onnxslim.graph import infer_shapes, model_bytes, to_graph, to_model
+
+from onnxslim.passes.rewrite import apply_rules
+
+from .batchnorm import fold_batchnorm
+from .fold import fold
+from .naming import name_nodes
+from .passthrough import remove_passthrough
+from .static_reshape import static_reshape_shapes
+
+logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
+gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # its chatter is not for our users
+
+GIB = 2**30
+
+
+@dataclass
+class CleanupConfig:
+    fold_bn: bool = True  # False keeps BatchNormalization nodes (the `bn` importance criterion reads them)
+    # bytes: folding never materializes a larger tensor; None = twice the model's size, at least 64 MiB, at most 1 GiB
+    size_threshold: int | None = None
+    rules: bool = True  # the lossless rewrite rules of passes/rewrite (fusions, eliminations, CSE, weight tying)
+    fp16: bool = False  # float16 weights and compute, input/output types kept (passes/rewrite/fp16.py)
+
+
+def default_size_threshold(model: onnx.ModelProto) -> int:
+    """Twice the model (a fold may not more than triple the file), within [64 MiB, 1 GiB]."""
+    return int(min(GIB, max(64 * 2**20, 2 * model_bytes(model))))
+
+
+def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Context | None = None) -> PassResult:
+    config = config or CleanupConfig()
+    threshold = config.size_threshold if config.size_threshold is not None else default_size_threshold(model)
+    nodes_before = len(model.graph.node)
+    current, folding = fold(model, threshold)
+    notes = list(folding.errors)
+    try:
+        model_out, rules = _graph_steps(current, model, config, threshold, folding)
+    except Exception as err:  # onnx-graphsurgeon cannot import or export some graphs (optional types in subgraphs)
+        notes.append(f"graph rewrites after folding skipped ({type(err).__name__}: {str(err)[:120]})")
+        model_out, rules = current, {}
+        name_nodes(model_out.graph)
+    rules = {"constant_folding": folding.folded_nodes, "dead_nodes_removed": folding.dead_nodes,
+             "functions_inlined": folding.inlined_functions, "constants_to_initializers": folding.constants_lifted,
+             "static_shape_reads": folding.shape_reads, **rules}
+    rules["identity_removed"] = max(0, folding.passthrough) + rules.get("identity_removed", 0)
+    report = {
+        "nodes_before": nodes_before,
+        "nodes_after": len(model_out.graph.node),
+        "size_threshold": threshold,
+        "rules": {k: v for k, v in rules.items() if v},
+        # kept for readers of the reports before the "rules" section
+        "batchnorm_folded": rules.get("batchnorm_folded", 0),
+        "identity_removed": rules["identity_removed"],
+        "reshape_shapes_made_static": rules.get("reshape_shapes_made_static", 0),
+    }
+    if config.fp16:
+        from onnxslim.passes.rewrite.fp16 import to_fp16
+        model_out, report["fp16"] = to_fp16(model_out)
+        report["nodes_after"] = len(model_out.graph.node)
+    if folding.too_large:
+        report["left_unfolded_size"] = folding.too_large
+    if notes:
+        report["fold_errors"] = notes
+    return PassResult(model_out, report)
+
+
+def _graph_steps(current: onnx.ModelProto, model: onnx.ModelProto, config: CleanupConfig, threshold: int,
+                 folding) -> tuple[onnx.ModelProto, dict]:
+    """The onnx-graphsurgeon steps after folding: static Reshape shapes, Identity/Dropout, BatchNorm, the
+    rewrite rules, names."""
+    graph, static_reshapes = _static_reshapes(current, threshold, folding)
+    rules = {"identity_removed": remove_passthrough(graph),
+             "batchnorm_folded": fold_batchnorm(graph) if config.fold_bn else 0,
+             "reshape_shapes_made_static": static_reshapes}
+    if config.rules:
+        rules.update(_rewrite_rules(graph, model, config))
+    name_nodes(graph)
+    return infer_shapes(to_model(graph, like=model), inplace=True), rules
+
+
+def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: int = 4) -> tuple[gs.Graph, int]:
+    """Make run-time computed Reshape shapes constant, fold again (a static Reshape makes the dims after it
+    known, which lets the folder fold the Shape ops that read them), repeat while something changes."""
+    static = 0
+    for _ in range(rounds):
+        if not any(n.op_type == "Reshape" for n in model.graph.node):
+            break
+        current = infer_shapes(model)
+        graph = to_graph(current)
+        made = static_reshape_shapes(graph, current)
+        static += made
+        if not made:
+            return graph, static
+        model, more = fold(to_model(graph, like=model), threshold)
+        folding.folded_nodes += more.folded_nodes
+        folding.dead_nodes += more.dead_nodes
+        folding.passthrough += more.passthrough
+        folding.constants_lifted += more.constants_lifted
+        folding.shape_reads += more.shape_reads
+        folding.too_large = more.too_large or folding.too_large
+    return to_graph(infer_shapes(model)), static
+
+
+def _rewrite_rules(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfig) -> dict[str, int]:
+    """The rewrite rules to a fixpoint; a fusion can leave constant-only nodes behind, folded again here
+    (values only: the shapes were folded before)."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    # keeping BN for the `bn` criterion also keeps it off ConvTranspose
+    counts = apply_rules(graph, skip=set() if config.fold_bn else {"convtranspose_bn"}, opset=opset)
+    if counts and any(n.inputs and all(isinstance(t, gs.Constant) or t.name == "" for t in n.inputs)
+                      and not n.op.startswith("Random") for n in graph.nodes):
+        graph.fold_constants(fold_shapes=False, partitioning="recursive", error_ok=True)
+        graph.cleanup().toposort()
+    return dict(counts)

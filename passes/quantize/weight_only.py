@@ -1,0 +1,298 @@
+"""Weight-only blockwise quantization (`--quantize int4` / `int8-weight`) to onnxruntime's contrib kernels.
+
+MatMul (and Gemm, rewritten exactly as MatMul + Add first) with a constant 2-D float weight becomes
+`com.microsoft.MatMulNBits`, built by onnxruntime.quantization's own `MatMulNBitsQuantizer` (its default,
+data-free round-to-nearest per block of `block_size` input features, symmetric or with a zero point). A large
+embedding table read by a Gather becomes `GatherBlockQuantized` with uint8-packed data (onnxruntime's
+quantizer would write int4 tensors and force opset 21, which breaks models whose ops changed since
+their opset); that one we quantize here, per block along the embedding axis.
+
+Weights too small to gain (their own size is below `min_elements`) stay in float and are listed; with a
+tolerance, the layers whose quantization hurts the outputs most go back to float until the worst
+relative output error holds (the same contract as int8's `--tolerance`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxslim.errors import SlimError
+
+from . import fidelity
+
+MS_DOMAIN = "com.microsoft"
+RANKING_BATCHES = 2  # calibration batches that rank the layers for the fallback (as int8's does)
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def _attr(node, name, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def gemms_to_matmul(model: onnx.ModelProto) -> list[str]:
+    """Rewrite Gemm(A, B const[, C]) without transA as MatMul(A, alpha*B') (+ Add beta*C): the same
+    numbers, and a form MatMulNBits can take. Returns the rewritten nodes' names."""
+    inits = _initializers(model)
+    users = {}
+    for n in model.graph.node:
+        for name in n.input:
+            users[name] = users.get(name, 0) + 1
+    nodes, done = [], []
+    for node in model.graph.node:
+        b = inits.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) > 1 else None
+        c_ok = len(node.input) < 3 or not node.input[2] or node.input[2] in inits
+        if b is None or _attr(node, "transA", 0) or not c_ok or b.data_type != onnx.TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(b)
+        w = (w.T if _attr(node, "transB", 0) else w) * np.float32(_attr(node, "alpha", 1.0))
+        wname = _fresh(inits, f"{node.name or node.output[0]}.weight_kn")
+        inits[wname] = numpy_helper.from_array(np.ascontiguousarray(w, np.float32), wname)
+        model.graph.initializer.append(inits[wname])
+        has_c = len(node.input) > 2 and node.input[2]
+        mm_out = node.output[0] + ".matmul" if has_c else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=node.name))
+        if has_c:
+            c = numpy_helper.to_array(inits[node.input[2]]) * np.float32(_attr(node, "beta", 1.0))
+            cname = _fresh(inits, f"{node.name or node.output[0]}.bias")
+            inits[cname] = numpy_helper.from_array(c.astype(np.float32), cname)
+            model.graph.initializer.append(inits[cname])
+            nodes.append(helper.make_node("Add", [mm_out, cname], [node.output[0]], name=f"{node.name}.bias_add"))
+        done.append(node.name)
+    if done:
+        model.graph.ClearField("node")
+        model.graph.node.extend(nodes)
+        _drop_unused_initializers(model)
+    return done
+
+
+def _fresh(taken, base: str) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}.{k}", k + 1
+    return name
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    if len(keep) != len(model.graph.initializer):
+        model.graph.ClearField("initializer")
+        model.graph.initializer.extend(keep)
+
+
+def candidates(model: onnx.ModelProto, min_elements: int, exclude=()) -> tuple[list[dict], list[dict]]:
+    """The MatMuls and Gathers whose constant float weight can be quantized, and those left in float (why)."""
+    inits = _initializers(model)
+    take, skip = [], []
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gather"):
+            continue
+        widx = 1 if node.op_type == "MatMul" else 0
+        w = inits.get(node.input[widx])
+        if w is None or len(w.dims) != 2 or w.data_type != onnx.TensorProto.FLOAT:
+            continue  # not a constant 2-D float weight: nothing weight-only quantization could do
+        entry = {"node": node.name, "op": node.op_type, "shape": list(w.dims)}
+        if node.name in exclude:
+            skip.append({**entry, "reason": "excluded (--exclude)"})
+        elif node.op_type == "Gather" and _attr(node, "axis", 0) != 0:
+            skip.append({**entry, "reason": "Gather along an axis other than 0 (GatherBlockQuantized needs gather_axis 0)"})
+        elif int(np.prod(w.dims)) < min_elements:
+            skip.append({**entry, "reason": f"too small to gain ({int(np.prod(w.dims))} weights < {min_elements})"})
+        elif not node.name:
+            skip.append({**entry, "reason": "unnamed node (the quantizer selects nodes by name)"})
+        else:
+            take.append(entry)
+    return take, skip
+
+
+def quantize_matmuls(model: onnx.ModelProto, names: set[str], bits: int, block_size: int, symmetric: bool,
+                     accuracy_level: int | None = None) -> onnx.ModelProto:
+    """onnxruntime's MatMulNBitsQuantizer on exactly the MatMuls in `names` (on a copy)."""
+    from .backend import _quiet
+    with _quiet():
+        from onnxruntime.quantization import matmul_nbits_quantizer as mq
+        from onnxruntime.quantization.quant_utils import QuantFormat
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        others = [n.name for n in copy.graph.node if n.op_type == "MatMul" and n.name not in names]
+        config = mq.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, bits=bits,
+                                                 accuracy_level=accuracy_level, quant_format=QuantFormat.QOperator,
+                                                 op_types_to_quantize=("MatMul",))
+        try:
+            quantizer = mq.MatMulNBitsQuantizer(copy, bits=bits, block_size=block_size, is_symmetric=symmetric,
+                                                accuracy_level=accuracy_level, nodes_to_exclude=others, algo_config=config)
+            quantizer.process()
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SlimError(f"onnxruntime.quantization (MatMulNBits) failed: {type(err).__name__}: {first}") from None
+        return quantizer.model.model
+
+
+def blockwise(table: np.ndarray, bits: int, block_size: int, symmetric: bool):
+    """Quantize each row of `table` [rows, cols] in blocks of `block_size` columns: returns unsigned codes
+    [rows, cols], scales [rows, blocks] and zero points [rows, blocks] (None when symmetric: the kernel's
+    default zero point 2^(bits-1) is then implied)."""
+    rows, cols = table.shape
+    blocks = -(-cols // block_size)
+    padded = np.zeros((rows, blocks * block_size), np.float32)
+    padded[:, :cols] = table
+    x = padded.reshape(rows, blocks, block_size)
+    top = (1 << bits) - 1
+    if symmetric:
+        half = 1 << (bits - 1)
+        scale = np.abs(x).max(axis=2) / (half - 0.5)  # -half*s .. (half-1)*s covers +-amax after rounding
+        scale[scale == 0] = 1.0
+        codes = np.clip(np.rint(x / scale[..., None]) + half, 0, top)
+        zero = None
+    else:
+        lo, hi = np.minimum(x.min(axis=2), 0), np.maximum(x.max(axis=2), 0)  # 0 stays exactly representable
+        scale = (hi - lo) / top
+        scale[scale == 0] = 1.0
+        zero = np.clip(np.rint(-lo / scale), 0, top)
+        codes = np.clip(np.rint(x / scale[..., None]) + zero[..., None], 0, top)
+        zero = zero.astype(np.uint8)
+    return codes.reshape(rows, -1)[:, :cols].astype(np.uint8), scale.astype(np.float32), zero
+
+
+def pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack unsigned codes along the last axis, low-order bits first (what GatherBlockQuantized reads)."""
+    if bits == 8:
+        return codes.astype(np.uint8)
+    per = 8 // bits
+    cols = codes.shape[-1]
+    padded = np.zeros(codes.shape[:-1] + (-(-cols // per) * per,), np.uint8)
+    padded[..., :cols] = codes
+    groups = padded.reshape(codes.shape[:-1] + (-1, per)).astype(np.uint16)
+    out = np.zeros(groups.shape[:-1], np.uint16)
+    for k in range(per):
+        out |= groups[..., k] << (k * bits)
+    return out.astype(np.uint8)
+
+
+def quantize_gathers(model: onnx.ModelProto, names: set[str], bits: int, block_size: int, symmetric: bool) -> None:
+    """Replace each named Gather over a constant [rows, cols] table with GatherBlockQuantized (in place)."""
+    inits = _initializers(model)
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "Gather" or node.name not in names:
+            nodes.append(node)
+            continue
+        table = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+        codes, scale, zero = blockwise(table, bits, block_size, symmetric)
+        base = node.input[0]
+        qname, sname, zname = (_fresh(inits, f"{base}_Q{bits}"), _fresh(inits, f"{base}_scales"), _fresh(inits, f"{base}_zp"))
+        new = [numpy_helper.from_array(pack(codes, bits), qname), numpy_helper.from_array(scale, sname)]
+        if zero is not None:
+            new.append(numpy_helper.from_array(pack(zero, bits), zname))
+        for t in new:
+            inits[t.name] = t
+        model.graph.initializer.extend(new)
+        nodes.append(helper.make_node("GatherBlockQuantized", [qname, node.input[1], sname] + ([zname] if zero is not None else []),
+                                      list(node.output), name=node.name, domain=MS_DOMAIN, bits=bits,
+                                      block_size=block_size, gather_axis=0, quantize_axis=1))
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    _drop_unused_initializers(model)
+
+
+def build(model: onnx.ModelProto, chosen: list[dict], bits: int, block_size: int, symmetric: bool,
+          accuracy_level: int | None = None) -> onnx.ModelProto:
+    """The model with exactly the `chosen` candidates quantized."""
+    matmuls = {c["node"] for c in chosen if c["op"] == "MatMul"}
+    out = quantize_matmuls(model, matmuls, bits, block_size, symmetric, accuracy_level)
+    gathers = {c["node"] for c in chosen if c["op"] == "Gather"}
+    if gathers:
+        quantize_gathers(out, gathers, bits, block_size, symmetric)
+    return out
+
+
+def fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: float, report: dict) -> tuple[onnx.ModelProto, list[dict]]:
+    """Keep the candidates whose quantization alone hurts the outputs most in float, as few as reach
+    `tolerance` (worst relative output error on `feeds`); `make(subset) -> model`."""
+    names = [o.name for o in model.graph.output]
+    ref = fidelity.outputs_on(model, feeds)
+
+    def error(candidate, batches=None):
+        batches = batches or len(feeds)
+        got = fidelity.outputs_on(candidate, feeds[:batches])
+        return fidelity.worst_relative_error(fidelity.compare(ref[:batches], got, names))
+
+    full = make(chosen)
+    err = error(full)
+    entry = {"tolerance": tolerance, "error_before": round(err, 6), "kept_in_float": [], "met": err <= tolerance}
+    report["fallback"] = entry
+    if entry["met"]:
+        return full, chosen
+    # one layer quantized alone: a direct measurement of each layer's damage, one inference each
+    damage = sorted(((error(make([c]), RANKING_BATCHES), c["node"]) for c in chosen), reverse=True)
+    entry["ranking_top"] = [{"node": n, "error_alone": round(e, 6)} for e, n in damage[:10]]
+    ranked = [n for _, n in damage]
+    tried: dict[int, tuple] = {}
+
+    def attempt(k):
+        if k not in tried:
+            keep = set(ranked[:k])
+            candidate = make([c for c in chosen if c["node"] not in keep])
+            tried[k] = (error(candidate), candidate)
+        return tried[k][0] <= tolerance
+
+    # double the number of float layers until the tolerance holds, then bisect down to the fewest
+    lo, k = 0, 1
+    while k < len(ranked) and not attempt(k):
+        lo, k = k, min(2 * k, len(ranked))
+    hi = k
+    if attempt(hi):
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if attempt(mid) else (mid, hi)
+    k = hi if tried[hi][0] <= tolerance else min(tried, key=lambda j: tried[j][0])
+    best = (tried[k][0], tried[k][1], ranked[:k])
+    entry["tried"] = {str(j): round(v[0], 6) for j, v in sorted(tried.items())}
+    err, qmodel, floats = best
+    entry.update({"error_after": round(err, 6), "met": err <= tolerance, "kept_in_float": floats})
+    return qmodel, [c for c in chosen if c["node"] not in set(floats)]
+
+
+def run(model: onnx.ModelProto, config, feeds: list[dict], report: dict) -> onnx.ModelProto:
+    """`--quantize int4 | int8-weight`: config is the pass's QuantizeConfig (block_size, symmetric, ...)."""
+    bits = 4 if config.mode == "int4" else 8
+    # 8-bit MatMulNBits in float compute ran 2.3x slower than float on MiniLM, with int8 compute 0.94x
+    # (RESULTS.md, issue 14); 4-bit is not faster with it: onnxruntime's default stays for int4
+    level = config.accuracy_level if config.accuracy_level is not None else (4 if bits == 8 else None)
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    rewritten = gemms_to_matmul(work)
+    take, skip = candidates(work, config.min_elements, exclude=set(config.exclude))
+    if not config.embeddings:
+        skip += [{**c, "reason": "embedding tables left in float (--no-quantize-embeddings)"} for c in take if c["op"] == "Gather"]
+        take = [c for c in take if c["op"] != "Gather"]
+    report["weight_only"] = {"bits": bits, "block_size": config.block_size, "symmetric": config.symmetric,
+                             "algorithm": "round-to-nearest per block (onnxruntime MatMulNBitsQuantizer, default config)",
+                             "accuracy_level": level, "gemm_rewritten_as_matmul": rewritten}
+    if not take:
+        report["warning"] = "no MatMul/Gemm/Gather with a constant 2-D float weight large enough: nothing quantized"
+
+    def make(subset):
+        return build(work, subset, bits, config.block_size, config.symmetric, level)
+
+    if config.tolerance is not None and take and not feeds:
+        report["warning"] = "--tolerance needs inputs the model runs with; none found, so every candidate was quantized"
+    if config.tolerance is not None and take and feeds:
+        qmodel, take = fallback(work, take, make, feeds, config.tolerance, report)
+        floats = set(report["fallback"]["kept_in_float"])
+        skip += [{"node": n, "reason": "accuracy fallback (--tolerance)"} for n in floats]
+    else:
+        qmodel = make(take)
+    report["weight_only"]["quantized"] = [{k: c[k] for k in ("node", "op", "shape")} for c in take]
+    report["left_in_float"] = skip
+    return qmodel

@@ -1,0 +1,71 @@
+"""Lossless rewrite rules over onnx-graphsurgeon graphs (see engine.py for the rule protocol).
+
+Adding a rule: one module in rules/ with a Rule subclass, and one line in RULES below."""
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from .engine import RewriteContext, Rule, run_rules
+from .rules.cast import CastChain, CastNoop
+from .rules.concat import ConcatFlatten, ConcatSingle
+from .rules.conv_add import ConvAdd
+from .rules.conv_mul import ConvMul
+from .rules.convtranspose_bn import ConvTransposeBN
+from .rules.cse import CommonSubexpression
+from .rules.expand_noop import ExpandNoop
+from .rules.gemm_fold import GemmAdd, GemmMul
+from .rules.matmul_add import MatMulAdd
+from .rules.neutral import NeutralElement
+from .rules.pad_conv import PadConv
+from .rules.reduce_unsqueeze import ReduceUnsqueeze
+from .rules.reshape import ReshapeChain, ReshapeNoop
+from .rules.slice_noop import SliceNoop
+from .rules.squeeze import SqueezeChain, UnsqueezeChain, UnsqueezeSqueeze
+from .rules.transpose import TransposeAsReshape, TransposeIdentity, TransposePair
+from .rules.weight_tying import WeightTying
+
+# Order matters only for which of two overlapping rewrites happens first; every rule runs each round.
+RULES: list[Rule] = [
+    WeightTying(),
+    CommonSubexpression(),
+    NeutralElement(),
+    CastNoop(),
+    CastChain(),
+    ExpandNoop(),
+    SliceNoop(),
+    ConcatSingle(),
+    ConcatFlatten(),
+    ReshapeNoop(),
+    ReshapeChain(),
+    TransposeIdentity(),
+    TransposePair(),
+    TransposeAsReshape(),
+    UnsqueezeSqueeze(),
+    UnsqueezeChain(),
+    SqueezeChain(),
+    ReduceUnsqueeze(),
+    PadConv(),
+    ConvMul(),
+    ConvAdd(),
+    ConvTransposeBN(),
+    MatMulAdd(),
+    GemmMul(),
+    GemmAdd(),
+]
+
+
+def apply_rules(graph: gs.Graph, skip: set[str] | frozenset = frozenset(), opset: int | None = None,
+                reasons: list | None = None) -> dict[str, int]:
+    """Apply RULES (minus those named in `skip`) to a fixpoint; the graph is edited in place and left
+    cleaned up and topologically sorted. Returns {rule name: times fired} (rules that never fired omitted).
+    `reasons`, when given, receives (rule, node, why it did not apply) tuples."""
+    if opset is None:
+        opset = int(graph.opset or 0) if getattr(graph, "opset", None) else 0
+    ctx = RewriteContext(graph, opset)
+    counts = run_rules(graph, [r for r in RULES if r.name not in skip], opset, ctx=ctx)
+    if reasons is not None:
+        reasons.extend(ctx.reasons)
+    return counts
+
+
+__all__ = ["RULES", "Rule", "RewriteContext", "apply_rules"]

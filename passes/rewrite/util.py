@@ -1,0 +1,129 @@
+"""Helpers shared by the rewrite rules: constant values, axes read from an attribute or an input (which one
+depends on the opset), static shapes, and rewiring a tensor's consumers safely around graph outputs."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+FLOATS = (np.float16, np.float32, np.float64)
+
+
+def const(t) -> np.ndarray | None:
+    """The value of a constant tensor, else None."""
+    if isinstance(t, gs.Constant):
+        v = t.values
+        return v.load() if hasattr(v, "load") else np.asarray(v)  # LazyValues: initializers read on demand
+    return None
+
+
+def producer(t, op: str | tuple[str, ...] | None = None) -> gs.Node | None:
+    if not isinstance(t, gs.Variable) or len(t.inputs) != 1:
+        return None
+    node = t.inputs[0]
+    ops = (op,) if isinstance(op, str) else op
+    return node if ops is None or node.op in ops else None
+
+
+def only_consumer(t, ctx) -> bool:
+    """t feeds one node and is not a graph output: fusing its producer into that node loses nothing."""
+    return isinstance(t, gs.Variable) and len(t.outputs) == 1 and id(t) not in ctx.output_ids()
+
+
+def rank(t) -> int | None:
+    shape = getattr(t, "shape", None)
+    if isinstance(t, gs.Constant):
+        return t.values.ndim
+    return len(shape) if shape is not None else None
+
+
+def static_dims(t) -> list | None:
+    """Shape with ints for known dims and None for symbolic or unknown ones; None when the rank is unknown."""
+    if isinstance(t, gs.Constant):
+        return list(t.values.shape)
+    shape = getattr(t, "shape", None)
+    if shape is None:
+        return None
+    return [d if isinstance(d, (int, np.integer)) and d >= 0 else None for d in shape]
+
+
+def dtype(t):
+    """numpy dtype, or None when unknown or numpy has none (bfloat16 and float8 arrive as onnx type ints)."""
+    if isinstance(t, gs.Constant):
+        return t.values.dtype
+    try:
+        return np.dtype(t.dtype) if getattr(t, "dtype", None) is not None else None
+    except TypeError:
+        return None
+
+
+def axes_of(node: gs.Node, input_index: int, ctx) -> list[int] | None | str:
+    """Axes from the attribute (older opsets) or the constant input at input_index (newer ones).
+    Returns None when the node gives no axes at all, or a reason string when they are not constant."""
+    if "axes" in node.attrs:
+        return [int(a) for a in node.attrs["axes"]]
+    if len(node.inputs) > input_index and node.inputs[input_index].name:
+        value = const(node.inputs[input_index])
+        if value is None:
+            return "axes are computed at run time"
+        return [int(a) for a in value.reshape(-1)]
+    return None
+
+
+def normalize_axes(axes: list[int], r: int | None) -> list[int] | None:
+    if any(a < 0 for a in axes):
+        if r is None:
+            return None
+        axes = [a + r if a < 0 else a for a in axes]
+    return sorted(axes)
+
+
+def broadcast_keeps_shape(x, c: np.ndarray) -> bool:
+    """x op c has exactly x's shape for any value of x's dynamic dims: c has no more dims than x, and each of
+    c's dims (aligned right) is 1 or equal to x's known dim there."""
+    dims = static_dims(x)
+    if dims is None or c.ndim > len(dims):
+        return False
+    return all(cd == 1 or xd == cd for cd, xd in zip(c.shape[::-1], dims[::-1]))
+
+
+def replace_check(old: gs.Variable, new, ctx) -> str | None:
+    """Reason why `old`'s uses cannot all be redirected to `new`, else None."""
+    if id(old) not in ctx.output_ids():
+        return None
+    if isinstance(new, gs.Constant) or id(new) in ctx.output_ids() or new in ctx.graph.inputs:
+        return "its output is a graph output and the replacement is not a node output of its own"
+    if len(new.inputs) != 1:
+        return "its output is a graph output and the replacement has no producer"
+    return None
+
+
+def swap(seq, old, new) -> None:
+    """Replace `old` by `new` in a node's inputs or outputs, one index at a time (graphsurgeon keeps the
+    tensor's side of the link in sync per item, not for slices)."""
+    for i, t in enumerate(list(seq)):
+        if t is old:
+            seq[i] = new
+
+
+def replace_tensor(old: gs.Variable, new, ctx) -> None:
+    """Every consumer of `old` reads `new` instead. When `old` is a graph output, `new`'s producer writes
+    `old` directly (its name is the model's interface) and `new`'s consumers follow (replace_check first)."""
+    if id(old) in ctx.output_ids():
+        for consumer in list(new.outputs):
+            swap(consumer.inputs, new, old)
+        swap(new.inputs[0].outputs, new, old)
+        return
+    for consumer in list(old.outputs):
+        swap(consumer.inputs, old, new)
+
+
+def bypass(node: gs.Node, src, ctx) -> None:
+    """Remove a node whose first output equals `src`."""
+    out = node.outputs[0]
+    node.outputs.clear()
+    replace_tensor(out, src, ctx)
+    node.inputs.clear()
+
+
+def variable_like(name: str, like, shape=None) -> gs.Variable:
+    return gs.Variable(name, dtype=getattr(like, "dtype", None), shape=shape if shape is not None else getattr(like, "shape", None))
