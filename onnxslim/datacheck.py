@@ -6,7 +6,8 @@ at the original model on them, and stop (SlimError, exit 2) or warn when they ar
 - near-constant samples (every value within a hair of the sample's mean);
 - values far outside what the model's first layer expects (a BatchNormalization's running statistics, or
   an input scale no trained layer sees, such as raw 0..255 pixels into a Conv);
-- a classifier predicting one class for nearly every sample.
+- a classifier predicting one class for nearly every sample (a stop for image folders, whose inputs we
+  prepared; a warning for arrays the user prepared, where it may be intended).
 """
 from __future__ import annotations
 
@@ -57,8 +58,14 @@ def check_data(model: onnx.ModelProto, dataset, what: str = "--calib") -> list[s
         cls, count = Counter(values.argmax(1).tolist()).most_common(1)[0]
         share = count / len(values)
         if share >= ONE_CLASS and not (labels and len(set(labels[:len(values)])) == 1):
-            raise SlimError(f"{what}: the original model predicts class {cls} for {count} of {len(values)} samples "
-                            f"(output '{name}'): the inputs are probably prepared wrongly{hint} ({OVERRIDE})")
+            message = (f"{what}: the original model predicts class {cls} for {count} of {len(values)} samples "
+                       f"(output '{name}'): the inputs are probably prepared wrongly{hint}")
+            if not hasattr(dataset, "files"):
+                # arrays the user prepared (token ids, features): may be intended, so a warning; images we
+                # prepared ourselves, where this is the preprocessing trap, stop
+                warnings.append(message)
+                continue
+            raise SlimError(f"{message} ({OVERRIDE})")
     return warnings
 
 

@@ -154,3 +154,11 @@ def test_a_fixed_batch_of_one_still_checks_32_samples():
     x = np.full((40, 3, 8, 8), 0.5, np.float32)
     with pytest.raises(SlimError, match="32 of 32 samples are near-constant"):
         check_data(model, ArrayDataset({"x": x}, "x.npy", fixed_batch=1))
+
+
+def test_one_predicted_class_on_user_arrays_warns_instead():
+    # arrays the user prepared (not our image preprocessing): the same share is a warning, not a stop
+    biased = classifier(bias_class=3)
+    x = np.random.default_rng(0).normal(size=(16, 3, 8, 8)).astype(np.float32)
+    warnings = check_data(biased, ArrayDataset({"x": x}, "arrays", None, None))
+    assert len(warnings) == 1 and "predicts class 3 for 16 of 16 samples" in warnings[0]
