@@ -131,7 +131,6 @@ def _typed_entries(tensor: onnx.TensorProto) -> tuple[int, str]:
 # -- nodes ---------------------------------------------------------------------------------------------------
 
 def check_nodes(model: onnx.ModelProto) -> None:
-    _check_io_types(model)
     light = _inference_copy(model)
     try:
         shapes = _shapes(onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True))
@@ -158,16 +157,18 @@ def _check_attributes(model: onnx.ModelProto, shapes: dict) -> None:
             check_node_attributes(node, shapes, consts)
 
 
-def _check_io_types(model: onnx.ModelProto) -> None:
-    """The graph IR (onnx-graphsurgeon) carries tensors only: an optional/sequence/map graph input or output
-    cannot be exported again (it was an UnboundLocalError deep inside it)."""
+def check_tensor_io(model: onnx.ModelProto, what: str) -> None:
+    """Channel analysis and the passes that edit layers work on onnx-graphsurgeon graphs, which carry tensors
+    only: an optional/sequence/map graph input or output cannot be exported again (it was an
+    UnboundLocalError deep inside it). The lossless path handles such models (its graph steps fall back),
+    so only `what` (inspect, prune, low-rank, quantize) is refused, in one line."""
     for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
         for vi in values:
             which = vi.type.WhichOneof("value")
             if which not in ("tensor_type", None):
                 name = which.replace("_type", "")
-                raise SlimError(f"graph {kind} '{vi.name}' is of type {name}, not a tensor; "
-                                "onnxslim handles models whose inputs and outputs are tensors")
+                raise SlimError(f"graph {kind} '{vi.name}' is of type {name}, not a tensor; {what} handles models "
+                                "whose inputs and outputs are tensors (the bare command optimizes it losslessly)")
 
 
 _ERROR = re.compile(r"\(op_type:([^,]*), node name: (.*?)\): (?:\[\w+\] )?(.*?)(?= \(op_type:|$)")
@@ -184,7 +185,8 @@ def _inference_copy(model: onnx.ModelProto) -> onnx.ModelProto:
         light.graph.initializer.add(name=sparse.values.name, data_type=sparse.values.data_type, dims=sparse.dims)
     light.graph.ClearField("sparse_initializer")
     for out in light.graph.output:
-        out.type.tensor_type.ClearField("shape")
+        if out.type.HasField("tensor_type"):  # touching tensor_type of a sequence output would make it a tensor
+            out.type.tensor_type.ClearField("shape")
     return light
 
 

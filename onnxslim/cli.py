@@ -296,10 +296,12 @@ def inspect_cmd(model, input_shape, as_json, keep_bn):
 
 
 def _inspect(model, input_shape, as_json, keep_bn):
-    from . import graph, inputs
+    from . import check, graph, inputs
     from .inspect_view import analysis_data, render
 
-    data, analysis = analysis_data(model, graph.load_model(model), inputs.parse_input_shapes(input_shape), keep_bn)
+    loaded = graph.load_model(model)
+    check.check_tensor_io(loaded, "inspect")
+    data, analysis = analysis_data(model, loaded, inputs.parse_input_shapes(input_shape), keep_bn)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=_json_default))
         return

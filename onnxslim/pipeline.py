@@ -17,6 +17,7 @@ from . import inputs as inputs_mod
 from .context import Context
 from .errors import FIDELITY_FAILED, SlimError, ValidationSkipped
 from .graph import TWO_GB, load_model, model_bytes
+from .runshapes import RunShapes
 from .options import check_options
 from .progress import progress as default_progress
 
@@ -64,8 +65,11 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     else:
         original = model
         check.check_model(original)  # a proto from the caller: the same checks as a file gets
+    if any(p is not None for p in (prune, lowrank, quantize)):
+        check.check_tensor_io(original, "pruning, low-rank and quantization")
     input_shapes = dict(input_shapes or {})
-    inputs_mod.check_overrides(original, input_shapes)  # names and fixed dims; dynamic dims need no size here
+    if input_shapes:
+        inputs_mod.check_overrides(original, input_shapes)  # names and fixed dims; dynamic dims need no size here
     if isinstance(calibration, (str, Path)):
         from .calibration import load_calibration
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
@@ -76,7 +80,14 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     val = _validation_data(data, original, input_shapes, val_size, labels, seed) if validate else (None, None)
     # only a step that runs the model needs concrete shapes: a bare --no-validate run never searches
     run_needed = validate or any(p is not None for p in (prune, lowrank, quantize))
-    run = _run_shapes(original, input_shapes, val[0], calibration, shape_hints, run_needed)
+    try:
+        run = _run_shapes(original, input_shapes, val[0], calibration, shape_hints, run_needed)
+    except SlimError as err:
+        if input_shapes or val[0] is not None or calibration is not None or not run_needed \
+                or any(p is not None for p in (prune, lowrank, quantize)):
+            raise
+        # inputs no one can feed (optional, sequence): the lossless path needs none, only validation is skipped
+        run = RunShapes(None, reason=str(err))
     if validate and val[0] is None and run.shapes:
         inputs_mod.check_run_memory(original, run.shapes, count=4)  # the random validation feeds, before any pass
     for dataset in (calibration, val[0]):

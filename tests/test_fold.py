@@ -112,11 +112,14 @@ def test_custom_domain_with_min_cosine_fails():
         onnxslim.optimize(_custom_domain_model(), latency=False, progress=silent, min_cosine=0.9)
 
 
-def test_dynamic_dims_skip_validation_instead_of_refusing():
+def test_dynamic_dims_are_validated_at_a_size_the_model_runs_with():
     model = _reshape_by_static_dims()
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "C"  # a non-batch dynamic dim
     result = onnxslim.optimize(model, latency=False, progress=silent)
-    assert "skipped" in result.report["validation"] and "dynamic" in result.report["validation"]["skipped"]
+    validation = result.report["validation"]
+    # no refusal, no --input-shape: the size comes from the shape search (runshapes) and is reported
+    assert "skipped" not in validation and validation["outputs"]["y"]["cosine"] > 0.9999
+    assert validation["input_shapes"]["x"]["source"] in ("auto", "model")
 
 
 def test_external_data_output_loads_and_equals(tmp_path):
@@ -149,10 +152,11 @@ def test_rewrite_rules_package_counts_slot_in(monkeypatch):
     import types
     calls = []
 
-    def apply_rules(graph):
+    def apply_rules(graph, skip=(), opset=None):
         calls.append(len(graph.nodes))
         return {"fake_rule": 2}
-    monkeypatch.setitem(sys.modules, "onnxslim.passes.rewrite", types.SimpleNamespace(apply_rules=apply_rules))
+    import onnxslim.passes.cleanup as cleanup_pkg
+    monkeypatch.setattr(cleanup_pkg, "rewrite", types.SimpleNamespace(apply_rules=apply_rules))
     result = run(_reshape_by_static_dims())
     assert calls == [1] and result.report["rules"]["fake_rule"] == 2
     assert "fake_rule" not in run(_reshape_by_static_dims(), CleanupConfig(rules=False)).report["rules"]

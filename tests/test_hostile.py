@@ -279,8 +279,6 @@ def test_validation_refuses_a_bomb_before_running_it(tmp_path, bomb):
     assert peak < 500 * 2**20 and not (tmp_path / "out.onnx").exists()
 
 
-@pytest.mark.xfail(reason="constant folding computes the bomb in onnxruntime before its size is checked: "
-                          "bounded by the lossless issue's --size-threshold (branch fold)", strict=False)
 @pytest.mark.parametrize("command", ["inspect", "no_validate"])
 @pytest.mark.parametrize("bomb", list(BOMBS))
 def test_folding_never_materializes_a_bomb(tmp_path, bomb, command):

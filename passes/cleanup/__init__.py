@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 from onnxslim.context import Context, PassResult
 from onnxslim.graph import infer_shapes, model_bytes, to_graph, to_model
 
-from onnxslim.passes.rewrite import apply_rules
+from onnxslim.passes import rewrite
 
 from .batchnorm import fold_batchnorm
 from .fold import fold
@@ -124,7 +124,8 @@ def _rewrite_rules(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfi
     (values only: the shapes were folded before)."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     # keeping BN for the `bn` criterion also keeps it off ConvTranspose
-    counts = apply_rules(graph, skip=set() if config.fold_bn else {"convtranspose_bn"}, opset=opset)
+    skip = set() if config.fold_bn else {"convtranspose_bn"}
+    counts = rewrite.apply_rules(graph, skip=skip, opset=opset)
     if counts and any(n.inputs and all(isinstance(t, gs.Constant) or t.name == "" for t in n.inputs)
                       and not n.op.startswith("Random") for n in graph.nodes):
         graph.fold_constants(fold_shapes=False, partitioning="recursive", error_ok=True)
