@@ -19,6 +19,7 @@ from .rules.neutral import NeutralElement
 from .rules.pad_conv import PadConv
 from .rules.reduce_unsqueeze import ReduceUnsqueeze
 from .rules.reshape import ReshapeChain, ReshapeNoop
+from .rules.reshape_infer_dim import ReshapeInferDim
 from .rules.slice_noop import SliceNoop
 from .rules.squeeze import SqueezeChain, UnsqueezeChain, UnsqueezeSqueeze
 from .rules.transpose import TransposeAsReshape, TransposeIdentity, TransposePair
@@ -37,6 +38,7 @@ RULES: list[Rule] = [
     ConcatFlatten(),
     ReshapeNoop(),
     ReshapeChain(),
+    ReshapeInferDim(),
     TransposeIdentity(),
     TransposePair(),
     TransposeAsReshape(),

@@ -93,3 +93,25 @@ def test_nested_concat_on_same_axis_is_flattened():
     nodes = [helper.make_node("Concat", ["x", "x"], ["a"], axis=0), helper.make_node("Concat", ["a", "z"], ["y"], axis=1)]
     m = model(nodes, [("x", [2, 3]), ("z", [4, 3])], [("y", [4, 6])])
     assert_refuses(m, "concat_flatten", "same axis")
+
+
+def _reshape_by_runtime_dim(*rest: str):
+    """y = Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), second)): the batch read at run time."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["nu"]), helper.make_node("Concat", ["nu", *rest], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    return nodes, {"i0": np.array(0, I64), "ax": np.array([0], I64), "k": np.array([24], I64), "k0": np.array([0], I64),
+                   "k6": np.array([6], I64)}
+
+
+def test_reshape_infers_the_one_runtime_dim():
+    nodes, consts = _reshape_by_runtime_dim("k")
+    m = model(nodes, [("x", ["N", 4, 6])], [("y", ["N", 24])], consts)
+    out, _ = assert_fires(m, "reshape_infer_dim")  # outputs equal at two batch sizes (assert_fires checks)
+    assert "Shape" not in ops(out) and "Gather" not in ops(out)
+
+
+def test_reshape_infer_dim_refuses_a_copy_entry():
+    nodes, consts = _reshape_by_runtime_dim("k0", "k6")  # [N, copy of 4, 6]
+    m = model(nodes, [("x", ["N", 4, 6])], [("y", ["N", 4, 6])], consts)
+    assert_refuses(m, "reshape_infer_dim", "0 or -1")
