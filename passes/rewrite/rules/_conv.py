@@ -92,3 +92,16 @@ def const_operand(node: gs.Node, commutative: bool):
     if commutative and const(a) is not None and not isinstance(b, gs.Constant):
         return b, const(a)
     return None, None
+
+
+def conv_channel_constant(node: gs.Node, commutative: bool, ctx) -> tuple[gs.Node, np.ndarray] | str:
+    """(conv, per-output-channel vector) when `node` combines a Conv's sole output with a per-channel
+    constant; else the reason it does not (the match conv_add and conv_mul share)."""
+    x, c = const_operand(node, commutative=commutative)
+    if x is None:
+        return "no constant operand (or the constant first in a non-commutative op)"
+    conv = conv_producer(x, ctx)
+    if isinstance(conv, str):
+        return conv
+    vec = channel_vector(c, conv, x)
+    return vec if isinstance(vec, str) else (conv, vec)

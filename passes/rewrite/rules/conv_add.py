@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..engine import Rule
-from ._conv import channel_vector, bias_of, const_operand, conv_producer, set_bias, take_output
+from ._conv import bias_of, conv_channel_constant, set_bias, take_output
 
 
 class ConvAdd(Rule):
@@ -10,15 +10,10 @@ class ConvAdd(Rule):
     anchors = ("Add", "Sub")
 
     def check(self, node, ctx):
-        x, c = const_operand(node, commutative=node.op == "Add")
-        if x is None:
-            return "no constant operand (or constant first in a Sub)"
-        conv = conv_producer(x, ctx)
-        if isinstance(conv, str):
-            return conv
-        vec = channel_vector(c, conv, x)
-        if isinstance(vec, str):
-            return vec
+        found = conv_channel_constant(node, node.op == "Add", ctx)
+        if isinstance(found, str):
+            return found
+        conv, vec = found
         return {"conv": conv, "vec": vec if node.op == "Add" else -vec}
 
     def rewrite(self, node, match, ctx):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Rule
-from ._conv import bias_of, channel_vector, const_operand, conv_producer, scale_weight, set_bias, take_output
+from ._conv import bias_of, conv_channel_constant, scale_weight, set_bias, take_output
 
 
 class ConvMul(Rule):
@@ -13,15 +13,10 @@ class ConvMul(Rule):
     anchors = ("Mul", "Div")
 
     def check(self, node, ctx):
-        x, c = const_operand(node, commutative=node.op == "Mul")
-        if x is None:
-            return "no constant operand (or constant dividend)"
-        conv = conv_producer(x, ctx)
-        if isinstance(conv, str):
-            return conv
-        vec = channel_vector(c, conv, x)
-        if isinstance(vec, str):
-            return vec
+        found = conv_channel_constant(node, node.op == "Mul", ctx)
+        if isinstance(found, str):
+            return found
+        conv, vec = found
         if node.op == "Div":
             if np.any(vec == 0):
                 return "division by zero"
