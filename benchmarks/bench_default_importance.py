@@ -31,7 +31,7 @@ from onnxslim.graph import load_model  # noqa: E402
 from onnxslim.passes import cleanup  # noqa: E402
 from onnxslim.passes.prune import PruneConfig, run as prune  # noqa: E402
 from onnxslim.progress import silent  # noqa: E402
-from onnxslim.validate import session  # noqa: E402
+from onnxslim.runtime import session  # noqa: E402
 
 
 def main():

@@ -34,7 +34,7 @@ from onnxslim.graph import load_model, model_bytes  # noqa: E402
 from onnxslim.passes import cleanup  # noqa: E402
 from onnxslim.passes.quantize import QuantizeConfig, run  # noqa: E402
 from onnxslim.progress import silent  # noqa: E402
-from onnxslim.validate import paired_latency, session  # noqa: E402
+from onnxslim.runtime import paired_latency, session  # noqa: E402
 
 DEFAULT_GRID = ("int4:32:asym:emb:-,int4:32:sym:emb:-,int4:16:asym:emb:-,int4:64:asym:emb:-,int4:32:asym:noemb:-,"
                 "int8-weight:32:asym:emb:-,int4:32:asym:emb:0.15")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from onnxslim.cost import model_cost  # noqa: E402
 from onnxslim.graph import load_model  # noqa: E402
 from onnxslim.inputs import random_feeds  # noqa: E402
-from onnxslim.validate import paired_latency, session  # noqa: E402
+from onnxslim.runtime import paired_latency, session  # noqa: E402
 
 
 def main():

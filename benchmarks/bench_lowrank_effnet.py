@@ -25,7 +25,7 @@ from onnxslim.passes import cleanup  # noqa: E402
 from onnxslim.passes.lowrank import LowRankConfig, run as lowrank  # noqa: E402
 from onnxslim.passes.prune import PruneConfig, run as prune  # noqa: E402
 from onnxslim.progress import silent  # noqa: E402
-from onnxslim.validate import paired_latency, session  # noqa: E402
+from onnxslim.runtime import paired_latency, session  # noqa: E402
 
 
 def main():

@@ -24,7 +24,7 @@ from onnxslim.cost import model_cost  # noqa: E402
 from onnxslim.graph import load_model  # noqa: E402
 from onnxslim.passes import cleanup  # noqa: E402
 from onnxslim.passes.prune import PruneConfig, run as prune  # noqa: E402
-from onnxslim.validate import paired_latency, session  # noqa: E402
+from onnxslim.runtime import paired_latency, session  # noqa: E402
 
 ort.set_default_logger_severity(3)
 

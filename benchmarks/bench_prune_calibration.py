@@ -37,7 +37,7 @@ from onnxslim.cost import model_cost  # noqa: E402
 from onnxslim.passes import cleanup  # noqa: E402
 from onnxslim.passes.prune import PruneConfig, run  # noqa: E402
 from onnxslim.progress import silent  # noqa: E402
-from onnxslim.validate import session  # noqa: E402
+from onnxslim.runtime import session  # noqa: E402
 
 EFFNET_PRE = Preprocess(resize=256, crop=224, mean=(127.0,), std=(128.0,), scale=1.0, layout="NCHW", channels="RGB")
 
@@ -157,7 +157,7 @@ def main():
                         "calib_loss_before_repair": fidelity.get("before_repair", {}).get("loss"),
                         "calib_loss_after_repair": fidelity.get("after_repair", {}).get("loss") if repaired else None}
                 if args.latency:
-                    from onnxslim.validate import paired_latency
+                    from onnxslim.runtime import paired_latency
                     before, after, _, _ = paired_latency(session(source, threads=1), session(pruned, threads=1), {"input": inputs[:1]}, budget_s=8)
                     line["latency_ratio_b1"] = round(after / before, 3)
                 if "latency_model" in result.report:

@@ -32,7 +32,7 @@ from onnxslim.cost import model_cost  # noqa: E402
 from onnxslim.passes import cleanup  # noqa: E402
 from onnxslim.passes.prune import PruneConfig, run  # noqa: E402
 from onnxslim.progress import silent  # noqa: E402
-from onnxslim.validate import paired_latency, session  # noqa: E402
+from onnxslim.runtime import paired_latency, session  # noqa: E402
 
 
 def embeddings(model, arrays: dict, batch: int = 50) -> np.ndarray:

@@ -29,7 +29,7 @@ from onnxslim.passes import cleanup  # noqa: E402
 from onnxslim.passes.prune import PruneConfig, run as prune  # noqa: E402
 from onnxslim.passes.quantize import QuantizeConfig, run as quantize  # noqa: E402
 from onnxslim.progress import silent  # noqa: E402
-from onnxslim.validate import paired_latency, session  # noqa: E402
+from onnxslim.runtime import paired_latency, session  # noqa: E402
 
 
 def main():

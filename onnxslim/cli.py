@@ -240,7 +240,7 @@ def _prune_config(o):
 
 def _summary(report: dict) -> str:
     from .report_text import lowrank_table, prune_table
-    from .validate import format_report_table
+    from .validation_table import format_report_table
     passes = report.get("passes", {})
     from .summary import cleanup_lines
     lines = cleanup_lines(report, passes.get("cleanup") or {})

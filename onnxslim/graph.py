@@ -113,7 +113,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
             # weights stream to the data file one tensor at a time; the proto written is a light copy
             # naming the data file by its final name (no copy of the whole model in memory)
             with open(tmp_data, "wb") as fh:
-                light = light_copy(model, convert=_ExternalWriter(fh, data_name))
+                light = light_copy(model, convert=ExternalWriter(fh, data_name))
             with open(tmp, "wb") as fh:
                 fh.write(light.SerializeToString())
             _replace_pair(tmp_data, path.parent / data_name, tmp, path, temps)
@@ -157,7 +157,7 @@ def _temp_name(folder: Path, prefix: str, temps: list[str]) -> str:
     return name
 
 
-class _ExternalWriter:
+class ExternalWriter:
     """Appends a tensor's raw bytes to an open data file (4 KB aligned, so runtimes may map them) and
     returns a data-less copy that points there; small tensors and non-raw encodings stay inline."""
 

@@ -49,11 +49,11 @@ def _fmt(value, digits=4) -> str:
 
 
 def _validation(v: dict) -> str:
-    from .validate import _bytes, _ms, _si
+    from .validation_table import human_bytes, ms, si
     if "skipped" in v:
         return f"<p>validation skipped: {escape(str(v['skipped']))}</p>"
     rows = []
-    for label, key, fmt in (("MACs", "macs", _si), ("params", "params", _si), ("size", "size_bytes", _bytes), ("latency", "latency_ms", _ms)):
+    for label, key, fmt in (("MACs", "macs", si), ("params", "params", si), ("size", "size_bytes", human_bytes), ("latency", "latency_ms", ms)):
         s = v.get(key)
         if s and s.get("before") is not None:
             rows.append([label, fmt(s["before"]), fmt(s["after"]), _fmt(s.get("ratio"), 3)])

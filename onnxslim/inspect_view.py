@@ -44,9 +44,9 @@ def group_state(group) -> str:
 
 
 def render(data: dict, analysis) -> None:
-    from .validate import _si
+    from .validation_table import si
     s = data["summary"]
-    click.echo(f"{data['model']}: {_si(data['macs'])} MACs, {_si(data['params'])} params; {s['groups']} channel groups, "
+    click.echo(f"{data['model']}: {si(data['macs'])} MACs, {si(data['params'])} params; {s['groups']} channel groups, "
                f"{s['prunable_groups']} prunable ({s['prunable_channels']} channels)")
     click.echo("\nchannel groups:")
     states = [group_state(g) for g in analysis.groups]
@@ -61,7 +61,7 @@ def render(data: dict, analysis) -> None:
     if "skipped" in used:
         at = f"unknown sizes: {used['skipped']}"
     click.echo(f"\nlayers (MACs at {at or 'batch 1'}):")  # the model's own dims: as before
-    rows = [(c["op_type"], "?" if c["macs"] is None else _si(c["macs"]), _si(c["params"]), c["name"]) for c in data["layers"]]
+    rows = [(c["op_type"], "?" if c["macs"] is None else si(c["macs"]), si(c["params"]), c["name"]) for c in data["layers"]]
     op_w = max((len(r[0]) for r in rows), default=0)  # LayerNormalization is wider than a fixed column
     for op, macs, params, name in rows:
         click.echo(f"  {op:<{op_w}} {macs:>8} MACs {params:>8} params  {name}")

@@ -16,6 +16,20 @@ import numpy as np
 _EMBEDDING_NAME = re.compile(r"embed|pool|feature|vector|represent", re.IGNORECASE)
 
 
+def cosine(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Cosine of the vectors along `axis`, in [-1, 1]; two zero vectors agree (1), one zero vector does not (0)."""
+    na, nb = np.linalg.norm(a, axis=axis), np.linalg.norm(b, axis=axis)
+    dot = np.sum(a * b, axis=axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where((na > 0) & (nb > 0), dot / (na * nb), np.where((na == 0) & (nb == 0), 1.0, 0.0))
+    return np.clip(cos, -1.0, 1.0)
+
+
+def normalized_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+
+
 def output_kind(name: str, a: np.ndarray) -> str:
     """"scores" | "embedding" | "dense" | "sequence" | "other" for one output batch `a`."""
     if not np.issubdtype(a.dtype, np.floating) or a.ndim < 2 or a.shape[1] <= 1:
@@ -52,8 +66,7 @@ def nearest_neighbour_agreement(ref: np.ndarray, new: np.ndarray) -> float | Non
 
 
 def _nearest(x: np.ndarray) -> np.ndarray:
-    x = x.reshape(len(x), -1).astype(np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+    x = normalized_rows(x.reshape(len(x), -1).astype(np.float64))
     sim = x @ x.T
     np.fill_diagonal(sim, -np.inf)
     return sim.argmax(1)
@@ -66,12 +79,7 @@ def pixel_argmax_agreement(ref: np.ndarray, new: np.ndarray) -> float:
 
 def token_cosine(ref: np.ndarray, new: np.ndarray) -> float:
     """Mean over (sample, token) of the cosine of the last-axis vectors; two zero vectors agree."""
-    a, b = ref.astype(np.float64), new.astype(np.float64)
-    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
-    dot = np.sum(a * b, axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.where((na > 0) & (nb > 0), dot / (na * nb), np.where((na == 0) & (nb == 0), 1.0, 0.0))
-    return float(np.mean(np.clip(cos, -1.0, 1.0)))
+    return float(np.mean(cosine(ref.astype(np.float64), new.astype(np.float64))))
 
 
 def kind_metrics(name: str, ref: list[np.ndarray], new: list[np.ndarray]) -> dict:

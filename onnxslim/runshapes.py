@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from .errors import SlimError
 from .inputs import is_concrete, model_inputs, random_feeds, symbolic_shapes
 
 IMAGE_SIZES = (224, 256, 320, 640, 32, 48, 64, 128, 16, 1)
@@ -105,17 +106,15 @@ def _search(model: onnx.ModelProto, shapes: dict, free: set, sources: dict) -> R
 
 
 def _session(model: onnx.ModelProto):
-    import onnxruntime as ort
+    """A session of the original, or why there is none (a custom op onnxruntime lacks, an invalid model...)."""
     from .graph import TWO_GB, model_bytes
+    from .runtime import LOAD_FAILED, session
     if model_bytes(model) >= TWO_GB:
         return "the model is over 2 GB; give --input-shape for its dynamic dims"
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
     try:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as err:  # noqa: BLE001 - a custom op onnxruntime lacks, an invalid model...
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        return f"onnxruntime cannot load the original model ({first})"
+        return session(model)
+    except SlimError as err:
+        return f"onnxruntime cannot load the original model ({str(err).removeprefix(LOAD_FAILED + ': ')[:200]})"
 
 
 def _assignments(model: onnx.ModelProto, shapes: dict, free: list):

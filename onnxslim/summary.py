@@ -1,7 +1,7 @@
 """The lines the CLI prints for every run: the model before and after, and what each cleanup rule did."""
 from __future__ import annotations
 
-from .validate import _bytes
+from .validation_table import human_bytes
 
 
 def cleanup_lines(report: dict, cleanup: dict) -> list[str]:
@@ -10,7 +10,7 @@ def cleanup_lines(report: dict, cleanup: dict) -> list[str]:
     stats = report.get("model_stats")
     if stats:
         (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
-        lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {_bytes(b0)} -> {_bytes(b1)}")
+        lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {human_bytes(b0)} -> {human_bytes(b1)}")
     rules = cleanup.get("rules") or {}
     if rules:
         lines.append("  cleanup: " + ", ".join(f"{name} {count}" for name, count in rules.items()))

@@ -2,8 +2,8 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 import pytest
 
-from onnxslim.activations import (CrossGramAccumulator, GramAccumulator, MeanAccumulator, TensorTap,
-                                  stream_tensors, with_outputs)
+from onnxslim.activations import CrossGramAccumulator, GramAccumulator, MeanAccumulator
+from onnxslim.runtime import TensorTap, stream_tensors, with_outputs
 from onnxslim.errors import SlimError
 
 

@@ -126,7 +126,7 @@ def test_interrupt_while_writing_weights_leaves_no_temp_files(tmp_path, monkeypa
     model and data files go away, the existing output stays."""
     out = tmp_path / "out.onnx"
     out.write_bytes(b"old")
-    real_call = graph._ExternalWriter.__call__
+    real_call = graph.ExternalWriter.__call__
     calls = []
 
     def interrupted(self, tensor):
@@ -134,7 +134,7 @@ def test_interrupt_while_writing_weights_leaves_no_temp_files(tmp_path, monkeypa
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real_call(self, tensor)
-    monkeypatch.setattr(graph._ExternalWriter, "__call__", interrupted)
+    monkeypatch.setattr(graph.ExternalWriter, "__call__", interrupted)
     monkeypatch.setattr(graph, "TWO_GB", 100)
     with pytest.raises(KeyboardInterrupt):
         graph.save_model(_model(), out)

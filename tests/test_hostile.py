@@ -314,6 +314,7 @@ def test_a_sparse_initializer_is_loaded_dense(tmp_path):
 
 
 def test_an_onnxruntime_failure_in_the_int8_fidelity_run_is_one_line():
+    from onnxslim import runtime
     from onnxslim.passes.quantize import fidelity
 
     class Failing:
@@ -321,5 +322,5 @@ def test_an_onnxruntime_failure_in_the_int8_fidelity_run_is_one_line():
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Conv: bad group\n at frame 2")
 
     with pytest.raises(SlimError, match="int8 fidelity check: .*bad group$") as err:
-        fidelity._run(Failing(), None, {})
+        runtime.run_once(Failing(), {}, what=fidelity.RUN_FAILED)
     assert err.value.exit_code == 2

@@ -27,14 +27,14 @@ HOOK = textwrap.dedent("""
         time.sleep(2)  # the signal lands here (SIGTERM raises, SIGKILL ends the process)
 
     if when == "writing":  # halfway through the weights
-        real = g._ExternalWriter.__call__
+        real = g.ExternalWriter.__call__
         seen = []
         def call(self, tensor):
             seen.append(tensor.name)
             if len(seen) == 2:
                 stop()
             return real(self, tensor)
-        g._ExternalWriter.__call__ = call
+        g.ExternalWriter.__call__ = call
     elif when == "between":  # the data file is in place, the model not yet
         real_replace = os.replace
         count = []

@@ -2,7 +2,7 @@
 import ml_dtypes
 import numpy as np
 
-from onnxslim.validate import compare_outputs
+from onnxslim.metrics import compare_outputs
 
 
 def _cos(a, b):

@@ -17,11 +17,11 @@ from onnxslim.passes import cleanup
 from onnxslim.passes.prune import PruneConfig, run
 from onnxslim.passes.prune.data_importance import (activation_scores, collect_channel_stats,
                                                    reconstruction_scores)
-from onnxslim.passes.prune.evaluate import tapped_session
+from onnxslim.runtime import tapped_session
 from onnxslim.passes.prune.exits import find_exits
 from onnxslim.passes.prune.repair import collect
 from onnxslim.progress import silent
-from onnxslim.validate import session
+from onnxslim.runtime import session
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 DEAD, WEAK = 2, 5

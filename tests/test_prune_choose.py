@@ -15,7 +15,7 @@ from onnxslim.errors import SlimError
 from onnxslim.passes import cleanup
 from onnxslim.passes.prune import PruneConfig, run
 from onnxslim.passes.prune.choose import CANDIDATES, _outputs, describe
-from onnxslim.passes.prune.evaluate import output_loss
+from onnxslim.metrics import plan_loss as output_loss
 from onnxslim.progress import silent
 
 MODELS = Path(__file__).resolve().parent.parent / "models"

@@ -15,12 +15,13 @@ from onnxslim.context import Context
 from onnxslim.graph import infer_shapes, to_graph
 from onnxslim.passes import cleanup
 from onnxslim.passes.prune import PruneConfig, run
-from onnxslim.passes.prune.evaluate import Evaluator, output_loss, parametric_model
+from onnxslim.metrics import plan_loss as output_loss
+from onnxslim.passes.prune.evaluate import Evaluator, parametric_model
 from onnxslim.passes.prune.exits import find_exits
 from onnxslim.passes.prune.plan_state import plan_state
 from onnxslim.passes.prune.repair import collect, solve
 from onnxslim.progress import silent
-from onnxslim.validate import session
+from onnxslim.runtime import session
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -252,7 +253,7 @@ def test_residual_target_steps_over_a_bias_add():
 
 def _direct_fit(model, current, state, batches, keep):
     """argmin_W sum ||y_orig - (s + W r_keep + b4)||^2 over every row, from the activations themselves."""
-    from onnxslim.passes.prune.evaluate import tapped_session
+    from onnxslim.runtime import tapped_session
     sess, names = tapped_session(current, ["r", "s"])
     orig, _ = tapped_session(model, ["y"])
     b4 = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b4")).astype(np.float64)

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxslim import validate
+from onnxslim import metrics, runtime, validate, validation_table
 from onnxslim.errors import FIDELITY_FAILED, SlimError
 
 
@@ -34,7 +34,7 @@ def _feeds(n_batches=2, batch=3):
 
 def test_identical_outputs_are_perfect():
     a = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
-    m = validate.compare_outputs([{"y": a}], [{"y": a.copy()}])["y"]
+    m = metrics.compare_outputs([{"y": a}], [{"y": a.copy()}])["y"]
     assert m["cosine"] == pytest.approx(1.0)
     assert m["max_abs_error"] == 0 and m["mean_abs_error"] == 0
     assert m["sqnr_db"] == 300.0
@@ -45,7 +45,7 @@ def test_identical_outputs_are_perfect():
 def test_known_perturbation_gives_known_errors():
     ref = np.array([[3.0, 4.0]], np.float32)
     new = np.array([[4.0, 3.0]], np.float32)
-    m = validate.compare_outputs([{"y": ref}], [{"y": new}])["y"]
+    m = metrics.compare_outputs([{"y": ref}], [{"y": new}])["y"]
     assert m["cosine"] == pytest.approx(24 / 25)
     assert m["max_abs_error"] == pytest.approx(1.0)
     assert m["mean_abs_error"] == pytest.approx(1.0)
@@ -57,7 +57,7 @@ def test_cosine_is_per_sample_and_averaged_over_batches():
     # sample 1 identical (cos 1), sample 2 orthogonal (cos 0), sample 3 opposite (cos -1) in a second batch
     ref = [{"y": np.array([[1.0, 0.0], [1.0, 0.0]])}, {"y": np.array([[0.0, 2.0]])}]
     new = [{"y": np.array([[5.0, 0.0], [0.0, 1.0]])}, {"y": np.array([[0.0, -1.0]])}]
-    m = validate.compare_outputs(ref, new)["y"]
+    m = metrics.compare_outputs(ref, new)["y"]
     assert m["cosine"] == pytest.approx((1 + 0 - 1) / 3)
     assert m["max_abs_error"] == pytest.approx(4.0)
     assert m["mean_abs_error"] == pytest.approx((4 + 0 + 1 + 1 + 0 + 3) / 6)
@@ -65,8 +65,8 @@ def test_cosine_is_per_sample_and_averaged_over_batches():
 
 def test_cosine_robust_to_zeros():
     zeros, ones = np.zeros((2, 3)), np.ones((2, 3))
-    assert validate.compare_outputs([{"y": zeros}], [{"y": zeros}])["y"]["cosine"] == 1.0
-    m = validate.compare_outputs([{"y": zeros}], [{"y": ones}])["y"]
+    assert metrics.compare_outputs([{"y": zeros}], [{"y": zeros}])["y"]["cosine"] == 1.0
+    m = metrics.compare_outputs([{"y": zeros}], [{"y": ones}])["y"]
     assert m["cosine"] == 0.0
     assert m["sqnr_db"] == -300.0
     assert m["kind"] == "scores" and all(math.isfinite(v) for k, v in m.items() if k != "kind")
@@ -76,14 +76,14 @@ def test_top1_agreement_fraction():
     ref = np.array([[0.9, 0.1, 0.0], [0.1, 0.8, 0.1], [0.0, 0.2, 0.7], [0.5, 0.4, 0.1]], np.float32)
     new = ref.copy()
     new[3] = [0.4, 0.5, 0.1]  # one of four rows flips its argmax
-    m = validate.compare_outputs([{"p": ref[:2]}, {"p": ref[2:]}], [{"p": new[:2]}, {"p": new[2:]}])["p"]
+    m = metrics.compare_outputs([{"p": ref[:2]}, {"p": ref[2:]}], [{"p": new[:2]}, {"p": new[2:]}])["p"]
     assert m["top1_agreement"] == 0.75
 
 
 def test_top1_only_for_2d_float_outputs():
     three_d = np.ones((2, 3, 4), np.float32)
     ints = np.arange(6).reshape(2, 3)
-    out = validate.compare_outputs([{"a": three_d, "b": ints}], [{"a": three_d, "b": ints}])
+    out = metrics.compare_outputs([{"a": three_d, "b": ints}], [{"a": three_d, "b": ints}])
     assert "top1_agreement" not in out["a"] and "top1_agreement" not in out["b"]
     assert out["b"]["cosine"] == pytest.approx(1.0)
 
@@ -92,18 +92,18 @@ def test_nan_in_new_output_is_a_mismatch_not_a_pass():
     ref = np.array([[1.0, 2.0], [3.0, 4.0]])
     new = ref.copy()
     new[1, 0] = np.nan
-    m = validate.compare_outputs([{"y": ref}], [{"y": new}])["y"]
+    m = metrics.compare_outputs([{"y": ref}], [{"y": new}])["y"]
     assert m["nonfinite_mismatch"] == 1
     assert m["cosine"] == pytest.approx(0.5)  # the broken sample counts 0
     # the same -inf on both sides (a mask) is agreement
     masked = np.array([[-np.inf, 1.0]])
-    same = validate.compare_outputs([{"y": masked}], [{"y": masked.copy()}])["y"]
+    same = metrics.compare_outputs([{"y": masked}], [{"y": masked.copy()}])["y"]
     assert same["cosine"] == pytest.approx(1.0) and "nonfinite_mismatch" not in same
 
 
 def test_shape_mismatch_fails_fidelity():
     with pytest.raises(SlimError, match="shape") as err:
-        validate.compare_outputs([{"y": np.ones((2, 3))}], [{"y": np.ones((2, 4))}])
+        metrics.compare_outputs([{"y": np.ones((2, 3))}], [{"y": np.ones((2, 4))}])
     assert err.value.exit_code == FIDELITY_FAILED
 
 
@@ -112,7 +112,7 @@ def test_shape_mismatch_fails_fidelity():
 def test_run_matches_numpy():
     model, w1, w2 = _mlp()
     feeds = _feeds()
-    outs = validate.run(model, feeds)
+    outs = runtime.run(model, feeds)
     assert len(outs) == 2
     for feed, out in zip(feeds, outs):
         np.testing.assert_allclose(out["logits"], np.maximum(feed["x"] @ w1, 0) @ w2, rtol=1e-5, atol=1e-5)
@@ -121,7 +121,7 @@ def test_run_matches_numpy():
 def test_external_data_path_gives_same_outputs(tmp_path):
     # the >2 GB route of session(), exercised on a small model
     model, _, _ = _mlp()
-    path = validate._save_external(model, str(tmp_path), min_bytes=256)
+    path = runtime.save_external(model, str(tmp_path), min_bytes=256)
     assert (tmp_path / "weights.data").stat().st_size >= (8 * 16 + 16 * 5) * 4
     light = onnx.load(path, load_external_data=False)
     assert all(t.data_location == TensorProto.EXTERNAL for t in light.graph.initializer)
@@ -129,7 +129,7 @@ def test_external_data_path_gives_same_outputs(tmp_path):
     import onnxruntime as ort
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     feeds = _feeds()
-    for a, b in zip(validate.run(sess, feeds), validate.run(model, feeds)):
+    for a, b in zip(runtime.run(sess, feeds), runtime.run(model, feeds)):
         np.testing.assert_array_equal(a["logits"], b["logits"])
 
 
@@ -137,20 +137,20 @@ def test_session_rejects_broken_model_with_one_line():
     model, _, _ = _mlp()
     model.graph.node[0].input[1] = "missing"
     with pytest.raises(SlimError, match="onnxruntime cannot load"):
-        validate.session(model)
+        runtime.session(model)
 
 
 def test_bad_feed_is_a_slim_error():
     model, _, _ = _mlp()
     with pytest.raises(SlimError, match="failed to run"):
-        validate.run(model, [{"x": np.ones((2, 7), np.float32)}])
+        runtime.run(model, [{"x": np.ones((2, 7), np.float32)}])
 
 
 def test_median_latency_respects_budget():
     model, _, _ = _mlp()
-    sess = validate.session(model, threads=1)
+    sess = runtime.session(model, threads=1)
     t0 = time.perf_counter()
-    seconds = validate.median_latency(sess, _feeds()[0], runs=10**6, warmup=2, budget_s=0.2)
+    seconds = runtime.median_latency(sess, _feeds()[0], runs=10**6, warmup=2, budget_s=0.2)
     assert time.perf_counter() - t0 < 2.0
     assert 0 < seconds < 0.2
 
@@ -158,7 +158,7 @@ def test_median_latency_respects_budget():
 def test_paired_latency_alternates_within_budget():
     model, _, _ = _mlp()
     t0 = time.perf_counter()
-    a, b, runs, (q25, q75) = validate.paired_latency(validate.session(model), validate.session(model), _feeds()[0],
+    a, b, runs, (q25, q75) = runtime.paired_latency(runtime.session(model), runtime.session(model), _feeds()[0],
                                          budget_s=0.2, max_runs=10**6)
     assert time.perf_counter() - t0 < 2.0
     assert a > 0 and b > 0 and runs >= 3 and 0 < q25 <= q75
@@ -181,7 +181,7 @@ class _SlowAfterSwitch:
 
 def test_paired_latency_does_not_time_the_first_runs_of_a_block():
     a, b = _SlowAfterSwitch(0.004), _SlowAfterSwitch(0.002)
-    before, after, runs, (q25, q75) = validate.paired_latency(a, b, {}, budget_s=0.6, block_s=0.001, skip=2)
+    before, after, runs, (q25, q75) = runtime.paired_latency(a, b, {}, budget_s=0.6, block_s=0.001, skip=2)
     assert before < 0.01 and after < 0.006  # the 20 ms runs after each switch are not in the medians
     assert 0.3 < after / before < 0.8 and 0.3 < q25 <= q75 < 0.8
 
@@ -234,18 +234,18 @@ def test_format_report_table_shows_the_numbers():
         "outputs": {"logits": {"cosine": 0.998765, "max_abs_error": 0.0123, "mean_abs_error": 0.001,
                                "sqnr_db": 25.0, "top1_agreement": 0.97}},
     }
-    table = validate.format_report_table(report)
+    table = validation_table.format_report_table(report)
     for text in ("385M", "193M", "4.63M", "2M", "17.8 MB", "8.88 MB", "12.5 ms", "8.25 ms", "0.660", "0.500",
                  "logits", "0.998765", "0.0123", "97.0%", "0.640-0.680"):
         assert text in table, text
     assert len(table.splitlines()) == 6
     assert "unstable" not in table
     report["latency_ms"]["ratio_iqr"] = [0.5, 1.8]
-    assert "timing unstable on this machine: try --threads 1" in validate.format_report_table(report)
+    assert "timing unstable on this machine: try --threads 1" in validation_table.format_report_table(report)
 
 
 def test_format_report_table_prints_only_what_is_there():
-    table = validate.format_report_table({"macs": {"before": 1000, "after": 500, "ratio": 0.5},
+    table = validation_table.format_report_table({"macs": {"before": 1000, "after": 500, "ratio": 0.5},
                                           "accuracy": {"before": 0.89, "after": 0.88, "ratio": 0.989},
                                           "quantize": {"nodes": 12}, "outputs": {"y": {"cosine": 1.0}}})
     lines = table.splitlines()
@@ -253,4 +253,4 @@ def test_format_report_table_prints_only_what_is_there():
     assert any(line.startswith("accuracy") and "0.89" in line and "0.88" in line for line in lines)
     assert not any("latency" in line or "size" in line or "quantize" in line for line in lines)
     assert lines[-1] == "output y:  cosine 1.000000"
-    assert validate.format_report_table({}) == ""
+    assert validation_table.format_report_table({}) == ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxslim import validate
+from onnxslim import metrics, runtime, validate, validation_table
 from onnxslim.calibration import load_calibration
 from onnxslim.errors import SlimError
 from onnxslim.labels import accuracy, load_labels
@@ -52,10 +52,10 @@ def test_compare_outputs_uses_the_metric_of_the_kind():
     emb = rng.normal(size=(8, 16))
     ref = [{"sentence_embedding": emb, "logits": emb[:, :5]}]
     new = [{"sentence_embedding": emb + 0.01, "logits": emb[:, :5]}]
-    m = validate.compare_outputs(ref, new)
+    m = metrics.compare_outputs(ref, new)
     assert "top1_agreement" not in m["sentence_embedding"] and m["sentence_embedding"]["nn_agreement"] == 1.0
     assert m["logits"]["top1_agreement"] == 1.0 and m["logits"]["kind"] == "scores"
-    table = validate.format_report_table({"outputs": m})
+    table = validation_table.format_report_table({"outputs": m})
     assert "nearest-neighbour agree 100.0%" in table and table.count("top-1 agree") == 1
 
 
@@ -84,7 +84,7 @@ def test_image_folder_data_with_labels_gives_accuracy_before_and_after(tmp_path)
     folder = write_images(tmp_path / "imgs", 20)
     model = classifier()
     data = load_calibration(str(folder), model)
-    preds = validate.run(model, list(data.batches(8)))
+    preds = runtime.run(model, list(data.batches(8)))
     predicted = np.concatenate([p["logits"] for p in preds]).argmax(1)
     labels = tmp_path / "labels.tsv"
     truth = predicted.copy()
@@ -93,7 +93,7 @@ def test_image_folder_data_with_labels_gives_accuracy_before_and_after(tmp_path)
     report = optimize(model, data=str(folder), labels=str(labels), latency=False, progress=silent, val_size=16).report["validation"]
     assert report["top1_accuracy"]["before"] == pytest.approx(11 / 16) == report["top1_accuracy"]["after"]
     assert report["top1_accuracy"]["samples"] == 16 and report["real_data"]
-    assert "top-1 acc" in validate.format_report_table(report)
+    assert "top-1 acc" in validation_table.format_report_table(report)
 
 
 def test_npz_labels_and_val_size(tmp_path):

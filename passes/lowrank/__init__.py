@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxslim.activations import TensorTap
+from onnxslim.runtime import TensorTap
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxslim.activations import TensorTap
+from onnxslim.runtime import TensorTap
 
 from .factor import OutputStats
 from .layers import Layer

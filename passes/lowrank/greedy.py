@@ -25,16 +25,14 @@ import itertools
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
-from onnxslim.activations import TensorTap
 from onnxslim.errors import SlimError
+from onnxslim.metrics import ALLOCATION_LOSSES as LOSSES, allocation_loss
+from onnxslim.runtime import TensorTap, weights_as_inputs
 
 from .layers import Layer
 from .select import Option, allocate
-
-LOSSES = ("mse", "cosine", "similarity")
-
 
 class OpenModel:
     """The model with each candidate layer's weight and bias fed as graph inputs; `loss(choice)` on fixed batches."""
@@ -43,42 +41,12 @@ class OpenModel:
         if loss not in LOSSES:
             raise SlimError(f"low-rank allocation loss must be one of {LOSSES}, got {loss!r}")
         self.loss_kind = loss
-        inits = {t.name: t for t in model.graph.initializer}
-        opened = onnx.ModelProto()
-        opened.CopyFrom(model)
-        self.slots: dict[str, list] = {}   # layer name -> [(weight input, stored shape, dtype), (bias input, shape) or None]
-        by_output = {layer.node.output[0]: layer for layer in layers}
-        add_of = {layer.bias_add.output[0]: layer for layer in layers if layer.bias_add is not None}
-        new_inputs = []
-        for node in opened.graph.node:
-            key = node.output[0] if node.output else None
-            layer = by_output.get(key)
-            if layer is not None and layer.node.op_type == node.op_type and layer.name == node.name:
-                w = inits[node.input[1]]
-                w_name = f"lowrank_open/{len(self.slots)}/W"
-                node.input[1] = w_name
-                new_inputs.append(helper.make_tensor_value_info(w_name, w.data_type, list(w.dims)))
-                bias_slot = None
-                if layer.kind in ("gemm", "conv") and layer.bias is not None:
-                    b_name = f"lowrank_open/{len(self.slots)}/B"
-                    node.input[2] = b_name
-                    new_inputs.append(helper.make_tensor_value_info(b_name, w.data_type, [layer.out_features]))
-                    bias_slot = (b_name, (layer.out_features,))
-                self.slots[layer.name] = [(w_name, tuple(w.dims), numpy_helper.to_array(w).dtype), bias_slot]
-            layer = add_of.get(key)
-            if layer is not None and layer.bias is not None:
-                old = node.input[1] if node.input[0] == layer.node.output[0] else node.input[0]
-                b = inits[old]
-                b_name = f"lowrank_open/{layer.name}/bias"
-                node.input[list(node.input).index(old)] = b_name
-                new_inputs.append(helper.make_tensor_value_info(b_name, b.data_type, list(b.dims)))
-                self.slots.setdefault(layer.name, [None, None])[1] = (b_name, tuple(b.dims))
-        opened.graph.input.extend(new_inputs)
         known = [o.name for o in model.graph.output]
         unknown = [name for name in outputs if name not in known]
         if unknown:
             raise SlimError(f"low-rank allocation: {unknown} are not outputs of the model; it has {known}")
         keep = set(outputs) or set(known)
+        opened = weights_as_inputs(model, self._open_slots(model, layers))
         kept = [o for o in opened.graph.output if o.name in keep]
         del opened.graph.output[:]
         opened.graph.output.extend(kept)
@@ -87,6 +55,30 @@ class OpenModel:
         self.tap = TensorTap(opened, [])
         reference = TensorTap(model, [])
         self.reference = [{k: v.astype(np.float64) for k, v in reference(feed).items() if k in keep} for feed in feeds]
+
+    def _open_slots(self, model: onnx.ModelProto, layers: list[Layer]) -> dict:
+        """weights_as_inputs' slots for every layer's weight and bias (the MatMul's bias on its Add); also
+        fills self.slots: layer name -> [(weight input, stored shape, dtype), (bias input, shape) or None]."""
+        inits = {t.name: t for t in model.graph.initializer}
+        by_output = {layer.node.output[0]: layer for layer in layers}
+        self.slots: dict[str, list] = {}
+        slots: dict[str, dict] = {}
+        for layer in (by_output[n.output[0]] for n in model.graph.node if n.output and n.output[0] in by_output):
+            node, w = layer.node, inits[layer.node.input[1]]
+            w_name = f"lowrank_open/{len(self.slots)}/W"
+            slots[node.output[0]] = {1: (w_name, w.data_type, w.dims)}
+            bias_slot = None
+            if layer.kind in ("gemm", "conv") and layer.bias is not None:
+                bias_slot = (f"lowrank_open/{len(self.slots)}/B", (layer.out_features,))
+                slots[node.output[0]][2] = (bias_slot[0], w.data_type, bias_slot[1])
+            elif layer.bias_add is not None and layer.bias is not None:
+                add = layer.bias_add
+                index = 1 if add.input[0] == node.output[0] else 0
+                b = inits[add.input[index]]
+                bias_slot = (f"lowrank_open/{layer.name}/bias", tuple(b.dims))
+                slots[add.output[0]] = {index: (bias_slot[0], b.data_type, b.dims)}
+            self.slots[layer.name] = [(w_name, tuple(w.dims), numpy_helper.to_array(w).dtype), bias_slot]
+        return slots
 
     def set(self, name: str, w: np.ndarray, bias: np.ndarray | None) -> dict:
         """Stored arrays for layer `name` with effective weight w [in, out] and bias [out]."""
@@ -106,7 +98,7 @@ class OpenModel:
         for ref, feed in zip(self.reference, self.feeds):
             out = self.tap({**feed, **extra})
             for name, value in ref.items():
-                losses.append(_loss(self.loss_kind, value, out[name].astype(np.float64)))
+                losses.append(allocation_loss(self.loss_kind, value, out[name].astype(np.float64)))
         return float(np.mean(losses)) if losses else 0.0
 
 
@@ -121,19 +113,6 @@ def _stored_weight(layer: Layer, w: np.ndarray, shape: tuple) -> np.ndarray:
         w = w / float(layer.attrs.get("alpha", 1.0))
         return w.T if layer.attrs.get("transB", 0) else w
     return w.T.reshape(shape)  # conv: [Cin*kh*kw, Cout] -> [Cout, Cin, kh, kw]
-
-
-def _loss(kind: str, ref: np.ndarray, out: np.ndarray) -> float:
-    if kind == "mse":
-        return float(np.sum((out - ref) ** 2)) / (float(np.sum(ref**2)) or 1.0)
-    a, b = ref.reshape(len(ref), -1), out.reshape(len(out), -1)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
-    if kind == "cosine":
-        return float(np.mean(1.0 - np.sum(a * b, axis=1)))
-    sa, sb = a @ a.T, b @ b.T
-    off = ~np.eye(len(a), dtype=bool)
-    return float(np.sum((sa - sb)[off] ** 2)) / (float(np.sum((sa[off] - sa[off].mean()) ** 2)) or 1.0)
 
 
 def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effective, budget: float, *,

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import onnx
 
-from onnxslim.activations import TensorTap
 from onnxslim.errors import SlimError
+from onnxslim.metrics import mean_relative_error
+from onnxslim.runtime import TensorTap
 
 
 def output_error(reference: list[dict], model: onnx.ModelProto, feeds: list[dict]) -> float:
     tap = TensorTap(model, [])
-    errs = []
-    for ref, feed in zip(reference, feeds):
-        out = tap(feed)
-        for name, value in ref.items():
-            denom = float(np.sum(value.astype(np.float64) ** 2)) or 1.0
-            errs.append(float(np.sum((out[name].astype(np.float64) - value) ** 2)) / denom)
-    return float(np.mean(errs)) if errs else 0.0
+    return mean_relative_error(reference, [tap(feed) for feed in feeds])
 
 
 def measure(model: onnx.ModelProto, probes: dict, split_one, calib, batch_size: int, batches: int, progress=None,

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxslim.activations import CrossGramAccumulator, GramAccumulator, TensorTap
+from onnxslim.activations import CrossGramAccumulator, GramAccumulator
+from onnxslim.runtime import TensorTap
 from onnxslim.inputs import model_inputs
 
 from .factor import OutputStats, PatchStats

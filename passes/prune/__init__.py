@@ -137,7 +137,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     calibrated = None
     if config.needs_data or repair_on:
         from .calibrated import Calibrated
-        from .evaluate import clear_tapped
+        from onnxslim.runtime import clear_tapped
         clear_tapped()  # a session of an earlier model of the same id must not be reused
         calibrated = Calibrated(model, analysis, groups, ctx, config, real)
         if not real:
@@ -185,7 +185,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
         ],
     }
     if calibrated is not None:
-        from .evaluate import clear_tapped
+        from onnxslim.runtime import clear_tapped
         clear_tapped()
         report["calibration"] = calibrated.describe()
         if repair_report is not None:

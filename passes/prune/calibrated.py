@@ -8,7 +8,9 @@ import time
 from onnxslim.calibration import load_calibration
 
 from .data_importance import activation_scores, collect_channel_stats, reconstruction_scores
-from .evaluate import Evaluator, parametric_model, tapped_session
+from onnxslim.runtime import tapped_session
+
+from .evaluate import Evaluator, parametric_model
 from .exits import find_exits
 from .plan_state import kept_features, plan_state, pruned_exits
 from .repair import collect, repair

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 
-
-from onnxslim.activations import make_session
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
+from onnxslim.metrics import plan_fidelity, plan_loss
+from onnxslim.runtime import run
 
-from .evaluate import fidelity_summary, output_loss
 
 CANDIDATES = ("l1", "reconstruction")
 MIN_SAMPLES = 16        # fewer calibration samples leave too few to fit on and to compare on
@@ -35,20 +34,20 @@ def check_can_choose(dataset) -> None:
 
 def best_of(model, config, ctx: Context, run_one) -> PassResult:
     """run_one(model, config, ctx) -> PassResult for each candidate criterion on the fitting samples; the
-    criterion with the lowest held-out loss (evaluate.output_loss) is run again on all the samples and that
+    criterion with the lowest held-out loss (metrics.plan_loss) is run again on all the samples and that
     result returned, its report saying why."""
     data = ctx.calibration
     held = max(8, int(round(len(data) * HELD_OUT_SHARE)))
     fit, check = data.take(0, len(data) - held), data.take(len(data) - held)
     batches = list(check.batches(config.calib_batch))
-    reference = _outputs(model, batches)
+    reference = run(model, batches)
     results, scores = {}, {}
     for criterion in CANDIDATES:
         sub = dataclasses.replace(ctx, calibration=fit)
         results[criterion] = run_one(model, dataclasses.replace(config, importance=criterion), sub)
-        outputs = _outputs(results[criterion].model, batches)
-        summary = fidelity_summary(reference, outputs)
-        scores[criterion] = {"held_out_loss": round(output_loss(reference, outputs), 6),
+        outputs = run(results[criterion].model, batches)
+        summary = plan_fidelity(reference, outputs)
+        scores[criterion] = {"held_out_loss": round(plan_loss(reference, outputs), 6),
                              **{k: v for k, v in summary.items() if k != "loss"}}
     best = min(CANDIDATES, key=lambda c: (scores[c]["held_out_loss"], CANDIDATES.index(c)))
     others = [scores[c]["held_out_loss"] for c in CANDIDATES if c != best]
@@ -63,12 +62,6 @@ def best_of(model, config, ctx: Context, run_one) -> PassResult:
     }
     result.report["seconds"] = round(sum(r.report.get("seconds", 0) for r in [*results.values(), result]), 2)
     return result
-
-
-def _outputs(model, batches: list[dict]) -> list[dict]:
-    sess = make_session(model)
-    names = [o.name for o in sess.get_outputs()]
-    return [dict(zip(names, sess.run(names, feed))) for feed in batches]
 
 
 def describe(choice: dict) -> str:

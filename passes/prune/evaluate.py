@@ -5,16 +5,16 @@ channels zeroed at every exit. Feeding exit weights with zero columns (and repai
 ones) therefore evaluates a candidate plan without rewriting the graph or building a session per try,
 which is what makes step-by-step sensitivity and the structure search affordable.
 
-The loss compares outputs with the original model's: KL divergence of the softmax for [batch, classes]
-outputs (what decides top-1), normalized squared error otherwise.
+The loss compares outputs with the original model's (metrics.plan_loss): KL divergence of the softmax for
+[batch, classes] outputs (what decides top-1), normalized squared error otherwise.
 """
 from __future__ import annotations
 
 import numpy as np
 import onnx
 
-from onnxslim.activations import make_session, with_outputs
-from onnxslim.errors import SlimError
+from onnxslim.metrics import plan_fidelity, plan_loss
+from onnxslim.runtime import run_once, session, weights_as_inputs
 
 from .exits import Exit
 
@@ -30,31 +30,12 @@ def bias_name(exit: Exit) -> str:
 def parametric_model(model: onnx.ModelProto, exits: list[Exit]) -> onnx.ModelProto:
     """A copy of `model` (the cleaned one the exits were found in) where every exit's weight, and bias when
     the op has one, is a float graph input."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    by_name = {e.node: e for e in exits}
-    replaced = set()
-    for node in copy.graph.node:
-        exit = by_name.get(node.name)
-        if exit is None:
-            continue
-        replaced.add(node.input[1])
-        node.input[1] = weight_name(exit)
-        copy.graph.input.append(onnx.helper.make_tensor_value_info(weight_name(exit), onnx.TensorProto.FLOAT, list(exit.weight_shape)))
-        if exit.has_bias:
-            if len(node.input) > 2 and node.input[2]:
-                replaced.add(node.input[2])
-                node.input[2] = bias_name(exit)
-            else:
-                while len(node.input) < 2:
-                    node.input.append("")
-                node.input.append(bias_name(exit))
-            copy.graph.input.append(onnx.helper.make_tensor_value_info(bias_name(exit), onnx.TensorProto.FLOAT, [exit.w2.shape[0]]))
-    still_used = {i for n in copy.graph.node for i in n.input}
-    keep = [t for t in copy.graph.initializer if t.name not in replaced or t.name in still_used]
-    del copy.graph.initializer[:]
-    copy.graph.initializer.extend(keep)
-    return copy
+    slots = {}
+    for e in exits:
+        slots[e.output] = {1: (weight_name(e), onnx.TensorProto.FLOAT, e.weight_shape)}
+        if e.has_bias:
+            slots[e.output][2] = (bias_name(e), onnx.TensorProto.FLOAT, [e.w2.shape[0]])
+    return weights_as_inputs(model, slots)
 
 
 class State:
@@ -88,10 +69,10 @@ class Evaluator:
     def __init__(self, model: onnx.ModelProto, exits: list[Exit], batches: list[dict]):
         self.exits = exits
         self.model = parametric_model(model, exits)
-        self.session = make_session(self.model)
+        self.session = session(self.model)
         self.output_names = [o.name for o in self.model.graph.output]
         self.batches = batches
-        original = make_session(model)
+        original = session(model)
         self.reference = [dict(zip(self.output_names, original.run(self.output_names, feed))) for feed in batches]
         self.evaluations = 0
 
@@ -99,104 +80,13 @@ class Evaluator:
         weights = state.feeds()
         results = []
         for feed in self.batches:
-            try:
-                values = self.session.run(self.output_names, {**feed, **weights})
-            except Exception as err:
-                raise SlimError(f"onnxruntime failed on the parametric model: {str(err).splitlines()[0]}") from None
+            values = run_once(self.session, {**feed, **weights}, self.output_names, "onnxruntime failed on the parametric model")
             results.append(dict(zip(self.output_names, values)))
         self.evaluations += 1
         return results
 
     def loss(self, state: State) -> float:
-        return output_loss(self.reference, self.outputs(state))
+        return plan_loss(self.reference, self.outputs(state))
 
     def fidelity(self, state: State) -> dict:
-        return fidelity_summary(self.reference, self.outputs(state))
-
-
-_TAPPED: dict = {}   # (id(model), names) -> (model, session, output names), most recent last
-_TAPPED_KEEP = 4     # the sensitivity allocation taps the same two models every step (30 sessions built
-                     # for EfficientNet-Lite0 at 70%, 2% of the pass's time); repair waves each tap others
-
-
-def tapped_session(model: onnx.ModelProto, names: list[str]):
-    """A session of `model` whose outputs also include `names`, and its output names; the last few are
-    reused (the model object is kept with its session, so its id cannot be recycled meanwhile)."""
-    key = (id(model), tuple(names))
-    if key in _TAPPED:
-        entry = _TAPPED.pop(key)
-        _TAPPED[key] = entry
-        return entry[1], entry[2]
-    tapped = with_outputs(model, names)
-    entry = (model, make_session(tapped, basic=_fusion_loses_tap(model, names)), [o.name for o in tapped.graph.output])
-    _TAPPED[key] = entry
-    while len(_TAPPED) > _TAPPED_KEEP:
-        _TAPPED.pop(next(iter(_TAPPED)))
-    return entry[1], entry[2]
-
-
-def clear_tapped() -> None:
-    """Drop the reused sessions (end of a pass: they hold the models' weights)."""
-    _TAPPED.clear()
-
-
-def _fusion_loses_tap(model: onnx.ModelProto, names: list[str]) -> bool:
-    """True when a tapped tensor is the output of a Conv whose weight is a graph input and that feeds an Add
-    (a projection shortcut in the parametric model): onnxruntime's Conv+Add fusion then fails to load the
-    session ("Failed to find node output"), so such a session gets basic optimizations only."""
-    graph_inputs = {i.name for i in model.graph.input}
-    wanted = set(names)
-    conv_taps = {n.output[0] for n in model.graph.node
-                 if n.op_type == "Conv" and n.output[0] in wanted and len(n.input) > 1 and n.input[1] in graph_inputs}
-    return any(n.op_type == "Add" and conv_taps.intersection(n.input) for n in model.graph.node)
-
-
-def _is_logits(a: np.ndarray) -> bool:
-    return a.ndim == 2 and a.shape[1] > 1 and np.issubdtype(a.dtype, np.floating)
-
-
-def _log_softmax(a: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float64)
-    a = a - a.max(axis=1, keepdims=True)
-    return a - np.log(np.exp(a).sum(axis=1, keepdims=True))
-
-
-def output_loss(reference: list[dict], outputs: list[dict]) -> float:
-    """Sum over outputs of KL(softmax(ref) || softmax(new)) for [batch, classes] outputs, else squared error
-    over the reference's variance; averaged over samples."""
-    total = 0.0
-    for name in reference[0]:
-        ref = [np.asarray(r[name]) for r in reference]
-        new = [np.asarray(o[name]) for o in outputs]
-        if not np.issubdtype(ref[0].dtype, np.floating):
-            continue
-        if _is_logits(ref[0]):
-            kl = [np.sum(np.exp(_log_softmax(a)) * (_log_softmax(a) - _log_softmax(b)), axis=1) for a, b in zip(ref, new)]
-            total += float(np.mean(np.concatenate(kl)))
-        else:
-            err = sum(float(((a.astype(np.float64) - b) ** 2).sum()) for a, b in zip(ref, new))
-            flat = np.concatenate([a.reshape(-1).astype(np.float64) for a in ref])
-            total += err / max(float(((flat - flat.mean()) ** 2).sum()), 1e-30)
-    if not np.isfinite(total):
-        return float("inf")
-    return total
-
-
-def _rows(a) -> np.ndarray:
-    """[samples, features]; explicit sizes, since -1 is ambiguous for an empty output (a detector finding nothing)."""
-    a = np.asarray(a)
-    return a.reshape(len(a), int(np.prod(a.shape[1:]))) if a.ndim else a.reshape(1, 1)
-
-
-def fidelity_summary(reference: list[dict], outputs: list[dict]) -> dict:
-    """loss (see output_loss), and for [batch, classes] outputs the top-1 agreement; cosine per sample."""
-    summary = {"loss": round(output_loss(reference, outputs), 6)}
-    for name in reference[0]:
-        ref = np.concatenate([_rows(r[name]) for r in reference]).astype(np.float64)
-        new = np.concatenate([_rows(o[name]) for o in outputs]).astype(np.float64)
-        cos = (ref * new).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(new, axis=1), 1e-30)
-        entry = {"cosine": round(float(np.mean(cos)), 6)}
-        if _is_logits(np.asarray(reference[0][name])):
-            entry["top1_agreement"] = round(float(np.mean(ref.argmax(1) == new.argmax(1))), 4)
-        summary[name] = entry
-    return summary
+        return plan_fidelity(self.reference, self.outputs(state))

@@ -23,7 +23,9 @@ import numpy as np
 
 from onnxslim.errors import SlimError
 
-from .evaluate import State, parametric_model, tapped_session
+from onnxslim.runtime import tapped_session
+
+from .evaluate import State, parametric_model
 from .exits import Exit
 
 

@@ -19,6 +19,9 @@ from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.graph import model_bytes, to_graph, to_model
 
+from onnxslim.metrics import quantized_fidelity
+from onnxslim.runtime import median_latency
+
 from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
 
 MODES = ("int8", "int8-dynamic", "int4", "int8-weight")
@@ -228,10 +231,10 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
 
 def _fallback(model, prepared, qmodel, build, base_exclude, feeds, config, report) -> onnx.ModelProto:
     """Keep the nodes that add the most error in float, doubling their number until the tolerance holds."""
-    ref = fidelity.outputs_on(model, feeds)
+    ref = fidelity.outputs(model, feeds)
     names = [o.name for o in model.graph.output]
     optimize = config.target != "tensorrt"
-    error = fidelity.worst_relative_error(fidelity.compare(ref, fidelity.outputs_on(qmodel, feeds, optimize=optimize), names))
+    error = fidelity.error(ref, qmodel, feeds, names, optimize)
     entry = {"tolerance": config.tolerance, "error_before": round(error, 6), "kept_in_float": [], "met": error <= config.tolerance}
     report["fallback"] = entry
     if entry["met"]:
@@ -245,7 +248,7 @@ def _fallback(model, prepared, qmodel, build, base_exclude, feeds, config, repor
     def attempt(k):
         chosen = [n for n, _ in ranking[:k]]
         candidate = build(base_exclude + chosen)
-        err = fidelity.worst_relative_error(fidelity.compare(ref, fidelity.outputs_on(candidate, feeds, optimize=optimize), names))
+        err = fidelity.error(ref, candidate, feeds, names, optimize)
         tried[k] = err
         return err, candidate, chosen
 
@@ -292,7 +295,7 @@ def _sensitivity(prepared, qmodel, feeds, base_exclude) -> list[tuple[str, float
     producers = {o: n for n in qmodel.graph.node for o in n.output}
     fnodes = {n.name: n for n in prepared.graph.node if n.name}
     names = [o.name for o in prepared.graph.output]
-    ref = fidelity.outputs_on(prepared, feeds)
+    ref = fidelity.outputs(prepared, feeds)
     ranking = []
     for node in qmodel.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul") or node.name in base_exclude or node.name not in fnodes:
@@ -309,26 +312,27 @@ def _sensitivity(prepared, qmodel, feeds, base_exclude) -> list[tuple[str, float
         for init in trial.graph.initializer:
             if init.name == wname:
                 init.CopyFrom(numpy_helper.from_array(wq.astype(numpy_helper.to_array(init).dtype), wname))
-        err = fidelity.worst_relative_error(fidelity.compare(ref, fidelity.outputs_on(trial, feeds), names))
+        err = fidelity.error(ref, trial, feeds, names)
         ranking.append((node.name, float(err)))
     return sorted(ranking, key=lambda kv: -kv[1])
 
 
 def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None:
     names = [o.name for o in model.graph.output]
-    ref = fidelity.outputs_on(model, feeds)
+    ref = fidelity.outputs(model, feeds)
     simulated = config.mode == "int8" and config.target == "tensorrt"
-    got = fidelity.outputs_on(qmodel, feeds, optimize=not simulated)
+    got = fidelity.outputs(qmodel, feeds, optimize=not simulated)
     report["fidelity"] = {"measured_on": f"{sum(len(next(iter(f.values()))) for f in feeds)} calibration samples",
                           "kernels": "QDQ simulation (what TensorRT computes)" if simulated else "onnxruntime CPU int8 kernels",
-                          "outputs": fidelity.compare(ref, got, names)}
+                          "outputs": quantized_fidelity(ref, got, names)}
     report["size_ratio"] = round(model_bytes(qmodel) / max(model_bytes(model), 1), 4)
     if simulated:
         report["latency"] = {"skipped": "TensorRT-target graph: onnxruntime CPU latency says nothing about TensorRT"}
     elif config.measure_latency:
-        one = _one_sample(model, feeds[0])
-        t_float = fidelity.latency(model, one, runs=config.latency_runs)
-        t_int8 = fidelity.latency(qmodel, one, runs=config.latency_runs)
+        inputs = {i.name for i in model.graph.input}
+        one = {k: v for k, v in _one_sample(model, feeds[0]).items() if k in inputs}
+        t_float = median_latency(model, one, runs=config.latency_runs, threads=1, budget_s=float("inf"))
+        t_int8 = median_latency(qmodel, one, runs=config.latency_runs, threads=1, budget_s=float("inf"))
         report["latency"] = {"float_ms": round(t_float * 1e3, 3), "quantized_ms": round(t_int8 * 1e3, 3),
                              "ratio": round(t_int8 / t_float, 4), "batch": 1, "threads": 1}
 

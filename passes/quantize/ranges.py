@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxslim.activations import stream_tensors
+from onnxslim.runtime import stream_tensors
 
 
 @dataclass

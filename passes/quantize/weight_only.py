@@ -220,12 +220,11 @@ def fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: floa
     """Keep the candidates whose quantization alone hurts the outputs most in float, as few as reach
     `tolerance` (worst relative output error on `feeds`); `make(subset) -> model`."""
     names = [o.name for o in model.graph.output]
-    ref = fidelity.outputs_on(model, feeds)
+    ref = fidelity.outputs(model, feeds)
 
     def error(candidate, batches=None):
         batches = batches or len(feeds)
-        got = fidelity.outputs_on(candidate, feeds[:batches])
-        return fidelity.worst_relative_error(fidelity.compare(ref[:batches], got, names))
+        return fidelity.error(ref[:batches], candidate, feeds[:batches], names)
 
     full = make(chosen)
     err = error(full)
