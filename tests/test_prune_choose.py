@@ -14,8 +14,9 @@ from onnxslim.context import Context
 from onnxslim.errors import SlimError
 from onnxslim.passes import cleanup
 from onnxslim.passes.prune import PruneConfig, run
-from onnxslim.passes.prune.choose import CANDIDATES, _outputs, describe
+from onnxslim.passes.prune.choose import CANDIDATES, describe
 from onnxslim.metrics import plan_loss as output_loss
+from onnxslim.runtime import run as _outputs
 from onnxslim.progress import silent
 
 MODELS = Path(__file__).resolve().parent.parent / "models"

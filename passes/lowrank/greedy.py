@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxslim import linear
 from onnxslim.errors import SlimError
 from onnxslim.metrics import ALLOCATION_LOSSES as LOSSES, allocation_loss
 from onnxslim.runtime import TensorTap, weights_as_inputs
@@ -88,7 +89,7 @@ class OpenModel:
         if bias_slot is not None:
             b_name, b_shape = bias_slot
             b = bias if bias is not None else layer.bias
-            out[b_name] = (np.asarray(b) / _beta(layer)).reshape(b_shape).astype(dtype)
+            out[b_name] = linear.stored_bias(layer.node.op_type, b, layer.attrs).reshape(b_shape).astype(dtype)
         return out
 
     def loss(self, arrays: dict[str, dict]) -> float:
@@ -102,17 +103,8 @@ class OpenModel:
         return float(np.mean(losses)) if losses else 0.0
 
 
-def _beta(layer: Layer) -> float:
-    return float(layer.attrs.get("beta", 1.0)) if layer.kind == "gemm" else 1.0
-
-
 def _stored_weight(layer: Layer, w: np.ndarray, shape: tuple) -> np.ndarray:
-    if layer.kind == "matmul":
-        return w.reshape(shape)
-    if layer.kind == "gemm":
-        w = w / float(layer.attrs.get("alpha", 1.0))
-        return w.T if layer.attrs.get("transB", 0) else w
-    return w.T.reshape(shape)  # conv: [Cin*kh*kw, Cout] -> [Cout, Cin, kh, kw]
+    return linear.stored(layer.node.op_type, w.T, shape, layer.attrs)
 
 
 def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effective, budget: float, *,

@@ -1,4 +1,5 @@
-"""Which nodes can be split, seen uniformly as y = x W (+ bias) with W [in, out]; and why the others cannot."""
+"""Which nodes can be split, seen uniformly as y = x W (+ bias) with W [in, out] (the transpose of
+onnxslim/linear.py's W, as the factorization is written); and why the others cannot."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from onnxslim import linear
 
 KINDS = {"MatMul": "matmul", "Gemm": "gemm", "Conv": "conv"}
 
@@ -100,7 +103,7 @@ def _make_layer(node, kind, inits, consumers, graph_outputs):
         w = _float_init(inits, node.input[1])
         if w is None:
             return "weight is not a constant float initializer"
-        w = (w.T if attrs.get("transB", 0) else w) * float(attrs.get("alpha", 1.0))
+        w = linear.matrix("Gemm", w, attrs).T
         bias = None
         if len(node.input) > 2 and node.input[2]:
             c = _float_init(inits, node.input[2])
@@ -108,7 +111,7 @@ def _make_layer(node, kind, inits, consumers, graph_outputs):
                 return "bias C is not a constant initializer"
             if c.size not in (1, w.shape[1]):
                 return f"bias C of shape {c.shape} is not per output feature"
-            bias = np.broadcast_to(c.reshape(-1), (w.shape[1],)) * float(attrs.get("beta", 1.0))
+            bias = linear.bias("Gemm", c, w.shape[1], attrs)
         return Layer(node, kind, w, node.output[0], -1, bias, attrs=attrs)
     # Conv
     kernel = _float_init(inits, node.input[1])
@@ -125,9 +128,7 @@ def _make_layer(node, kind, inits, consumers, graph_outputs):
         bias = _float_init(inits, node.input[2])
         if bias is None:
             return "bias is not a constant initializer"
-    cout = kernel.shape[0]
-    w = kernel.reshape(cout, -1).T
-    return Layer(node, kind, w, node.output[0], 1, bias, kernel=kernel, attrs=attrs)
+    return Layer(node, kind, linear.matrix("Conv", kernel).T, node.output[0], 1, bias, kernel=kernel, attrs=attrs)
 
 
 def _assign_levels(model, layers) -> None:

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxslim import linear
 from onnxslim.channels import EXIT, SOURCE, Analysis, Group
 
+_ONNX_OP = {"conv": "Conv", "gemm": "Gemm", "matmul": "MatMul"}
 MAX_FEATURES = 4608  # wider im2col exits would need Grams over 170 MB; they are left unrepaired
 
 
@@ -53,13 +55,9 @@ class Exit:
         """Feature indices kept by a bool mask over the group's classes."""
         return np.flatnonzero(keep_classes[self.feature_class])
 
-    def to_weight(self, w2: np.ndarray) -> np.ndarray:
-        """The ONNX layout of a [outputs, features] matrix."""
-        if self.op == "conv":
-            return w2.reshape(self.weight_shape)
-        if self.op == "gemm":
-            return w2 if self.trans_b else w2.T
-        return w2.T
+    def to_weight(self, w2: np.ndarray, shape: tuple | None = None) -> np.ndarray:
+        """The ONNX layout of a [outputs, features] matrix (of the weight's shape unless `shape` is given)."""
+        return linear.stored(_ONNX_OP[self.op], w2, shape or self.weight_shape, {"transB": int(self.trans_b)})
 
     def rows(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, per_sample: int) -> tuple[np.ndarray, np.ndarray]:
         """(X [rows, features], Y [rows, outputs]) in float32 at up to `per_sample` output positions per sample."""
@@ -111,7 +109,7 @@ def _conv_exit(node: gs.Node) -> dict | None:
     bias = node.inputs[2].values if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant) else None
     if len(node.inputs) > 2 and node.inputs[2].name and bias is None:
         return None
-    return dict(op="conv", w2=w.reshape(w.shape[0], -1).astype(np.float64), bias=bias,
+    return dict(op="conv", w2=linear.matrix("Conv", w), bias=bias,
                 kernel=tuple(int(k) for k in w.shape[2:]), strides=tuple(int(s) for s in attrs.get("strides", (1, 1))),
                 pads=pads, dilations=tuple(int(d) for d in attrs.get("dilations", (1, 1))))
 
@@ -120,21 +118,19 @@ def _gemm_exit(node: gs.Node) -> dict | None:
     attrs = node.attrs
     if int(attrs.get("transA", 0)) or float(attrs.get("alpha", 1.0)) != 1.0 or float(attrs.get("beta", 1.0)) != 1.0:
         return None
-    w = node.inputs[1].values
     trans_b = bool(int(attrs.get("transB", 0)))
-    w2 = w if trans_b else w.T
+    w2 = linear.matrix("Gemm", node.inputs[1].values, attrs)
     bias = None
     if len(node.inputs) > 2 and node.inputs[2].name:
         c = node.inputs[2]
         if not isinstance(c, gs.Constant) or c.values.size not in (1, w2.shape[0]):
             return None
         bias = np.broadcast_to(c.values.reshape(-1), (w2.shape[0],)).copy()
-    return dict(op="gemm", w2=w2.astype(np.float64), bias=bias, trans_b=trans_b)
+    return dict(op="gemm", w2=w2, bias=bias, trans_b=trans_b)
 
 
 def _matmul_exit(node: gs.Node) -> dict | None:
-    w = node.inputs[1].values
-    return dict(op="matmul", w2=w.T.astype(np.float64), bias=None)
+    return dict(op="matmul", w2=linear.matrix("MatMul", node.inputs[1].values), bias=None)
 
 
 def _residual(node: gs.Node, graph_outputs: set[str]) -> tuple[tuple[str, str] | None, np.ndarray | None]:
@@ -202,7 +198,7 @@ def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], lis
                 skipped.append({"node": node.name, "op": node.op, "reason": f"{info['w2'].shape[1]} input features (> {MAX_FEATURES})"})
                 continue
             per_channel = group.class_of[space.id]
-            reps = int(np.prod(info.get("kernel", (1, 1)))) if info["op"] == "conv" else 1
+            reps = linear.features_per_channel(node.op, node.inputs[1].values.shape)
             feature_class = np.repeat(per_channel, reps)
             source = next((s.id for s in analysis.spaces if s.node == node.name and s.input_index == 1 and s.role == SOURCE), None)
             found.append(Exit(node=node.name, group=group, exit_space=space.id, source_space=source,

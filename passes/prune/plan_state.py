@@ -62,12 +62,7 @@ def write_weights(pruned_model, exits: list[Exit], state: State, plan: dict, kep
         keep_in = e.features_of(plan[e.group.id]) if e.group.id in plan else np.arange(e.n_features)
         keep_out = kept_positions.get(e.source_space, np.arange(e.w2.shape[0])) if e.source_space is not None else np.arange(e.w2.shape[0])
         w2 = state.w2[e.node][np.ix_(keep_out, keep_in)]
-        if e.op == "conv":
-            weight = w2.reshape(len(keep_out), -1, *e.kernel)
-        elif e.op == "gemm":
-            weight = w2 if e.trans_b else w2.T
-        else:
-            weight = w2.T
+        weight = e.to_weight(w2, (len(keep_out), -1, *e.kernel) if e.op == "conv" else (-1, len(keep_out)))
         dtype = node.inputs[1].values.dtype
         node.inputs[1] = gs.Constant(f"{e.node}__repaired_w", np.ascontiguousarray(weight.astype(dtype)))
         if e.has_bias:

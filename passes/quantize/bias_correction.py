@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxslim import linear
+
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
     q = q.astype(np.float64)
@@ -58,11 +60,11 @@ def correct(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, input_means: dict[
             cin_g, cout_g = dw.shape[1], dw.shape[0] // groups
             if mean.shape[0] != cin_g * groups:
                 continue
-            per_in = dw.reshape(dw.shape[0], cin_g, -1).sum(axis=2)  # [out, in per group]
+            per_in = linear.matrix("Conv", dw).reshape(dw.shape[0], cin_g, -1).sum(axis=2)  # [out, in per group]
             means = mean.reshape(groups, cin_g)
             delta = np.einsum("gol,gl->go", per_in.reshape(groups, cout_g, cin_g), means).reshape(-1)
         else:
-            delta = mean @ (dw.T if attrs.get("transB", 0) else dw)
+            delta = mean @ linear.matrix("Gemm", dw, attrs).T
         b = numpy_helper.to_array(float_inits[fnode.input[2]]).astype(np.float64)
         bq_init, bscale = inits[bdq.input[0]], numpy_helper.to_array(inits[bdq.input[1]]).astype(np.float64)
         new_b = b - delta

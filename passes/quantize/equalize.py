@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxslim import linear
+
 HOMOGENEOUS = ("Relu",)
 
 
@@ -95,7 +97,7 @@ def equalize(graph: gs.Graph, relu6_as_relu: bool = False, iterations: int = 3) 
             groups = int(conv2.attrs.get("group", 1))
             per_group_in = w2.shape[1]
             per_group_out = w2.shape[0] // groups
-            r1 = np.abs(w1.reshape(channels, -1)).max(axis=1)
+            r1 = np.abs(linear.matrix("Conv", w1)).max(axis=1)
             r2 = np.empty(channels)
             for i in range(channels):
                 g, local = divmod(i, per_group_in)
@@ -114,7 +116,7 @@ def equalize(graph: gs.Graph, relu6_as_relu: bool = False, iterations: int = 3) 
             if len(conv1.inputs) > 2:
                 conv1.inputs[2].values = (conv1.inputs[2].values.astype(np.float64) / s).astype(conv1.inputs[2].values.dtype)
     for conv1, act, conv2 in pairs:
-        r1 = np.abs(conv1.inputs[1].values.reshape(conv1.inputs[1].values.shape[0], -1)).max(axis=1)
+        r1 = np.abs(linear.matrix("Conv", conv1.inputs[1].values)).max(axis=1)
         spread_after.append(float(r1.max() / max(r1.min(), 1e-12)))
     graph.cleanup()
     return {
