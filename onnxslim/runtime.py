@@ -100,12 +100,12 @@ def run_once(sess, feed: dict, names=None, what: str = "onnxruntime failed to ru
         raise SlimError(f"{what}: {first_line(err)}") from None
 
 
-def run(model_or_session, feeds: list[dict], *, progress=None) -> list[dict[str, np.ndarray]]:
-    """Outputs per feed: [{output name: array}], one dict per feed dict."""
+def run(model_or_session, feeds: list[dict], *, progress=None, label: str = "running") -> list[dict[str, np.ndarray]]:
+    """Outputs per feed: [{output name: array}], one dict per feed dict; `progress` shows `label`."""
     sess = as_session(model_or_session)
     names = [o.name for o in sess.get_outputs()]
     results = []
-    with (progress or silent)("running", total=len(feeds)) as bar:
+    with (progress or silent)(label, total=len(feeds)) as bar:
         for feed in feeds:
             results.append(dict(zip(names, run_once(sess, feed, names))))
             bar.update(1)

@@ -53,6 +53,29 @@ def _cost_shapes(model: onnx.ModelProto, feeds: list[dict], input_shapes: dict |
     return shapes
 
 
+def _cost_sections(before_model: onnx.ModelProto, after_model: onnx.ModelProto, shapes: dict | None) -> dict:
+    """The "macs" and "params" sections: before, after, ratio; nodes of unknown shape and errors noted."""
+    costs = []
+    for model in (before_model, after_model):
+        try:
+            costs.append(cost.model_cost(model, shapes))
+        except SlimError as err:
+            costs.append({"error": str(err)})
+    report = {}
+    for key in ("macs", "params"):
+        before, after = costs[0].get(key), costs[1].get(key)
+        section = {"before": before, "after": after, "ratio": _ratio(before, after)}
+        if key == "macs":
+            unknown = [len(c.get("unknown_macs_nodes", [])) for c in costs]
+            if any(unknown):
+                section["unknown_nodes"] = {"before": unknown[0], "after": unknown[1]}
+        errors = [c["error"] for c in costs if "error" in c]
+        if errors:
+            section["error"] = errors[0]
+        report[key] = section
+    return report
+
+
 def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds: list[dict], *,
                    input_shapes: dict | None = None, latency: bool = True, progress=None,
                    latency_budget_s: float = 10.0, threads: int | None = None,
@@ -71,25 +94,7 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
     if not feeds:
         raise SlimError("no input data to validate with")
     progress = progress or silent
-    report = {}
-    shapes = _cost_shapes(original, feeds, input_shapes)
-    costs = []
-    for model in (cost_reference or original, optimized):
-        try:
-            costs.append(cost.model_cost(model, shapes))
-        except SlimError as err:
-            costs.append({"error": str(err)})
-    for key in ("macs", "params"):
-        before, after = costs[0].get(key), costs[1].get(key)
-        section = {"before": before, "after": after, "ratio": _ratio(before, after)}
-        if key == "macs":
-            unknown = [len(c.get("unknown_macs_nodes", [])) for c in costs]
-            if any(unknown):
-                section["unknown_nodes"] = {"before": unknown[0], "after": unknown[1]}
-        errors = [c["error"] for c in costs if "error" in c]
-        if errors:
-            section["error"] = errors[0]
-        report[key] = section
+    report = _cost_sections(cost_reference or original, optimized, _cost_shapes(original, feeds, input_shapes))
     size = model_bytes(original), model_bytes(optimized)
     report["size_bytes"] = {"before": size[0], "after": size[1], "ratio": _ratio(*size)}
 
@@ -99,11 +104,7 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
     except SlimError as err:
         raise ValidationSkipped(f"the original model: {err}") from None
     sess_b = session(optimized, threads=threads)
-    with progress("validating", total=len(feeds)) as bar:
-        new = []
-        for feed in feeds:
-            new.append(run(sess_b, [feed])[0])
-            bar.update(1)
+    new = run(sess_b, feeds, progress=progress, label="validating")
     report["outputs"] = compare_outputs(ref, new)
     if labels is not None:
         from .labels import label_accuracy  # noqa: PLC0415 - labels reads output kinds; only labelled runs need it

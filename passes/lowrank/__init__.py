@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper
 
-from onnxslim.runtime import TensorTap
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
+from onnxslim.runtime import TensorTap
 
 from . import attention, factor, greedy, sensitivity
 from .layers import Layer, find_layers
+from .report import report_layers
 from .rewrite import Editor
 from .select import Option, allocate, by_energy, candidate_ranks, layer_macs, options_for, schemes_for, split_macs
 from .stats import MAX_PATCH, find_token_mask, layer_shapes, original_stats, paired_stats, patch_stats
@@ -117,32 +118,8 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
     curves = {layer.name: _curves(layer, stats.get(layer.name), config, fits, patches.get(layer.name)) for layer in layers}
     options = {}
     chosen = _choose(layers, shapes, curves, config, report, options)
-    allocation = config.allocation if config.allocation != "auto" else "lagrangian"
-    if options and allocation == "greedy" and calib is not None:
-        report["allocation"] = "greedy"
-        fixed = sum(o.macs for o in chosen.values())
-        total = fixed + sum(opts[0].macs for opts in options.values())
-        feeds = greedy.calibration_feeds(calib, config.batch_size, config.allocation_batches)
-        opened = greedy.OpenModel(model, [l for l in layers if l.name in options], feeds, config.sensitivity_outputs,
-                                  config.allocation_loss)
-        effective = _effective_weights(layers, stats, fits, patches, config, opened)
-        picked, trace = greedy.greedy_allocate(opened, options, effective, config.target_macs * total - fixed,
-                                               step=config.allocation_step, candidates=config.allocation_candidates,
-                                               probe_error=config.probe_error, refine=config.allocation_refine,
-                                               progress=ctx.progress)
-        chosen.update(picked)
-        report["allocation_trace"] = trace
-    elif options:
-        report["allocation"] = "lagrangian"
-        weights = dict(config.layer_weights)
-        use_sensitivity = config.sensitivity if config.sensitivity is not None else data_aware
-        if use_sensitivity and calib is not None:
-            measured = _sensitivities(model, layers, options, stats, fits, patches, config, ctx)
-            report["sensitivity"] = {k: float(f"{v:.4g}") for k, v in measured.items()}
-            weights.update({k: weights.get(k, 1.0) * v for k, v in measured.items()})
-        fixed = sum(o.macs for o in chosen.values())
-        total = fixed + sum(opts[0].macs for opts in options.values())
-        chosen.update(allocate(options, config.target_macs * total - fixed, weights))
+    if options:
+        _allocate_ranks(model, layers, chosen, options, (stats, fits, patches), config, ctx, data_aware, report)
     plan = [layer for layer in layers if chosen[layer.name].scheme is not None]
 
     fitted_errors = {}
@@ -150,8 +127,39 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
         model_out, fitted_errors = _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx, layers)
     else:
         model_out = model
-    _report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted_errors, config)
+    report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted_errors, config)
     return PassResult(model_out, report)
+
+
+def _allocate_ranks(model, layers, chosen, options, fitted_stats, config, ctx, data_aware, report) -> None:
+    """Choose the ranks of the layers in `options` under the MACs target, into `chosen`: greedy steps measured
+    on the compressed model, or a Lagrangian allocation weighted by measured sensitivities."""
+    stats, fits, patches = fitted_stats
+    calib = ctx.calibration
+    fixed = sum(o.macs for o in chosen.values())
+    budget = config.target_macs * (fixed + sum(opts[0].macs for opts in options.values())) - fixed
+    allocation = config.allocation if config.allocation != "auto" else "lagrangian"
+    if allocation == "greedy" and calib is not None:
+        report["allocation"] = "greedy"
+        feeds = greedy.calibration_feeds(calib, config.batch_size, config.allocation_batches)
+        opened = greedy.OpenModel(model, [l for l in layers if l.name in options], feeds, config.sensitivity_outputs,
+                                  config.allocation_loss)
+        effective = _effective_weights(layers, stats, fits, patches, config, opened)
+        picked, trace = greedy.greedy_allocate(opened, options, effective, budget,
+                                               step=config.allocation_step, candidates=config.allocation_candidates,
+                                               probe_error=config.probe_error, refine=config.allocation_refine,
+                                               progress=ctx.progress)
+        chosen.update(picked)
+        report["allocation_trace"] = trace
+        return
+    report["allocation"] = "lagrangian"
+    weights = dict(config.layer_weights)
+    use_sensitivity = config.sensitivity if config.sensitivity is not None else data_aware
+    if use_sensitivity and calib is not None:
+        measured = _sensitivities(model, layers, options, stats, fits, patches, config, ctx)
+        report["sensitivity"] = {k: float(f"{v:.4g}") for k, v in measured.items()}
+        weights.update({k: weights.get(k, 1.0) * v for k, v in measured.items()})
+    chosen.update(allocate(options, budget, weights))
 
 
 def _effective_weights(layers, stats, fits, patches, config, opened):
@@ -241,11 +249,16 @@ def _choose(layers, shapes, curves, config, report, options) -> dict[str, Option
     return chosen
 
 
+def _weight_dtypes(model: onnx.ModelProto, layers) -> dict:
+    """{weight initializer name: its numpy dtype} for the layers' weights."""
+    names = {layer.node.input[1] for layer in layers}
+    return {t.name: helper.tensor_dtype_to_np_dtype(t.data_type) for t in model.graph.initializer if t.name in names}
+
+
 def _sensitivities(model, layers, options, stats, fits, patches, config, ctx) -> dict[str, float]:
     """Per layer, model output error per unit of layer error, each layer split alone near probe_error."""
     by_name = {layer.name: layer for layer in layers}
-    dtypes = {t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
-              if t.name in {layer.node.input[1] for layer in layers}}
+    dtypes = _weight_dtypes(model, layers)
     probes = {}
     for name, opts in options.items():
         splits = [o for o in opts if o.scheme is not None and o.error > 0]
@@ -264,8 +277,7 @@ def _sensitivities(model, layers, options, stats, fits, patches, config, ctx) ->
 
 def _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx, all_layers=()):
     """Rewrite the planned layers; data-aware + sequential goes level by level on the compressed model."""
-    dtypes = {t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
-              if t.name in {layer.node.input[1] for layer in plan}}
+    dtypes = _weight_dtypes(model, plan)
     fitted = {}
     if not (data_aware and config.sequential):
         editor = Editor(model)
@@ -277,8 +289,7 @@ def _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx, a
     mask = find_token_mask(model, config.token_mask)
     corrected = [layer for layer in all_layers if chosen[layer.name].scheme is None and layer.name in stats] \
         if config.correct_unsplit else []
-    dtypes.update({t.name: numpy_helper.to_array(t).dtype for t in model.graph.initializer
-                   if t.name in {layer.node.input[1] for layer in corrected}})
+    dtypes.update(_weight_dtypes(model, corrected))
     work = plan + corrected
     original = TensorTap(model, [layer.out_tensor for layer in work])
     current = model
@@ -329,81 +340,3 @@ def _split(editor: Editor, layer: Layer, option: Option, stats, config, dtypes, 
         editor.split_conv_channels(layer, a, b, bias, dtype)
     else:
         editor.split_matmul(layer, a, b, bias, dtype)
-
-
-def _report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted, config) -> None:
-    before = after = 0
-    ratios = []
-    for layer in layers:
-        option = chosen[layer.name]
-        base = layer_macs(layer, shapes[layer.name])
-        before += base
-        after += option.macs
-        entry = {"name": layer.name, "op": layer.node.op_type, "in": layer.in_features, "out": layer.out_features,
-                 "scheme": option.scheme, "rank": option.rank if option.scheme else None,
-                 "full_rank": min(layer.in_features, layer.out_features), "macs_before": int(base), "macs_after": int(option.macs)}
-        # the error at every rank tried (those that save MACs), per scheme
-        entry["errors_by_rank"] = {
-            scheme: {int(r): round(float(curve[r]), 6) for r in candidate_ranks(len(curve) - 1, config.round_to)
-                     if split_macs(layer, shapes[layer.name], scheme, r) < base}
-            for scheme, curve in curves[layer.name].items()}
-        if option.scheme is None:
-            entry["kept_because"] = _keep_reason(layer, entry, config)
-            if layer.name in fitted:  # left whole but refitted (correct_unsplit)
-                entry["corrected"] = True
-                entry["error_fitted"] = round(fitted[layer.name], 6)
-        else:
-            entry["error"] = round(option.error, 6)
-            st = stats.get(layer.name)
-            if st is not None and option.scheme != "spatial":
-                weight_err = float(factor.weight_svd_errors(layer.weight, st.czz)[1][option.rank])
-                data_err = option.error
-                if st.metric is not None:
-                    # fitted for the attention logits; the data-aware vs weight SVD comparison stays on plain
-                    # output error: data-aware SVD without the metric, and the applied fit's plain error
-                    plain = factor.OutputStats(st.czz, st.czy, st.cyy, st.mean_z, st.mean_y)
-                    data_err = float(factor.reduced_rank_fit(plain, config.ridge).errors[option.rank])
-                    left, right, _ = factor.projection_at(factor.reduced_rank_fit(st, config.ridge), st, option.rank)
-                    entry["error_attention_metric"] = round(option.error, 6)
-                    entry["error_applied_plain"] = round(factor.plain_error(st, left, right), 6)
-                entry["error_weight_svd"] = round(weight_err, 6)
-                entry["error_data_aware"] = round(data_err, 6)
-                if weight_err > 1e-9:
-                    ratios.append(data_err / weight_err)
-            pt = patches.get(layer.name)
-            if pt is not None and option.scheme == "spatial":
-                weight_err = _spatial_weight_only_error(layer, pt, option.rank)
-                entry["error_weight_svd"] = round(weight_err, 6)
-                entry["error_data_aware"] = round(option.error, 6)
-                if weight_err > 1e-9:
-                    ratios.append(option.error / weight_err)
-            if layer.name in fitted:
-                entry["error_fitted"] = round(fitted[layer.name], 6)
-        report["layers"].append(entry)
-    report["macs_before"] = int(before)
-    report["macs_after"] = int(after)
-    report["fraction"] = round(after / before, 4) if before else 1.0
-    report["factorized"] = sum(1 for layer in layers if chosen[layer.name].scheme is not None)
-    if ratios:
-        report["data_aware_over_weight_svd_error"] = {"median": round(float(np.median(ratios)), 4),
-                                                      "max": round(float(np.max(ratios)), 4)}
-
-
-def _spatial_weight_only_error(layer, patches, rank) -> float:
-    """Output error on the calibration patches of weight-only spatial SVD (same bias correction)."""
-    vertical, horizontal, _ = factor.spatial_factors(layer.kernel, rank)
-    kernel = np.einsum("rcik,orkj->ocij", vertical, horizontal)
-    d = layer.weight - kernel.reshape(kernel.shape[0], -1).T
-    total = max(float(np.sum(layer.weight * (patches.cov @ layer.weight))), 1e-30)
-    return float(np.sum(d * (patches.cov @ d))) / total
-
-
-def _keep_reason(layer, entry, config) -> str:
-    tried = entry["errors_by_rank"]
-    if not any(tried.values()):
-        return "no rank saves MACs for this shape"
-    if layer.name in config.exclude:
-        return "excluded"
-    if config.energy is not None:
-        return f"the rank keeping {config.energy:.0%} of the energy saves no MACs (flat spectrum)"
-    return "every rank that saves MACs costs more error per MAC than the budget's price (flat spectrum)"

@@ -107,6 +107,65 @@ def _stored_weight(layer: Layer, w: np.ndarray, shape: tuple) -> np.ndarray:
     return linear.stored(layer.node.op_type, w.T, shape, layer.attrs)
 
 
+def _tries(options, chosen, slope, wanted, per_layer, candidates, probe_error) -> list[tuple[str, Option]]:
+    """The (layer, option) cuts to measure in one step: the best `candidates` by the local proxy (error
+    increase per MAC saved times the layer's measured slope), plus one probe of each layer not measured yet."""
+    known = [v for v in slope.values() if v is not None]
+    default = float(np.median(known)) if known else 1.0
+
+    def proxy(name, o):
+        s = slope[name] if slope[name] is not None else default
+        return (max(o.error - chosen[name].error, 0.0) * s + 1e-12) / (chosen[name].macs - o.macs)
+
+    tries, firsts = [], []
+    for name, opts in options.items():
+        cur = chosen[name]
+        cheaper = [o for o in opts if cur.macs - o.macs >= wanted]
+        if not cheaper:
+            continue
+        tries += [(proxy(name, o), name, o) for o in sorted(cheaper, key=lambda o: proxy(name, o))[:per_layer]]
+        if slope[name] is None:
+            firsts.append((0.0, name, min(cheaper, key=lambda o: abs(o.error - cur.error - probe_error))))
+    run, keys = [], set()
+    for _, name, o in [*sorted(tries, key=lambda t: t[0])[:candidates], *firsts]:
+        if (name, o.scheme, o.rank) not in keys:
+            keys.add((name, o.scheme, o.rank))
+            run.append((name, o))
+    return run
+
+
+def _best_cut(opened, run, effective, chosen, arrays, loss_now, slope) -> tuple:
+    """(layer, option, its arrays, loss) of the measured cut with the smallest loss increase per MAC saved;
+    every measurement also updates the layer's slope (loss increase per unit of layer error)."""
+    best = None
+    for name, o in run:
+        trial = dict(arrays)
+        trial[name] = effective(name, o)
+        loss = opened.loss(trial)
+        d_err = o.error - chosen[name].error
+        if d_err > 1e-12:
+            slope[name] = max(loss - loss_now, 0.0) / d_err
+        rate = (loss - loss_now) / (chosen[name].macs - o.macs)
+        if best is None or rate < best[0]:
+            best = (rate, name, o, trial[name], loss)
+    return best[1:]
+
+
+def _relinearized_plan(opened, options, effective, budget, chosen, arrays, loss_now, slope, probe_error) -> dict:
+    """Each layer's slope re-measured on the compressed model at the plan reached, then a Lagrangian
+    allocation with those weights (any rank, no step granularity)."""
+    for name, opts in options.items():
+        cur = chosen[name]
+        worse = [o for o in opts if o.error > cur.error + 1e-9]
+        if not worse:
+            continue
+        o = min(worse, key=lambda o: abs(o.error - cur.error - probe_error / 2))
+        trial = dict(arrays)
+        trial[name] = effective(name, o)
+        slope[name] = max(opened.loss(trial) - loss_now, 0.0) / (o.error - cur.error)
+    return allocate(options, budget, {k: v for k, v in slope.items() if v is not None})
+
+
 def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effective, budget: float, *,
                     step: float = 0.005, candidates: int = 8, per_layer: int = 2, probe_error: float = 0.1,
                     refine: int = 2, progress=None) -> tuple[dict, list[dict]]:
@@ -130,41 +189,10 @@ def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effecti
     with progress("low-rank greedy allocation", total=max(1, int(np.ceil((total - budget) / quantum)))) as bar:
         while spent > budget * (1 + 1e-9):
             wanted = min(quantum, spent - budget)
-            known = [v for v in slope.values() if v is not None]
-            default = float(np.median(known)) if known else 1.0
-
-            def proxy(name, o):
-                s = slope[name] if slope[name] is not None else default
-                return (max(o.error - chosen[name].error, 0.0) * s + 1e-12) / (chosen[name].macs - o.macs)
-
-            tries, firsts = [], []
-            for name, opts in options.items():
-                cur = chosen[name]
-                cheaper = [o for o in opts if cur.macs - o.macs >= wanted]
-                if not cheaper:
-                    continue
-                tries += [(proxy(name, o), name, o) for o in sorted(cheaper, key=lambda o: proxy(name, o))[:per_layer]]
-                if slope[name] is None:
-                    firsts.append((0.0, name, min(cheaper, key=lambda o: abs(o.error - cur.error - probe_error))))
-            if not tries:
+            run = _tries(options, chosen, slope, wanted, per_layer, candidates, probe_error)
+            if not run:
                 break
-            run, keys = [], set()
-            for _, name, o in [*sorted(tries, key=lambda t: t[0])[:candidates], *firsts]:
-                if (name, o.scheme, o.rank) not in keys:
-                    keys.add((name, o.scheme, o.rank))
-                    run.append((name, o))
-            best = None
-            for name, o in run:
-                trial = dict(arrays)
-                trial[name] = effective(name, o)
-                loss = opened.loss(trial)
-                d_err = o.error - chosen[name].error
-                if d_err > 1e-12:
-                    slope[name] = max(loss - loss_now, 0.0) / d_err
-                rate = (loss - loss_now) / (chosen[name].macs - o.macs)
-                if best is None or rate < best[0]:
-                    best = (rate, name, o, trial[name], loss)
-            _, name, o, arr, loss = best
+            name, o, arr, loss = _best_cut(opened, run, effective, chosen, arrays, loss_now, slope)
             saved = chosen[name].macs - o.macs
             spent -= saved
             chosen[name] = o
@@ -174,19 +202,7 @@ def greedy_allocate(opened: OpenModel, options: dict[str, list[Option]], effecti
                           "loss": round(float(loss_now), 6), "tried": len(run)})
             bar.update(max(1, int(round(saved / quantum))))
     for _ in range(refine):
-        # re-linearize at the plan reached: each layer's slope measured on the compressed model, then a
-        # Lagrangian allocation with those weights (any rank, no step granularity), kept if it measures better
-        for name, opts in options.items():
-            cur = chosen[name]
-            worse = [o for o in opts if o.error > cur.error + 1e-9]
-            if not worse:
-                continue
-            o = min(worse, key=lambda o: abs(o.error - cur.error - probe_error / 2))
-            trial = dict(arrays)
-            trial[name] = effective(name, o)
-            slope[name] = max(opened.loss(trial) - loss_now, 0.0) / (o.error - cur.error)
-        weights = {k: v for k, v in slope.items() if v is not None}
-        plan = allocate(options, budget, weights)
+        plan = _relinearized_plan(opened, options, effective, budget, chosen, arrays, loss_now, slope, probe_error)
         plan_arrays = {name: arrays[name] if plan[name] == chosen[name] else effective(name, plan[name]) for name in options}
         loss = opened.loss(plan_arrays)
         kept = loss < loss_now
