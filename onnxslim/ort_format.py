@@ -46,12 +46,11 @@ def _convert(onnx_path: Path, folder: Path) -> tuple[Path, Path]:
 
 def compare(onnx_path: Path, ort_path: Path, feeds: list[dict]) -> float:
     """Largest output difference of the .ort against the .onnx, relative to the output's largest value."""
-    import onnxruntime as ort
-    a = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(ort_path), providers=["CPUExecutionProvider"])
+    from .runtime import run_once, session
+    a, b = session(onnx_path), session(ort_path)
     worst = 0.0
     for feed in feeds:
-        for x, y in zip(a.run(None, feed), b.run(None, feed)):
+        for x, y in zip(run_once(a, feed), run_once(b, feed)):
             x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
             if x.shape != y.shape:
                 return float("inf")

@@ -37,9 +37,10 @@ def first_line(err: Exception) -> str:
 
 # -- sessions -----------------------------------------------------------------------------------------
 
-def session(model: onnx.ModelProto, *, threads: int | None = None, basic: bool = False,
+def session(model: onnx.ModelProto | str | os.PathLike, *, threads: int | None = None, basic: bool = False,
             profile_prefix: str | None = None, optimized_path: str | None = None) -> ort.InferenceSession:
-    """A CPU onnxruntime session; models over 2 GB go through a temp folder with external data. `basic`:
+    """A CPU onnxruntime session of a model or a file (.onnx or .ort); models over 2 GB go through a temp
+    folder with external data. `basic`:
     only basic graph optimizations (onnxruntime's Conv+Add fusion drops a tapped Conv output whose weight
     is a graph input; and basic does not fuse Q/DQ into int8 kernels, so a QDQ graph computes exact int32
     accumulation, what TensorRT computes). `profile_prefix`: write onnxruntime's per-node profile there
@@ -58,6 +59,8 @@ def session(model: onnx.ModelProto, *, threads: int | None = None, basic: bool =
         opts.inter_op_num_threads = 1
     providers = ["CPUExecutionProvider"]
     try:
+        if not isinstance(model, onnx.ModelProto):
+            return ort.InferenceSession(os.fspath(model), opts, providers=providers)
         if model_bytes(model) < TWO_GB:
             return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
         tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")
