@@ -64,3 +64,25 @@ def stored_bias(op: str, b: np.ndarray, attrs: dict | None = None) -> np.ndarray
 def features_per_channel(op: str, shape: tuple) -> int:
     """Columns of W per input channel: the kernel positions of a Conv, 1 otherwise."""
     return int(np.prod(shape[2:])) if op == "Conv" else 1
+
+
+def conv_patches(x: np.ndarray, kernel: tuple, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+                 positions: tuple | None = None) -> np.ndarray:
+    """A 2-D Conv's feature rows (im2col) of input x [N, C, H, W]: [rows, C * kh * kw], features ordered
+    (channel, kernel row, kernel col) like W's columns. One row per output position in `positions` =
+    (sample, out row, out col) index arrays, or for every output position (sample, row, col order).
+    ONNX pads order: top, left, bottom, right."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    top, left, bottom, right = pads
+    if positions is None:
+        n, h, w = x.shape[0], x.shape[2] + top + bottom, x.shape[3] + left + right
+        ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+        positions = (np.repeat(np.arange(n), ho * wo), np.tile(np.repeat(np.arange(ho), wo), n), np.tile(np.arange(wo), n * ho))
+    bi, py, px = positions
+    if (kh, kw) == (1, 1) and tuple(pads) == (0, 0, 0, 0):
+        return x[bi, :, py * sh, px * sw]
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    rows_y = (py * sh)[:, None, None] + (np.arange(kh) * dh)[None, :, None]
+    rows_x = (px * sw)[:, None, None] + (np.arange(kw) * dw)[None, None, :]
+    patches = xp[bi[:, None, None], :, rows_y, rows_x]  # [rows, kh, kw, c]
+    return np.moveaxis(patches, -1, 1).reshape(len(bi), -1)

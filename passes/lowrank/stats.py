@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from onnxslim import linear
 from onnxslim.activations import CrossGramAccumulator, GramAccumulator
-from onnxslim.runtime import TensorTap
 from onnxslim.inputs import model_inputs
+from onnxslim.runtime import TensorTap
 
 from .factor import OutputStats, PatchStats
 from .layers import Layer
@@ -138,20 +139,9 @@ MAX_PATCH = 2304  # im2col features (Cin*kh*kw) up to which spatial SVD is data-
 
 
 def im2col(x: np.ndarray, kernel_shape, attrs: dict) -> np.ndarray:
-    """[N, Cin, H, W] -> [N*Ho*Wo, Cin*kh*kw] patches (features ordered c, i, j like a Conv kernel's)."""
-    kh, kw = kernel_shape
-    sh, sw = attrs.get("strides", [1, 1])
-    dh, dw = attrs.get("dilations", [1, 1])
-    pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
-    x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    n, c, h, w = x.shape
-    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
-    cols = np.empty((n, ho, wo, c, kh, kw), dtype=np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
-            cols[..., i, j] = patch.transpose(0, 2, 3, 1)
-    return cols.reshape(n * ho * wo, c * kh * kw)
+    """[N, Cin, H, W] -> [N*Ho*Wo, Cin*kh*kw] patches (features ordered c, i, j like a Conv kernel's), float64."""
+    return linear.conv_patches(x, tuple(kernel_shape), attrs.get("strides", [1, 1]), attrs.get("pads", [0, 0, 0, 0]),
+                               attrs.get("dilations", [1, 1])).astype(np.float64)
 
 
 def patch_stats(model: onnx.ModelProto, layers: list[Layer], batches, progress=None) -> dict[str, PatchStats]:

@@ -73,7 +73,7 @@ class Exit:
         return x2.astype(np.float32), y2.astype(np.float32)
 
     def _conv_rows(self, x, y, rng, per_sample):
-        b, c, h, w = x.shape
+        b = x.shape[0]
         oh, ow = y.shape[2], y.shape[3]
         n = oh * ow
         if n > per_sample:
@@ -84,18 +84,7 @@ class Exit:
         pos = flat.reshape(-1)
         py, px = pos // ow, pos % ow
         ys = y[bi, :, py, px]
-        kh, kw = self.kernel
-        if (kh, kw) == (1, 1) and self.pads == (0, 0, 0, 0):
-            xs = x[bi, :, py * self.strides[0], px * self.strides[1]]
-        else:
-            top, left, bottom, right = self.pads
-            xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-            dy = np.arange(kh) * self.dilations[0]
-            dx = np.arange(kw) * self.dilations[1]
-            rows_y = (py * self.strides[0])[:, None, None] + dy[None, :, None]
-            rows_x = (px * self.strides[1])[:, None, None] + dx[None, None, :]
-            patches = xp[bi[:, None, None], :, rows_y, rows_x]  # [rows, kh, kw, c]
-            xs = np.moveaxis(patches, -1, 1).reshape(len(bi), -1)
+        xs = linear.conv_patches(x, self.kernel, self.strides, self.pads, self.dilations, positions=(bi, py, px))
         return xs.astype(np.float32), ys.astype(np.float32)
 
 
