@@ -44,10 +44,12 @@ def feeds(model):
         if i.name in inits:
             continue
         t = i.type.tensor_type
-        shape = [d.dim_value if d.dim_value > 0 else 1 for d in t.shape.dim]
+        shape = [d.dim_value if d.dim_value > 0 else (2 if k == 0 else 8) for k, d in enumerate(t.shape.dim)]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
         if np.issubdtype(dtype, np.integer):
-            out[i.name] = rng.integers(0, 100, shape).astype(dtype) if "mask" not in i.name else np.ones(shape, dtype)
+            # token ids in 0..99; masks all ones; token types (and other small-range ints) zeros
+            low, high = (0, 1) if "type" in i.name else ((1, 2) if "mask" in i.name else (0, 100))
+            out[i.name] = rng.integers(low, high, shape).astype(dtype)
         else:
             out[i.name] = rng.standard_normal(shape).astype(dtype)
     return out
