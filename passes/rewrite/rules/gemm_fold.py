@@ -18,17 +18,32 @@ def gemm_producer(x, ctx):
     return x.inputs[0]
 
 
+def gemm_and_constant(node, ctx):
+    """(gemm, its output, the constant) when `node` combines a Gemm's sole output with a constant; else why not."""
+    x, c = const_operand(node, commutative=True)
+    if x is None:
+        return "no constant operand"
+    gemm = gemm_producer(x, ctx)
+    return gemm if isinstance(gemm, str) else (gemm, x, c)
+
+
+def _bypass(node, gemm) -> None:
+    """The Gemm takes over `node`'s output; `node` is disconnected."""
+    y = node.outputs[0]
+    node.outputs.clear()
+    node.inputs.clear()
+    gemm.outputs[0] = y
+
+
 class GemmMul(Rule):
     name = "gemm_mul"
     anchors = ("Mul",)
 
     def check(self, node, ctx):
-        x, c = const_operand(node, commutative=True)
-        if x is None:
-            return "no constant operand"
-        gemm = gemm_producer(x, ctx)
-        if isinstance(gemm, str):
-            return gemm
+        found = gemm_and_constant(node, ctx)
+        if isinstance(found, str):
+            return found
+        gemm, x, c = found
         if c.size != 1 or c.ndim > 2 or c.dtype != dtype(x) or c.dtype.kind != "f":
             return "the factor is not a scalar of the Gemm's float type"
         s = float(c.reshape(-1)[0])
@@ -40,10 +55,7 @@ class GemmMul(Rule):
         gemm, s = match["gemm"], match["s"]
         gemm.attrs["alpha"] = float(gemm.attrs.get("alpha", 1.0)) * s
         gemm.attrs["beta"] = float(gemm.attrs.get("beta", 1.0)) * s
-        y = node.outputs[0]
-        node.outputs.clear()
-        node.inputs.clear()
-        gemm.outputs[0] = y
+        _bypass(node, gemm)
 
 
 class GemmAdd(Rule):
@@ -51,12 +63,10 @@ class GemmAdd(Rule):
     anchors = ("Add",)
 
     def check(self, node, ctx):
-        x, c = const_operand(node, commutative=True)
-        if x is None:
-            return "no constant operand"
-        gemm = gemm_producer(x, ctx)
-        if isinstance(gemm, str):
-            return gemm
+        found = gemm_and_constant(node, ctx)
+        if isinstance(found, str):
+            return found
+        gemm, x, c = found
         old = const(gemm.inputs[2]) if len(gemm.inputs) > 2 and gemm.inputs[2].name else None
         if len(gemm.inputs) > 2 and gemm.inputs[2].name and old is None:
             return "the Gemm's C is not constant"
@@ -77,7 +87,4 @@ class GemmAdd(Rule):
         else:
             gemm.inputs.append(cst)
         gemm.attrs["beta"] = 1.0
-        y = node.outputs[0]
-        node.outputs.clear()
-        node.inputs.clear()
-        gemm.outputs[0] = y
+        _bypass(node, gemm)
