@@ -79,13 +79,14 @@ def table(path):
 
 def main():
     names = sys.argv[2:] or sorted(p.name for p in (ROOT / "new").iterdir())
-    bad = 0
+    bad = compared = 0
     for name in names:
         r, n = ROOT / "ref" / name, ROOT / "new" / name
         if not (r / "rc").exists() or not (n / "rc").exists():
             print(f"{name:28s} (not run on both)")
             continue
         notes = []
+        compared += 1
         if r.joinpath("rc").read_text() != n.joinpath("rc").read_text():
             notes.append(f"exit {r.joinpath('rc').read_text().strip()} vs {n.joinpath('rc').read_text().strip()}")
         model = "no model"
@@ -106,7 +107,7 @@ def main():
             notes.append("terminal table differs")
         bad += bool(notes)
         print(f"{name:28s} {'SAME' if not notes else 'DIFF'}  {model}" + ("".join(f"\n    {x}" for x in notes)))
-    print(f"{len(names) - bad} of {len(names)} runs the same")
+    print(f"{compared - bad} of {compared} runs compared are the same")
 
 
 if __name__ == "__main__":  # python benchmarks/compare_runs.py RUNS [case ...]
