@@ -203,3 +203,32 @@ def write_external(folder: Path, kind: str, location: str = "w.bin", data_in_fol
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(external_bytes(kind))
     return save(external_model(kind, location), folder)
+
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def bomb_in_network(family: str, op: str, shape) -> onnx.ModelProto:
+    """A shipped family model (dynamic batch; its Conv/MatMul chains fire the rewrite rules) whose output
+    gets + ReduceSum(ConstantOfShape(shape)) or + ReduceSum(Expand(1, shape)): what the fuzzer's bomb
+    mutation builds, where the shape search and the fold after the rules once ran the bomb."""
+    model = onnx.load(str(REPO_MODELS / "families" / f"{family}.onnx"))
+    out = model.graph.output[0].name
+    producer = next(n for n in model.graph.node if out in n.output)
+    producer.output[list(producer.output).index(out)] = "pre_bomb"
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(shape, np.int64), "bomb_shape"),
+                                    numpy_helper.from_array(np.array([1.0], np.float32), "bomb_one")])
+    if op == "ConstantOfShape":
+        made = helper.make_node(op, ["bomb_shape"], ["bomb"], name="bomb", value=numpy_helper.from_array(np.array([1.0], np.float32)))
+    else:
+        made = helper.make_node(op, ["bomb_one", "bomb_shape"], ["bomb"], name="bomb")
+    model.graph.node.extend([made, helper.make_node("ReduceSum", ["bomb"], ["bomb_sum"], name="bomb_sum", keepdims=0),
+                             helper.make_node("Add", ["pre_bomb", "bomb_sum"], [out], name="bomb_add")])
+    return model
+
+
+def input_dim(family: str, axis: int, value: int) -> onnx.ModelProto:
+    """A shipped family model with one dim of its input set to `value` (the fuzzer's input-shape mutation)."""
+    model = onnx.load(str(REPO_MODELS / "families" / f"{family}.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = value
+    return model
