@@ -35,10 +35,12 @@ def infer_at(model: onnx.ModelProto, resolved: dict) -> onnx.ModelProto | None:
             shape.ClearField("dim")
             for d in resolved[vi.name]:
                 shape.dim.add(dim_value=int(d))
-    try:
-        return onnx.shape_inference.infer_shapes(light)
-    except Exception:  # noqa: BLE001 - no verdict without shapes
-        return None
+    for data_prop in (True, False):  # data propagation sizes shapes computed from Shape ops (x.shape * k)
+        try:
+            return onnx.shape_inference.infer_shapes(light, data_prop=data_prop)
+        except Exception:  # noqa: BLE001 - no verdict without shapes
+            continue
+    return None
 
 
 def _dims(vi) -> list | None:

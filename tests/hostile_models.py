@@ -216,9 +216,16 @@ def bomb_in_network(family: str, op: str, shape) -> onnx.ModelProto:
     out = model.graph.output[0].name
     producer = next(n for n in model.graph.node if out in n.output)
     producer.output[list(producer.output).index(out)] = "pre_bomb"
-    model.graph.initializer.extend([numpy_helper.from_array(np.array(shape, np.int64), "bomb_shape"),
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(shape or [1], np.int64), "bomb_shape"),
                                     numpy_helper.from_array(np.array([1.0], np.float32), "bomb_one")])
-    if op == "ConstantOfShape":
+    if op == "computed":  # ConstantOfShape(Shape(input) * 4096): sized only by shape inference's data propagation
+        rank = len(model.graph.input[0].type.tensor_type.shape.dim)
+        model.graph.initializer.append(numpy_helper.from_array(np.full(rank, 2**12, np.int64), "bomb_scale"))
+        model.graph.node.extend([helper.make_node("Shape", [model.graph.input[0].name], ["bomb_in_shape"]),
+                                 helper.make_node("Mul", ["bomb_in_shape", "bomb_scale"], ["bomb_shape_run"])])
+        made = helper.make_node("ConstantOfShape", ["bomb_shape_run"], ["bomb"], name="bomb",
+                                value=numpy_helper.from_array(np.array([1.0], np.float32)))
+    elif op == "ConstantOfShape":
         made = helper.make_node(op, ["bomb_shape"], ["bomb"], name="bomb", value=numpy_helper.from_array(np.array([1.0], np.float32)))
     else:
         made = helper.make_node(op, ["bomb_one", "bomb_shape"], ["bomb"], name="bomb")

@@ -40,6 +40,7 @@ NETWORK_BOMBS = {  # the three fuzz findings of the second run (seed 1)
     "mobilenetv2_cos": ("mobilenetv2", "ConstantOfShape", [1, 2**20, 2**20]),
     "yolo_neck_cos": ("yolo_neck", "ConstantOfShape", [1, 2**20, 2**20]),
     "transformer_expand": ("transformer", "Expand", [30000, 30000]),
+    "squeezenet_computed": ("squeezenet", "computed", None),  # ConstantOfShape(Shape(input) * 4096)
 }
 
 
@@ -128,3 +129,10 @@ def test_compare_models_checks_before_a_session(tmp_path, two_gb, no_onnxruntime
     model = onnx.load(str(H.expand_bomb(tmp_path)))
     with pytest.raises(SlimError, match="would take 3.4 GB"):
         compare_models(model, model, [{"x": np.ones((1, 1), np.float32)}], latency=False)
+
+
+def test_a_bomb_sized_from_the_input_shape_is_refused(two_gb):
+    """ConstantOfShape(Shape(input) * 4096): only shape inference's data propagation knows its size."""
+    model = H.bomb_in_network("squeezenet", "computed", None)
+    with pytest.raises(SlimError, match="running the model on inputs input:1,3,32,32 would take 3145728.0 TB"):
+        runcheck.check_run(model, {"input": (1, 3, 32, 32)}, 0, "input:1,3,32,32")
