@@ -36,7 +36,7 @@ def session(model: onnx.ModelProto, *, threads: int | None = None, basic: bool =
     is a graph input). `profile_prefix`: write onnxruntime's per-node profile there (end_profiling()).
     `optimized_path`: save the graph onnxruntime runs (after its fusions) there."""
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors come back as exceptions, said in one line; no log lines on stderr
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
