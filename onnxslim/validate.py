@@ -11,7 +11,7 @@ import onnx
 from . import cost
 from .errors import SlimError, ValidationSkipped
 from .graph import model_bytes
-from .inputs import model_inputs
+from .inputs import check_run_memory, model_inputs
 from .metrics import compare_outputs
 from .progress import silent
 from .runtime import paired_latency, run, session
@@ -98,6 +98,7 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
     size = model_bytes(original), model_bytes(optimized)
     report["size_bytes"] = {"before": size[0], "after": size[1], "ratio": _ratio(*size)}
 
+    check_run_memory(original, {name: np.shape(value) for name, value in feeds[0].items()})  # before onnxruntime
     try:  # the original must run for a comparison to mean anything (custom domains, unfeedable types)
         sess_a = session(original, threads=threads)
         ref = [run(sess_a, [feed])[0] for feed in feeds]
