@@ -49,7 +49,7 @@ def _fmt(value, digits=4) -> str:
 
 
 def _validation(v: dict) -> str:
-    from .validate import _bytes, _ms, _si
+    from .units import ms as _ms, si as _si, size as _bytes
     if "skipped" in v:
         return f"<p>validation skipped: {escape(str(v['skipped']))}</p>"
     rows = []

@@ -44,7 +44,7 @@ def group_state(group) -> str:
 
 
 def render(data: dict, analysis) -> None:
-    from .validate import _si
+    from .units import si as _si
     s = data["summary"]
     click.echo(f"{data['model']}: {_si(data['macs'])} MACs, {_si(data['params'])} params; {s['groups']} channel groups, "
                f"{s['prunable_groups']} prunable ({s['prunable_channels']} channels)")

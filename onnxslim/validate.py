@@ -19,6 +19,7 @@ from .errors import FIDELITY_FAILED, SlimError, ValidationSkipped
 from .graph import TWO_GB, model_bytes
 from .inputs import model_inputs
 from .output_values import as_match as _as_match, comparable as _comparable
+from .units import first_line as _first_line, ms as _ms, si as _si, size as _bytes
 from .progress import silent
 
 # SQNR of an exact match would be +inf, which is not JSON; float64 rounding noise sits near 300 dB anyway
@@ -77,11 +78,6 @@ def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
         if field.name != "initializer":
             _copy_field(light.graph, field, value)
     return light
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _save_external(model: onnx.ModelProto, folder: str, min_bytes: int = _EXTERNAL_MIN_BYTES) -> str:
@@ -434,29 +430,6 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
 
 
 # -- terminal table -----------------------------------------------------------------------------------
-
-def _si(value) -> str:
-    if value is None:
-        return "?"
-    value = float(value)
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.4g}"
-
-
-def _bytes(value) -> str:
-    if value is None:
-        return "?"
-    for scale, suffix in ((2**30, "GB"), (2**20, "MB"), (2**10, "KB")):
-        if value >= scale:
-            return f"{value / scale:.3g} {suffix}"
-    return f"{int(value)} B"
-
-
-def _ms(value) -> str:
-    return "?" if value is None else f"{value:.3g} ms"
-
 
 def _pct(value) -> str:
     return "?" if value is None else f"{100 * value:.1f}%"

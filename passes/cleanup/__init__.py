@@ -8,14 +8,18 @@ model allows it, every node has a unique name.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.context import Context, PassResult
+from onnxslim.errors import SlimError
 from onnxslim.graph import infer_shapes, model_bytes, to_graph, to_model
+from onnxslim.protocol import BATCHNORM, FLOAT32, FOLDED, NORMALIZED, Pass, option
+from onnxslim.summary import cleanup_lines
 
 from onnxslim.passes import rewrite
 
@@ -35,9 +39,43 @@ GIB = 2**30
 class CleanupConfig:
     fold_bn: bool = True  # False keeps BatchNormalization nodes (the `bn` importance criterion reads them)
     # bytes: folding never materializes a larger tensor; None = twice the model's size, at least 64 MiB, at most 1 GiB
-    size_threshold: int | None = None
+    size_threshold: int | None = field(default=None, metadata=option(
+        "--size-threshold", type=int, default=None, metavar="BYTES",
+        help="Constant folding never materializes a tensor larger than this; such folds are left as ops and "
+             "listed in the report. Default: twice the model's size, at least 64 MiB, at most 1 GiB."))
     rules: bool = True  # the lossless rewrite rules of passes/rewrite (fusions, eliminations, CSE, weight tying)
-    fp16: bool = False  # float16 weights and compute, input/output types kept (passes/rewrite/fp16.py)
+    # float16 weights and compute, input/output types kept (passes/rewrite/fp16.py)
+    fp16: bool = field(default=False, metadata=option(
+        "--fp16", is_flag=True, enables=True, help="Float16 weights and compute; input/output types kept, overflow-prone ops left in float32."))
+
+    def check(self) -> None:
+        if self.size_threshold is not None and self.size_threshold < 0:
+            raise SlimError(f"--size-threshold {self.size_threshold}: give a number of bytes >= 0")
+
+
+class CleanupPass(Pass):
+    """Runs first on every run; again before a pass that needs a FOLDED graph after others edited it."""
+    name = "cleanup"
+    config = CleanupConfig
+    always = True
+
+    def provides(self, config) -> set[str]:
+        return {NORMALIZED, FOLDED}
+
+    def preserves(self, config) -> set[str]:
+        return ({BATCHNORM} if not config.fold_bn else set()) | ({FLOAT32} if not config.fp16 else set())
+
+    def configure(self, config, later: set[str]):
+        return dataclasses.replace(config, fold_bn=False) if BATCHNORM in later else config
+
+    def lost(self, config, missing, later) -> str:
+        return "--fp16 works on the lossless path only; drop --prune/--target-macs/--lowrank/--quantize"
+
+    def run(self, model, config, ctx):
+        return run(model, config, ctx)
+
+    def summary(self, report: dict) -> list[str]:
+        return cleanup_lines(report)
 
 
 def default_size_threshold(model: onnx.ModelProto) -> int:
@@ -131,3 +169,6 @@ def _rewrite_rules(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfi
         graph.fold_constants(fold_shapes=False, partitioning="recursive", error_ok=True)
         graph.cleanup().toposort()
     return dict(counts)
+
+
+PASS = CleanupPass()

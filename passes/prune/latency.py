@@ -36,7 +36,8 @@ def profile(model: onnx.ModelProto, feed: dict, *, threads: int | None = None, r
     """({profiled kernel name: (its op, median seconds per run)}, median wall seconds per run, {kernel name:
     its output tensors in the graph onnxruntime runs}: fused kernels such as BiasGelu or SkipLayerNormalization
     have names of their own, but their outputs keep the original tensors' names)."""
-    from onnxslim.validate import _first_line, median_latency, model_size_bytes, session
+    from onnxslim.units import first_line as _first_line
+    from onnxslim.validate import median_latency, model_size_bytes, session
 
     with tempfile.TemporaryDirectory(prefix="onnxslim-profile-") as tmp:
         # the optimized graph is only for naming; past 2 GB it cannot be saved inline, and names must do

@@ -11,73 +11,22 @@ Quantization runs last in a pipeline: it needs the final weights.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import onnx
 
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.graph import model_bytes, to_graph, to_model
+from onnxslim.protocol import FLOAT32, FOLDED, NORMALIZED, Pass
 
+from .config import FIDELITY_SAMPLES, WEIGHT_ONLY, QuantizeConfig, check_config
 from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
-
-MODES = ("int8", "int8-dynamic", "int4", "int8-weight")
-WEIGHT_ONLY = ("int4", "int8-weight")  # blockwise weights to MatMulNBits / GatherBlockQuantized (weight_only.py)
-METHODS = ("minmax", "percentile", "entropy")
-TARGETS = ("onnxruntime", "tensorrt")
-FIDELITY_SAMPLES = 64  # calibration samples the fidelity and fallback measurements use
-
-
-@dataclass
-class QuantizeConfig:
-    mode: str = "int8"                  # "int8" (static QDQ) | "int8-dynamic" (weights only, activations at run time)
-    calib_method: str = "minmax"        # "minmax" | "percentile" | "entropy" (minmax measured best on EfficientNet-Lite0)
-    per_channel: bool = True
-    target: str = "onnxruntime"         # "onnxruntime" | "tensorrt"
-    cle: bool = True                    # cross-layer equalization of Conv->ReLU->Conv and depthwise-separable pairs
-    cle_relu6_as_relu: bool = False     # also equalize across ReLU6 by turning it into ReLU (not exact)
-    bias_correction: bool = True
-    tolerance: float | None = None      # max relative L2 output error on calibration data; None: no fallback
-    percentile: float = 99.99
-    reduce_range: bool | None = None    # 7-bit non-depthwise weights; None: on when the CPU has no VNNI (u8*s8 saturates)
-    weight_mse: bool = True             # per-channel weight clipping searched for the smallest MSE
-    eight_bit_nodes: tuple = ()         # node names that keep 8-bit weights even when reduce_range is on
-    batch_size: int = 8
-    max_fallback_nodes: int | None = None
-    measure_latency: bool = True
-    latency_runs: int = 20
-    dynamic_op_types: tuple = ("MatMul", "Gemm")
-    # weight-only modes (int4, int8-weight)
-    block_size: int = 32                # weights per scale along the input features; 32 measured best on MiniLM (RESULTS.md)
-    symmetric: bool = False             # no zero point (asymmetric measured closer on MiniLM)
-    accuracy_level: int | None = None   # MatMulNBits compute type; None: int8 compute (4) for 8 bits, onnxruntime's default for 4
-    min_elements: int = 16384           # smaller weights stay in float (listed): too little to gain
-    embeddings: bool = True             # Gather embedding tables to GatherBlockQuantized too
-    exclude: tuple = ()                 # node names left in float
-
-    def check(self) -> None:
-        _check(self)
-
-
-def _check(config: QuantizeConfig) -> None:
-    if config.mode not in MODES:
-        raise SlimError(f"--quantize {config.mode}: expected one of {', '.join(MODES)}")
-    if config.calib_method not in METHODS:
-        raise SlimError(f"--calib-method {config.calib_method}: expected one of {', '.join(METHODS)}")
-    if config.target not in TARGETS:
-        raise SlimError(f"--target {config.target}: expected one of {', '.join(TARGETS)}")
-    if config.tolerance is not None and not (config.tolerance > 0):
-        raise SlimError(f"--tolerance must be a positive number (max relative output error), got {config.tolerance}")
-    if config.mode in WEIGHT_ONLY and (config.block_size < 16 or config.block_size & (config.block_size - 1)):
-        raise SlimError(f"--block-size {config.block_size}: onnxruntime's kernels need a power of 2, at least 16")
-    if not 50 < config.percentile <= 100:
-        raise SlimError(f"percentile must be in (50, 100], got {config.percentile}")
-
 
 def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Context | None = None) -> PassResult:
     config = config or QuantizeConfig()
     ctx = ctx or Context()
-    _check(config)
+    check_config(config)
     from onnxslim.calibration import load_calibration
     dataset = ctx.calibration
     if dataset is None:
@@ -97,7 +46,7 @@ def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Conte
     if config.mode == "int8" and quantized:
         # onnxruntime's static quantizer breaks on tensors it already quantized (name clashes): leave the model
         report["skipped"] = f"the model is already quantized ({', '.join(quantized)}); left as it was"
-        return PassResult(model, report)
+        return PassResult(model, report, modified=False)
     try:
         feeds = _fidelity_feeds(dataset, config.batch_size)
     except SlimError as err:
@@ -133,11 +82,7 @@ def _fidelity_feeds(dataset, batch_size: int) -> list[dict]:
 
 
 def _prepare(model: onnx.ModelProto, config: QuantizeConfig, report: dict):
-    try:
-        from onnxslim.passes import cleanup
-        model = cleanup.run(model).model
-    except ImportError:  # the cleanup pass is optional here: it folds constants/BN so weights are initializers
-        pass
+    """The exact float rewrites before placing Q/DQ (the pipeline ran cleanup first: QuantizePass.requires)."""
     model, upgraded = _opset_13(model)
     graph = to_graph(model)
     steps = {"pads_folded_into_conv": len(prepare.fold_pads(graph))}
@@ -333,18 +278,35 @@ def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None
                              "ratio": round(t_int8 / t_float, 4), "batch": 1, "threads": 1}
 
 
-def summary(quantize: dict) -> list[str]:
-    """The CLI's lines for this pass's report."""
-    floats = quantize.get("left_in_float", [])
-    method, target = quantize.get("config", {}).get("calib_method"), quantize.get("config", {}).get("target")
-    if quantize.get("mode") == "int8-dynamic":  # no calibration method applies: ranges come at run time
-        method = "activations at run time"
-    wo = quantize.get("weight_only")
-    how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
-    lines = [f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float"]
-    lines += [f"  float: {f.get('node')}: {f.get('reason')}" for f in floats[:4]]
-    if quantize.get("skipped"):
-        lines.append(f"  skipped: {quantize['skipped']}")
-    if quantize.get("warning"):
-        lines.append(f"  warning: {quantize['warning']}")
-    return lines
+class QuantizePass(Pass):
+    name = "quantize"
+    config = QuantizeConfig
+
+    def requires(self, config) -> set[str]:
+        # static int8 places Q/DQ on weights that must be initializers with nothing left to fold: after
+        # prune or low-rank the pipeline runs cleanup again (their edits can leave foldable nodes)
+        return {FOLDED, FLOAT32} if config.mode == "int8" else {NORMALIZED, FLOAT32}
+
+    def wants_calibration(self, config) -> bool:
+        return config.mode == "int8"  # dynamic int8 and weight-only need none (ranges at run time, weights alone)
+
+    def run(self, model, config, ctx):
+        return run(model, config, ctx)
+
+    def summary(self, quantize: dict) -> list[str]:
+        floats = quantize.get("left_in_float", [])
+        method, target = quantize.get("config", {}).get("calib_method"), quantize.get("config", {}).get("target")
+        if quantize.get("mode") == "int8-dynamic":  # no calibration method applies: ranges come at run time
+            method = "activations at run time"
+        wo = quantize.get("weight_only")
+        how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
+        lines = [f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float"]
+        lines += [f"  float: {f.get('node')}: {f.get('reason')}" for f in floats[:4]]
+        if quantize.get("skipped"):
+            lines.append(f"  skipped: {quantize['skipped']}")
+        if quantize.get("warning"):
+            lines.append(f"  warning: {quantize['warning']}")
+        return lines
+
+
+PASS = QuantizePass()
