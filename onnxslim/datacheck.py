@@ -20,6 +20,7 @@ import onnx.numpy_helper
 
 from .errors import SlimError
 from .output_kinds import output_kind
+from .activations import make_session, with_outputs
 
 CHECK_SAMPLES = 32
 NEAR_CONSTANT = 1e-2     # sample std below this fraction of its |mean| (or of 1e-2 for zero-mean samples)
@@ -113,7 +114,6 @@ def _first_layers(model: onnx.ModelProto) -> dict[str, tuple[str, onnx.NodeProto
 
 def _run(model: onnx.ModelProto, batches: list[dict]):
     """The first layers' inputs and the model's outputs on the batches, in one session."""
-    from .activations import make_session, with_outputs
     firsts = _first_layers(model)
     taps = [t for t, _ in firsts.values()]
     tapped = with_outputs(model, taps)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .report_text import one_line, prune_rows, shorten
 from .svg_charts import line_chart, paired_bars
+from .units import ms as _ms, si as _si, size as _bytes
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#1d2330;padding:0 1em}
@@ -49,7 +50,6 @@ def _fmt(value, digits=4) -> str:
 
 
 def _validation(v: dict) -> str:
-    from .units import ms as _ms, si as _si, size as _bytes
     if "skipped" in v:
         return f"<p>validation skipped: {escape(str(v['skipped']))}</p>"
     rows = []

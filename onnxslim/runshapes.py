@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 
 from .inputs import is_concrete, model_inputs, random_feeds, symbolic_shapes
+import onnxruntime as ort
+from .graph import TWO_GB, model_bytes
 
 IMAGE_SIZES = (224, 256, 320, 640, 32, 48, 64, 128, 16, 1)
 SEQUENCE_SIZES = (16, 32, 64, 128, 256, 8, 1)
@@ -105,8 +107,6 @@ def _search(model: onnx.ModelProto, shapes: dict, free: set, sources: dict) -> R
 
 
 def _session(model: onnx.ModelProto):
-    import onnxruntime as ort
-    from .graph import TWO_GB, model_bytes
     if model_bytes(model) >= TWO_GB:
         return "the model is over 2 GB; give --input-shape for its dynamic dims"
     opts = ort.SessionOptions()

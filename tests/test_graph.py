@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxslim.graph as graph
+from onnxslim.light import copy_fields
 from onnxslim.errors import SlimError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -358,8 +359,8 @@ def test_copy_fields_copies_everything_but_the_skipped_field():
     model = _model()
     model.doc_string = "doc"
     light = onnx.ModelProto()
-    graph._copy_fields(model, light, skip="graph")
-    graph._copy_fields(model.graph, light.graph, skip="initializer")
+    copy_fields(model, light, skip="graph")
+    copy_fields(model.graph, light.graph, skip="initializer")
     expected = onnx.ModelProto()
     expected.CopyFrom(model)
     del expected.graph.initializer[:]

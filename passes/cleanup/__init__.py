@@ -28,6 +28,7 @@ from .fold import fold
 from .naming import name_nodes
 from .passthrough import remove_passthrough
 from .static_reshape import static_reshape_shapes
+from onnxslim.passes.rewrite.fp16 import to_fp16
 
 logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # its chatter is not for our users
@@ -110,7 +111,6 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
         "reshape_shapes_made_static": rules.get("reshape_shapes_made_static", 0),
     }
     if config.fp16:
-        from onnxslim.passes.rewrite.fp16 import to_fp16
         model_out, report["fp16"] = to_fp16(model_out)
         report["nodes_after"] = len(model_out.graph.node)
     if folding.too_large:

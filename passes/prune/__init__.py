@@ -20,6 +20,9 @@ from .apply import apply_plan, kept_positions
 from .choose import best_of, check_can_choose, describe
 from .config import DATA_CRITERIA, PruneConfig
 from .importance import WEIGHT_CRITERIA, weight_importance
+from .explain import check_something_prunable
+from .latency import measured_latency_model
+from .calibrated import Calibrated
 
 def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None) -> PassResult:
     config.check()
@@ -38,7 +41,6 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     if unknown:
         raise SlimError(f"--exclude names no node of the model: {unknown}")
     analysis = analyze_graph(graph, config.exclude)
-    from .explain import check_something_prunable
     nothing_notes = check_something_prunable(model, analysis)
     groups = analysis.prunable_groups
     rng = np.random.default_rng(ctx.seed)
@@ -46,7 +48,6 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     macs_model = MacModel(analysis, {c.name: c.macs or 0 for c in node_costs(model, ctx.input_shapes)})
     latency_model = None
     if config.target_latency is not None:
-        from .latency import measured_latency_model
         with ctx.progress("profiling", total=None):
             latency_model = measured_latency_model(model, analysis, ctx.input_shapes, threads=ctx.threads or config.latency_threads)
     budget = latency_model or macs_model
@@ -59,7 +60,6 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
         notes.append("repair needs real calibration data (--calib); it is off")
     calibrated = None
     if config.needs_data or repair_on:
-        from .calibrated import Calibrated
         from .evaluate import clear_tapped
         clear_tapped()  # a session of an earlier model of the same id must not be reused
         calibrated = Calibrated(model, analysis, groups, ctx, config, real)

@@ -22,12 +22,16 @@ from onnxslim.protocol import FLOAT32, FOLDED, NORMALIZED, Pass
 
 from .config import FIDELITY_SAMPLES, WEIGHT_ONLY, QuantizeConfig, check_config
 from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
+from onnxslim.calibration import load_calibration
+from onnxslim.inputs import with_batch
+import onnx.version_converter
+from .bias_correction import dequantize
+from onnx import numpy_helper
 
 def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Context | None = None) -> PassResult:
     config = config or QuantizeConfig()
     ctx = ctx or Context()
     check_config(config)
-    from onnxslim.calibration import load_calibration
     dataset = ctx.calibration
     if dataset is None:
         dataset = load_calibration(None, model, input_shapes=ctx.input_shapes, seed=ctx.seed, size=16)
@@ -103,7 +107,6 @@ _QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "Mat
 def _one_sample(model: onnx.ModelProto, feed: dict) -> dict:
     """The first sample of a batch: the batch dims (see inputs.with_batch: silero's state [2, batch, 128]) cut
     to 1; scalars and fixed dims as they are."""
-    from onnxslim.inputs import with_batch
     target = with_batch(model, {k: tuple(v.shape) for k, v in feed.items()}, 1)
     return {k: v[tuple(slice(0, t) for t in target[k])] if v.ndim else v for k, v in feed.items()}
 
@@ -115,7 +118,6 @@ def _opset_13(model: onnx.ModelProto):
     if old >= 13:
         return model, None
     try:
-        import onnx.version_converter
         return onnx.version_converter.convert_version(model, 13), f"{old} -> 13"
     except Exception:  # noqa: BLE001 - the converter's failures have no common type
         return model, None
@@ -231,8 +233,6 @@ def _sensitivity(prepared, qmodel, feeds, base_exclude) -> list[tuple[str, float
     produced (dequantized), and the relative output error on a few calibration batches is measured: a
     direct per-node measurement rather than a proxy, one float inference per node.
     """
-    from .bias_correction import _dequantize
-    from onnx import numpy_helper
     inits = {i.name: i for i in qmodel.graph.initializer}
     producers = {o: n for n in qmodel.graph.node for o in n.output}
     fnodes = {n.name: n for n in prepared.graph.node if n.name}
@@ -247,7 +247,7 @@ def _sensitivity(prepared, qmodel, feeds, base_exclude) -> list[tuple[str, float
             continue
         args = [numpy_helper.to_array(inits[x]) if x in inits else None for x in dq.input]
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        wq = _dequantize(args[0], args[1], args[2] if len(args) > 2 else None, axis)
+        wq = dequantize(args[0], args[1], args[2] if len(args) > 2 else None, axis)
         trial = onnx.ModelProto()
         trial.CopyFrom(prepared)
         wname = fnodes[node.name].input[1]
