@@ -18,27 +18,23 @@ shapes, axes and indices, not weights. Subgraphs (If/Loop/Scan bodies) are not l
 
 Exporters often compute "same" padding or reshape targets with small constant subgraphs that onnx shape
 inference cannot see through (Pad fed by ConstantOfShape/Concat/Slice/Transpose...). Such subgraphs are
-computed first by onnxscript's constant folder (the one the cleanup pass uses; only tensors up to `_SMALL`
-elements), so the MACs of the nodes behind them are known.
+evaluated first (shape_folding.py: only small tensors, only the common shape ops) and shape inference
+rerun, so the MACs of the nodes behind them are known.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 
 import onnx
-import onnx_ir as ir
 from onnx import helper
-from onnxscript.optimizer import fold_constants
 
 from .graph import infer_shapes, light_copy
 from .inputs import symbolic_shapes
 from .ops import node_macs
 from .ops.macs import attrs_of, elements, static_shape
-from .warn import quiet_logger
+from .shape_folding import fold_small_constants
 
-# tensors up to this many elements keep their data in the shape-inference copy (they may be shapes)
-_SMALL = 4096
+_MAX_ROUNDS = 4
 
 
 @dataclass
@@ -97,25 +93,17 @@ def inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None = None) ->
 def _inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None):
     """{tensor name: shape tuple (None for unknown dims)} after inference on a weightless copy."""
     resolved = {k: v for k, v in symbolic_shapes(model, input_shapes).items() if v is not None}
-    skeleton = _fold_small(_skeleton(model, resolved))
-    try:
-        inferred = infer_shapes(skeleton)
-    except Exception:
-        # a model onnx cannot infer still has input and weight shapes: count what they give
-        inferred = skeleton
-    return _shape_map(inferred)
-
-
-def _fold_small(skeleton: onnx.ModelProto) -> onnx.ModelProto:
-    """Small constant subgraphs (exporters' "same" padding, reshape targets) computed by onnxscript's folder,
-    the one cleanup uses, so that shape inference sees through them; only tensors up to _SMALL elements."""
-    try:
-        irm = ir.serde.deserialize_model(skeleton)
-        with quiet_logger("onnxscript", logging.CRITICAL):  # it logs every data-less weight it skips
-            fold_constants(irm, onnx_shape_inference=True, input_size_limit=_SMALL, output_size_limit=_SMALL)
-        return ir.serde.serialize_model(irm)
-    except Exception:  # noqa: BLE001 - a model the folder cannot take is inferred as it is
-        return skeleton
+    skeleton = _skeleton(model, resolved)
+    for _ in range(_MAX_ROUNDS):
+        try:
+            inferred = infer_shapes(skeleton)
+        except Exception:
+            # a model onnx cannot infer still has input and weight shapes: count what they give
+            inferred = skeleton
+        shapes = _shape_map(inferred)
+        if not fold_small_constants(skeleton, shapes):
+            break
+    return shapes
 
 
 def _skeleton(model: onnx.ModelProto, input_shapes: dict) -> onnx.ModelProto:
