@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .inputs import is_concrete, model_inputs, random_feeds, symbolic_shapes
+from .inputs import model_inputs, random_feeds, symbolic_shapes
 import onnxruntime as ort
 from .graph import TWO_GB, model_bytes
 
@@ -162,10 +162,3 @@ def _total_stride(model: onnx.ModelProto) -> int:
             strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [])
             count += any(s > 1 for s in strides)
     return min(2 ** count, 32)
-
-
-def concrete_or_none(shapes: dict | None) -> dict | None:
-    """`shapes` when every input's shape is concrete, else None."""
-    if shapes and all(is_concrete(s) for s in shapes.values()):
-        return shapes
-    return None
