@@ -62,11 +62,8 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     check_data: check real calibration and validation data first (datacheck.py: degenerate inputs stop
     with a SlimError); `warn(message)` receives the checks' warnings.
     min_cosine: raise SlimError (exit code 1) when any output's mean cosine similarity falls below it.
-    threads: onnxruntime intra-op threads for the latency measurements (validation, --target-latency's
-    profile); None = onnxruntime's default for validation, 1 for the profile.
-    Dynamic dims need no size: the steps that run the model use the shapes `runshapes.choose` finds
-    (input_shapes, then data / calibration arrays, then `shape_hints` {input: (source, shape)} such as a
-    preprocess file's crop, then sizes the original runs with).
+    threads: onnxruntime threads for the timings (None: its default for validation, 1 for the profile).
+    shape_hints: {input: (source, shape)} for dynamic dims (a preprocess file's crop; runshapes.choose).
     """
     started = time.perf_counter()
     check_options({"min_cosine": min_cosine, "seed": seed})
@@ -75,16 +72,8 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     configs.setdefault("cleanup", CleanupConfig(size_threshold=size_threshold, fp16=fp16))
     steps = schedule(passes, configs)
     edits = any(not p.always for p, _ in steps)  # a pass beyond the lossless cleanup
-    if isinstance(model, (str, Path)):
-        original = load_model(model)
-    else:
-        original = model
-        check.check_model(original)  # a proto from the caller: the same checks as a file gets
-    if edits:
-        check.check_tensor_io(original, "pruning, low-rank and quantization")
     input_shapes = dict(input_shapes or {})
-    if input_shapes:
-        inputs_mod.check_overrides(original, input_shapes)  # names and fixed dims; dynamic dims need no size here
+    original = _load(model, edits, input_shapes)
     if isinstance(calibration, (str, Path)):
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
     if threads is not None and threads < 1:
@@ -115,6 +104,20 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     report["model_stats"] = {key: [f(original), f(current)] for key, f in _MODEL_STATS.items()}
     report["seconds"] = round(time.perf_counter() - started, 2)
     return Result(current, report)
+
+
+def _load(model, edits: bool, input_shapes: dict) -> onnx.ModelProto:
+    """The model from a path or the caller's proto, with the same checks either way."""
+    if isinstance(model, (str, Path)):
+        original = load_model(model)
+    else:
+        original = model
+        check.check_model(original)  # a proto from the caller: the same checks as a file gets
+    if edits:
+        check.check_tensor_io(original, "pruning, low-rank and quantization")
+    if input_shapes:
+        inputs_mod.check_overrides(original, input_shapes)  # names and fixed dims; dynamic dims need no size here
+    return original
 
 
 def schedule(passes, configs: dict) -> list:

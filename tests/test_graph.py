@@ -116,7 +116,7 @@ def test_failed_save_keeps_existing_output(tmp_path, monkeypatch):
     graph.save_model(_model(seed=0), out)
     before = out.read_bytes()
     _failing_replace(monkeypatch)
-    with pytest.raises(SlimError):
+    with pytest.raises(SlimError, match="No space left on device; nothing written"):
         graph.save_model(_model(seed=1), out)
     assert out.read_bytes() == before
     assert os.listdir(tmp_path) == ["out.onnx"]
@@ -178,7 +178,7 @@ def test_refuses_to_overwrite_the_inputs_external_data(tmp_path, monkeypatch):
     os.replace(tmp_path / "weights.bin", tmp_path / "w.onnx.data")
     _set_location(src, "w.onnx.data")
     monkeypatch.setattr(graph, "TWO_GB", 1000)
-    with pytest.raises(SlimError):
+    with pytest.raises(SlimError, match="holds the input model's external data; refusing to overwrite it"):
         graph.save_model(_model(n=64), tmp_path / "w.onnx", input_path=src)
     assert (tmp_path / "w.onnx.data").read_bytes() == data
     assert not (tmp_path / "w.onnx").exists()
