@@ -23,7 +23,7 @@ from .ort_format import ort_paths, write_ort
 from .passes import PASSES
 from .pipeline import optimize
 from .progress import progress, silent
-from .protocol import config_options
+from .protocol import config_options, is_given
 from .report_files import json_default, write_report
 from .report_text import one_line
 from .summary import model_lines
@@ -169,7 +169,7 @@ def _optimize(model, output, output_opt, o, passes):
 
 def _requested(passes, o) -> bool:
     """An option that turns a pass on (or changes the lossless one, --fp16) was given."""
-    return any(o.get(opt.dest) not in (None, False, ()) for p in passes for _, opt in config_options(p.config) if opt.enables)
+    return any(is_given(o.get(opt.dest)) for p in passes for _, opt in config_options(p.config) if opt.enables)
 
 
 def _write_extras(result, dst: Path, shapes, o) -> None:

@@ -61,6 +61,11 @@ def option(*flags: str, convert=None, enables: bool = False, **click_kwargs) -> 
     return {"option": Option(tuple(flags), click_kwargs, convert, enables)}
 
 
+def is_given(value) -> bool:
+    """A click value the user set: not None, not an unset flag, not an empty `multiple` (0 is a value)."""
+    return value is not None and value is not False and value != ()
+
+
 def config_options(config_class) -> list[tuple[str, Option]]:
     """(field name, Option) of every field of `config_class` the command line sets, in field order."""
     return [(f.name, f.metadata["option"]) for f in dataclasses.fields(config_class) if "option" in f.metadata]
@@ -110,7 +115,7 @@ class Pass:
     def config_from_options(self, given: dict):
         """The config from the CLI's parsed options, or None when none of this pass's enabling options is set."""
         options = config_options(self.config)
-        enabled = self.always or any(given.get(o.dest) not in (None, False, ()) for _, o in options if o.enables)
+        enabled = self.always or any(is_given(given.get(o.dest)) for _, o in options if o.enables)
         if not enabled:
             return None
         values = {}
