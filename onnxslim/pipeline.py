@@ -82,8 +82,8 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
         raise SlimError(f"--val-size {val_size}: give at least 1")
     val = _validation_data(data, original, input_shapes, val_size, labels, seed) if validate else (None, None)
     run = _shapes_for_run(original, input_shapes, val[0], calibration, shape_hints, validate, edits)
-    if validate and val[0] is None and run.shapes:
-        inputs_mod.check_run_memory(original, run.shapes, count=4)  # the random validation feeds, before any pass
+    if (validate or edits) and run.shapes:  # memory and window sizes at the run shapes, before any pass runs the model
+        inputs_mod.check_run_memory(original, run.shapes, count=4 if validate and val[0] is None else 1)
     for dataset in (calibration, val[0]):
         if dataset is not None:
             dataset.bind(run.shapes)
