@@ -154,7 +154,7 @@ def run_steps(model: onnx.ModelProto, steps: list, ctx: Context, report: dict):
     from). A pass whose requirement an earlier pass's change took away gets its provider run first
     (with its default config, unreported: as if the pass had prepared the graph itself)."""
     state, current, normalized = set(INITIAL), model, model
-    passes = [p for p, _ in steps]
+    passes = [p for p, _ in steps] + list(PASSES)  # providers: the scheduled passes first, then the standard ones
     for p, config in steps:
         missing = p.requires(config) - state
         if missing:
