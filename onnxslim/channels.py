@@ -10,7 +10,7 @@ A space is *frozen* when something cannot follow a removal: an op without a rule
 an unknown shape, a normalization over that axis. Every class with a position in a frozen space is kept,
 and the group carries the reason.
 
-The rules live in `onnxslim.channel_rules`; this module builds spaces, runs rules to a fixed point, and
+The rules live in the op registry (`onnxslim.ops`, one entry per op kind); this module builds spaces, runs rules to a fixed point, and
 computes classes with a vectorized union-find.
 """
 from __future__ import annotations
@@ -23,14 +23,11 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .errors import SlimError
 from .graph import infer_shapes, to_graph
+from .ops import channel_rules
+from .ops.space import ACTIVATION, BN_SCALE, EXIT, PARAM, SOURCE, Frozen  # noqa: F401 - the roles' public home
 
-# roles of constant spaces
-SOURCE = "source"  # produces the channels (Conv weight axis 0, bias, Gemm/MatMul output features)
-EXIT = "exit"  # contracts the channels away (Conv weight axis 1, Gemm/MatMul input features)
-PARAM = "param"  # per-channel parameters that just follow (bias terms of Add, BN mean/var, PRelu slope)
-BN_SCALE = "bn_scale"  # BatchNormalization gamma: the `bn` importance reads it
-ACTIVATION = "activation"
 MAX_SPACE = 2**22  # positions of one channel axis (the widest real layers have ~250K: vocabularies)
 MAX_POSITIONS = 2**24  # positions in all: ~10 int64 arrays of this length in _components, ~1.3 GB at most
 
@@ -71,10 +68,6 @@ class Group:
         return int((~self.frozen).sum())
 
     @property
-    def width(self) -> int:
-        return self.n_classes
-
-    @property
     def channels(self) -> int:
         """The width of the group's widest tensor axis: attention heads tie one position per head into one
         class, so a 384-wide Q projection of 12 heads has 32 classes but 384 channels."""
@@ -102,10 +95,6 @@ class Group:
             "frozen_reasons": self.reasons,
             "trace": self.trace(),
         }
-
-
-class Frozen(Exception):
-    """Raised inside a rule: the triggering space cannot be pruned, with the reason."""
 
 
 Rewrite = Callable[[dict], None]  # receives {space id: kept positions}
@@ -371,9 +360,7 @@ def _components(n: int, ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
 
 def analyze_graph(graph: gs.Graph, exclude=()) -> Analysis:
     """Analyze a graph that went through the cleanup pass (weights are gs.Constant, shapes inferred)."""
-    from .channel_rules import RULES
-
-    builder = Builder(graph, RULES, set(exclude))
+    builder = Builder(graph, channel_rules(), set(exclude))
     builder.seed()
     builder.run()
     return builder.finish()
@@ -383,6 +370,5 @@ def analyze(model: onnx.ModelProto, exclude=()) -> Analysis:
     graph = to_graph(infer_shapes(model))
     unknown = set(exclude) - {n.name for n in graph.nodes}
     if unknown:
-        from .errors import SlimError
         raise SlimError(f"--exclude names no node of the model: {sorted(unknown)}")
     return analyze_graph(graph, exclude)

@@ -18,9 +18,12 @@ import warnings
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
+from .attributes import check_node_attributes
 from .errors import SlimError, SlimWarning
 from .external import all_tensors
+from .light import light_copy
 
 T = onnx.TensorProto
 _KNOWN_TYPES = set(T.DataType.values()) - {T.UNDEFINED}
@@ -46,7 +49,6 @@ def check_model(model: onnx.ModelProto) -> None:
 def warn_values(model: onnx.ModelProto) -> None:
     """One SlimWarning per odd but legal value the passes will carry along: non-finite float weights, a
     BatchNormalization variance + epsilon <= 0 (its output is NaN/Inf there, in the original too)."""
-    from onnx import numpy_helper
     floats = {T.FLOAT: np.float32, T.DOUBLE: np.float64, T.FLOAT16: np.float16}
 
     def finite(t):  # raw bytes viewed in place: no conversion copy of every weight
@@ -145,7 +147,6 @@ def check_nodes(model: onnx.ModelProto) -> None:
 
 
 def _check_attributes(model: onnx.ModelProto, shapes: dict) -> None:
-    from .attributes import check_node_attributes
     consts = {t.name: list(t.dims) for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
@@ -178,7 +179,6 @@ def _inference_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """A weightless copy for onnx's strict shape inference (what onnxruntime runs when it loads a model).
     Declared intermediate and output shapes are dropped: onnxruntime only warns when they disagree, so they
     must not make us refuse. Sparse initializers become dense placeholders, as onnxruntime densifies them."""
-    from .graph import light_copy
     light = light_copy(model)
     light.graph.ClearField("value_info")
     for sparse in light.graph.sparse_initializer:

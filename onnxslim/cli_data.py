@@ -6,11 +6,13 @@ from pathlib import Path
 import click
 
 from .options import float_list
+from .calibration import load_calibration
+from .calibration import Preprocess
+from .inputs import model_inputs
 
 
 def datasets(src: Path, model, shapes, o, need_calib: bool):
     """(calibration Dataset or None, validation Dataset or None)."""
-    from .calibration import load_calibration
     preprocess, path = _preprocess(src, o)
     calibration = _calibration(model, shapes, o, preprocess, path) if need_calib else None
     data = None
@@ -33,8 +35,6 @@ def preprocess_file(src: Path, o):
 
 def preprocess_hint(src: Path, model, o) -> dict:
     """The image size a preprocess file (or --crop) gives a one-input image model, for the run shapes."""
-    from .calibration import Preprocess
-    from .inputs import model_inputs
     specs, path = model_inputs(model), preprocess_file(src, o)
     crop = o["crop"] or (Preprocess.from_file(path).crop if path else None)
     if not crop or len(specs) != 1 or specs[0].shape is None or len(specs[0].shape) != 4:
@@ -47,7 +47,6 @@ def preprocess_hint(src: Path, model, o) -> dict:
 
 def _preprocess(src: Path, o):
     """(Preprocess or None, preprocess file or None) from the options and MODEL.preprocess.json/.toml."""
-    from .calibration import Preprocess
     path = preprocess_file(src, o)
     preprocess = None
     image_opts = {k: o[k] for k in ("resize", "crop", "scale", "layout") if o[k] is not None}
@@ -61,7 +60,6 @@ def _preprocess(src: Path, o):
 
 
 def _calibration(model, shapes, o, preprocess, path):
-    from .calibration import load_calibration
     if not o["calib"]:
         click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
     return load_calibration(o["calib"], model, size=o["calib_size"], preprocess=preprocess,

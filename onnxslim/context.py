@@ -16,6 +16,7 @@ from .progress import progress as _progress
 class PassResult:
     model: onnx.ModelProto
     report: dict  # JSON-serializable; what the pass did, skipped (with reasons) and measured
+    modified: bool = True  # False: the model is the input, unchanged (onnx-ir's PassResult.modified)
     # by-products a caller may want besides the result (e.g. prune: the pruned model before repair)
     extras: dict = field(default_factory=dict)
 

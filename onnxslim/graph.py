@@ -9,13 +9,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
-from . import external
+from . import check, external, sparse
 from .errors import SlimError
+from .light import dataless_tensor, is_repeated as _is_repeated, light_copy
 
 TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
 
@@ -39,7 +39,6 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if bad_string:
         raise SlimError(f"{path}: the file is corrupt (field {bad_string} is not valid UTF-8)")
     _load_external_data(model, path.parent)
-    from . import check, sparse
     check.check_tensors(model)  # before anything sizes or copies a tensor by its dims
     try:
         onnx.checker.check_model(model, full_check=False) if model_bytes(model) < TWO_GB else None
@@ -51,11 +50,6 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     check.warn_values(model)
     return model
 
-
-def _is_repeated(field) -> bool:
-    # protobuf >= 6 dropped FieldDescriptor.label in favour of is_repeated
-    repeated = getattr(field, "is_repeated", None)
-    return bool(repeated) if repeated is not None else field.label == field.LABEL_REPEATED
 
 
 def _invalid_string_field(message) -> str | None:
@@ -241,7 +235,7 @@ def model_bytes(model: onnx.ModelProto) -> int:
     data = []
 
     def drop(tensor):
-        light = _dataless_tensor(tensor)
+        light = dataless_tensor(tensor)
         if light is not tensor:
             data.append(_data_bytes(tensor))
         return light
@@ -278,55 +272,6 @@ def _dims_bytes(tensor: onnx.TensorProto) -> int | None:
 _PACKED_BITS = {getattr(onnx.TensorProto, name): bits for name, bits in
                 (("UINT4", 4), ("INT4", 4), ("FLOAT4E2M1", 4), ("UINT2", 2), ("INT2", 2),
                  ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6)) if hasattr(onnx.TensorProto, name)}
-
-
-def _copy_fields(src, dst, skip: str, skip_also: str = "") -> None:
-    for field, value in src.ListFields():
-        if field.name in (skip, skip_also):
-            continue
-        if _is_repeated(field):
-            getattr(dst, field.name).extend(value)
-        elif field.message_type is not None:
-            getattr(dst, field.name).CopyFrom(value)
-        else:
-            setattr(dst, field.name, value)
-
-
-SMALL_TENSOR = 4096  # elements; smaller tensors keep their data for shape inference (they may be shapes)
-
-
-def light_copy(model: onnx.ModelProto, convert=None) -> onnx.ModelProto:
-    """The model without the data of its large tensors: shape inference needs only their dims, and copying
-    or serializing weights is what made it slow and memory-hungry. `convert(tensor) -> tensor` replaces the
-    default dropping of data (initializers and Constant-node tensors)."""
-    _light_tensor = convert or _dataless_tensor
-    light = onnx.ModelProto()
-    _copy_fields(model, light, skip="graph")
-    _copy_fields(model.graph, light.graph, skip="initializer", skip_also="node")
-    light.graph.initializer.extend(_light_tensor(t) for t in model.graph.initializer)
-    for node in model.graph.node:
-        new = light.graph.node.add()
-        if node.op_type == "Constant":
-            _copy_fields(node, new, skip="attribute")
-            for attr in node.attribute:
-                a = new.attribute.add()
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    a.name, a.type = attr.name, attr.type
-                    a.t.CopyFrom(_light_tensor(attr.t))
-                else:
-                    a.CopyFrom(attr)
-        else:
-            new.CopyFrom(node)
-    return light
-
-
-def _dataless_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
-    if math.prod(int(d) for d in tensor.dims) <= SMALL_TENSOR:
-        return tensor
-    light = onnx.TensorProto()
-    light.name, light.data_type = tensor.name, tensor.data_type
-    light.dims.extend(tensor.dims)
-    return light
 
 
 def infer_shapes(model: onnx.ModelProto, *, inplace: bool = False) -> onnx.ModelProto:
@@ -379,11 +324,3 @@ def clear_intermediate_shapes(graph: gs.Graph) -> None:
     for name, tensor in graph.tensors().items():
         if isinstance(tensor, gs.Variable) and name not in keep:
             tensor.shape = None
-
-
-def static_shape(tensor) -> tuple[int, ...] | None:
-    """The tensor's shape if every dim is a known int, else None."""
-    shape = getattr(tensor, "shape", None)
-    if shape is None or any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
-        return None
-    return tuple(int(d) for d in shape)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .report_text import one_line, prune_rows, shorten
 from .svg_charts import line_chart, paired_bars
+from .units import ms, si
+from .units import size as human_bytes
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#1d2330;padding:0 1em}
@@ -49,7 +51,6 @@ def _fmt(value, digits=4) -> str:
 
 
 def _validation(v: dict) -> str:
-    from .validation_table import human_bytes, ms, si
     if "skipped" in v:
         return f"<p>validation skipped: {escape(str(v['skipped']))}</p>"
     rows = []

@@ -11,6 +11,11 @@ import numpy as np
 import onnx
 
 from .errors import SlimError
+from . import budget
+import math
+from .graph import light_copy
+import warnings
+from .errors import SlimWarning
 
 
 
@@ -193,7 +198,6 @@ def _random_array(spec: InputSpec, shape: tuple, rng: np.random.Generator) -> np
 def check_feed_memory(model: onnx.ModelProto, resolved: dict, count: int = 1) -> int:
     """Refuse before allocating: `count` batches of these shapes, plus the float64 draw of the largest,
     against the memory budget. Returns the bytes."""
-    from . import budget
     specs = {s.name: s for s in model_inputs(model)}
     sizes = [budget.array_bytes(shape, specs[name].dtype.itemsize) for name, shape in resolved.items() if name in specs]
     total = count * sum(sizes) + 2 * max(sizes, default=0)
@@ -267,8 +271,6 @@ def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarra
         count = arr.shape[0]
         out[spec.name] = arr
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-            import warnings
-            from .errors import SlimWarning
             warnings.warn(SlimWarning(f"{path.name}: '{spec.name}' holds {int((~np.isfinite(arr)).sum())} NaN/Inf "
                                       "values; statistics computed from them are NaN"))
     if not count:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import click
 
 from .cost import model_cost
+from onnxslim.passes import cleanup
+from .channels import analyze
+from .runshapes import choose
+from .units import si
 
 
 def analysis_data(model_path, original, shapes, keep_bn: bool):
     """(the JSON-ready data, the channel analysis) of a model, after the same cleanup `optimize` runs."""
-    from onnxslim.passes import cleanup
-    from .channels import analyze
-    from .runshapes import choose
 
     run = choose(original, shapes)
     clean = cleanup.run(original, cleanup.CleanupConfig(fold_bn=not keep_bn)).model
@@ -44,7 +45,6 @@ def group_state(group) -> str:
 
 
 def render(data: dict, analysis) -> None:
-    from .validation_table import si
     s = data["summary"]
     click.echo(f"{data['model']}: {si(data['macs'])} MACs, {si(data['params'])} params; {s['groups']} channel groups, "
                f"{s['prunable_groups']} prunable ({s['prunable_channels']} channels)")

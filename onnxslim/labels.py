@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SlimError
+from .output_kinds import output_kind
 
 
 def load_labels(path: str | Path | None, dataset, data_path: str | Path | None = None) -> np.ndarray | None:
@@ -95,7 +96,6 @@ def accuracy(scores: np.ndarray, labels: np.ndarray) -> dict:
 def label_accuracy(ref: list[dict], new: list[dict], labels: np.ndarray) -> dict:
     """top1_accuracy / top5_accuracy report sections {"before", "after", "ratio", "output", "samples"} for the
     first class-score output whose classes cover the labels (lists of per-batch output dicts); {} if none."""
-    from .output_kinds import output_kind
     for name in ref[0] if ref else []:
         a = np.concatenate([r[name] for r in ref])
         if output_kind(name, a) != "scores" or int(labels.max()) >= a.shape[1]:

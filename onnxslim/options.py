@@ -6,14 +6,13 @@ import math
 
 from .errors import SlimError
 
-# float options of `onnxslim optimize`; NaN compares false with everything, so a range check alone lets it by
-FLOAT_OPTIONS = ("prune_ratio", "target_macs", "target_latency", "search_time", "scale", "lowrank_energy",
-                 "lowrank_target_macs", "tolerance", "min_cosine")
 SEED_MAX = 2**63 - 1
 
 
-def check_options(o: dict) -> None:
-    for name in FLOAT_OPTIONS:
+def check_options(o: dict, floats=("min_cosine",)) -> None:
+    """`floats`: the float options (the CLI's list, built from its options): NaN compares false with
+    everything, so a range check alone lets it by."""
+    for name in floats:
         value = o.get(name)
         if value is not None and not math.isfinite(value):
             raise SlimError(f"--{name.replace('_', '-')} {value}: give a finite number")

@@ -13,6 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SlimError
+import logging
+import onnx
+from .graph import model_files
+from .inputs import random_feeds
+from .runtime import run_once, session
 
 CONFIG_SUFFIX = ".required_operators.config"
 # the .ort is optimized ahead of time (level "all", no x86-only NCHWc layouts); the .onnx is optimized at
@@ -28,7 +33,6 @@ def ort_paths(dst: Path) -> tuple[Path, Path]:
 
 def _convert(onnx_path: Path, folder: Path) -> tuple[Path, Path]:
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-    import logging
     logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs every config it writes at INFO
     quiet = io.StringIO()  # the converter prints its progress on stdout; keep it for the error message
     try:
@@ -46,7 +50,6 @@ def _convert(onnx_path: Path, folder: Path) -> tuple[Path, Path]:
 
 def compare(onnx_path: Path, ort_path: Path, feeds: list[dict]) -> float:
     """Largest output difference of the .ort against the .onnx, relative to the output's largest value."""
-    from .runtime import run_once, session
     a, b = session(onnx_path), session(ort_path)
     worst = 0.0
     for feed in feeds:
@@ -62,9 +65,6 @@ def compare(onnx_path: Path, ort_path: Path, feeds: list[dict]) -> float:
 def write_ort(dst: Path, input_shapes: dict | None = None, *, seed: int = 0) -> dict:
     """Convert the written model `dst`, check the .ort runs with the same outputs, then move the .ort and
     its config beside `dst` (renames: a failed check leaves neither behind)."""
-    import onnx
-    from .graph import model_files
-    from .inputs import random_feeds
     if len(model_files(dst)) > 1:
         raise SlimError("--ort-format: the ORT format holds models up to 2 GB with inline weights; this one has external data")
     model = onnx.load(str(dst), load_external_data=False)

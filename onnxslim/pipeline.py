@@ -1,7 +1,8 @@
 """The public API: `optimize(model, prune=..., lowrank=..., quantize=..., calibration=...) -> Result`.
 
-Order: cleanup (normalize) -> prune -> low-rank -> quantize (last: it needs the final weights) -> validate
-against the original model in onnxruntime.
+The passes run in the order of `onnxslim.passes.PASSES` (cleanup -> prune -> low-rank -> quantize: last, it
+needs the final weights), each when configured (cleanup always), with what each requires of the graph
+provided first (onnxslim.protocol); then the result is validated against the original in onnxruntime.
 """
 from __future__ import annotations
 
@@ -12,14 +13,22 @@ from pathlib import Path
 
 import onnx
 
-from . import check
+from . import check, runshapes
 from . import inputs as inputs_mod
+from .calibration import Dataset, load_calibration
 from .context import Context
+from .datacheck import check_data as check_dataset
 from .errors import FIDELITY_FAILED, SlimError, ValidationSkipped
 from .graph import TWO_GB, load_model, model_bytes
-from .runshapes import RunShapes
+from .labels import load_labels
+from .layer_table import compare_layers
 from .options import check_options
+from .passes import PASSES
+from .passes.cleanup import CleanupConfig
 from .progress import progress as default_progress
+from .protocol import INITIAL
+from .runshapes import RunShapes
+from .validate import compare_models
 
 VALIDATION_SAMPLES = 64  # samples of --data used to compare outputs (all, if fewer); --val-size
 
@@ -39,56 +48,41 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
              min_cosine: float | None = None, progress=default_progress, seed: int = 0,
              threads: int | None = None, shape_hints: dict | None = None,
              size_threshold: int | None = None, fp16: bool = False, val_size: int = VALIDATION_SAMPLES,
-             labels=None, check_data: bool = True, warn=_stderr_warning) -> Result:
+             labels=None, check_data: bool = True, warn=_stderr_warning, configs: dict | None = None,
+             passes=None) -> Result:
     """Optimize `model` (a path or an onnx.ModelProto).
 
-    prune / lowrank / quantize: the passes' config dataclasses (PruneConfig, LowRankConfig, QuantizeConfig)
-    or None. calibration: an `onnxslim.calibration.Dataset`, a path (image folder, .npy/.npz), or None.
+    passes: the pass list (default `onnxslim.passes.PASSES`); configs: {pass name: its config, or None to
+    leave it out}. prune / lowrank / quantize: shorthands for configs["prune"] etc. (PruneConfig,
+    LowRankConfig, QuantizeConfig); size_threshold / fp16: for cleanup's config when configs has none.
+    calibration: an `onnxslim.calibration.Dataset`, a path (image folder, .npy/.npz), or None.
     data: validation inputs: a Dataset, an image folder or .npy/.npz path (else random inputs from the input
     shapes); its first `val_size` samples are used. labels: a `--labels` file (labels.py); without it, labels
     come from class sub-folders or a `labels` array in the .npz, and add top-1/top-5 accuracy to the report.
     check_data: check real calibration and validation data first (datacheck.py: degenerate inputs stop
     with a SlimError); `warn(message)` receives the checks' warnings.
     min_cosine: raise SlimError (exit code 1) when any output's mean cosine similarity falls below it.
-    threads: onnxruntime intra-op threads for the latency measurements (validation, --target-latency's
-    profile); None = onnxruntime's default for validation, 1 for the profile.
-    Dynamic dims need no size: the steps that run the model use the shapes `runshapes.choose` finds
-    (input_shapes, then data / calibration arrays, then `shape_hints` {input: (source, shape)} such as a
-    preprocess file's crop, then sizes the original runs with).
-    size_threshold: bytes; constant folding never materializes a larger tensor (None: see CleanupConfig).
-    fp16: float16 weights and compute (lossless path only: the other passes work on float32 weights).
+    threads: onnxruntime threads for the timings (None: its default for validation, 1 for the profile).
+    shape_hints: {input: (source, shape)} for dynamic dims (a preprocess file's crop; runshapes.choose).
     """
     started = time.perf_counter()
     check_options({"min_cosine": min_cosine, "seed": seed})
-    if isinstance(model, (str, Path)):
-        original = load_model(model)
-    else:
-        original = model
-        check.check_model(original)  # a proto from the caller: the same checks as a file gets
-    if any(p is not None for p in (prune, lowrank, quantize)):
-        check.check_tensor_io(original, "pruning, low-rank and quantization")
+    passes = PASSES if passes is None else tuple(passes)
+    configs = {"prune": prune, "lowrank": lowrank, "quantize": quantize, **(configs or {})}
+    configs.setdefault("cleanup", CleanupConfig(size_threshold=size_threshold, fp16=fp16))
+    steps = schedule(passes, configs)
+    edits = any(not p.always for p, _ in steps)  # a pass beyond the lossless cleanup
     input_shapes = dict(input_shapes or {})
-    if input_shapes:
-        inputs_mod.check_overrides(original, input_shapes)  # names and fixed dims; dynamic dims need no size here
+    original = _load(model, edits, input_shapes)
     if isinstance(calibration, (str, Path)):
-        from .calibration import load_calibration
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
     if threads is not None and threads < 1:
         raise SlimError(f"--threads {threads}: give at least 1")
     if val_size < 1:
         raise SlimError(f"--val-size {val_size}: give at least 1")
     val = _validation_data(data, original, input_shapes, val_size, labels, seed) if validate else (None, None)
-    # only a step that runs the model needs concrete shapes: a bare --no-validate run never searches
-    run_needed = validate or any(p is not None for p in (prune, lowrank, quantize))
-    try:
-        run = _run_shapes(original, input_shapes, val[0], calibration, shape_hints, run_needed)
-    except SlimError as err:
-        if input_shapes or val[0] is not None or calibration is not None or not run_needed \
-                or any(p is not None for p in (prune, lowrank, quantize)):
-            raise
-        # inputs no one can feed (optional, sequence): the lossless path needs none, only validation is skipped
-        run = RunShapes(None, reason=str(err))
-    if run_needed and run.shapes:  # memory and window sizes at the run shapes, before any pass runs the model
+    run = _shapes_for_run(original, input_shapes, val[0], calibration, shape_hints, validate, edits)
+    if (validate or edits) and run.shapes:  # memory and window sizes at the run shapes, before any pass runs the model
         inputs_mod.check_run_memory(original, run.shapes, count=4 if validate and val[0] is None else 1)
     for dataset in (calibration, val[0]):
         if dataset is not None:
@@ -100,25 +94,9 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     if check_data:
         _check_data(original, calibration, val, report, warn)
 
-    from onnxslim.passes import cleanup
-    keep_bn = prune is not None and getattr(prune, "importance", None) == "bn"
-    if fp16 and (prune is not None or lowrank is not None or quantize is not None):
-        raise SlimError("--fp16 works on the lossless path only; drop --prune/--target-macs/--lowrank/--quantize")
-    config = cleanup.CleanupConfig(fold_bn=not keep_bn, size_threshold=size_threshold, fp16=fp16)
-    current = _timed(report, "cleanup", lambda: cleanup.run(original, config, ctx))
-    normalized = current
-    if prune is not None:
-        from onnxslim.passes import prune as prune_pass
-        current = _timed(report, "prune", lambda: prune_pass.run(current, prune, ctx))
-    if lowrank is not None:
-        from onnxslim.passes import lowrank as lowrank_pass
-        current = _timed(report, "lowrank", lambda: lowrank_pass.run(current, lowrank, ctx))
-    if quantize is not None:
-        from onnxslim.passes import quantize as quantize_pass
-        current = _timed(report, "quantize", lambda: quantize_pass.run(current, quantize, ctx))
+    current, normalized = run_steps(original, steps, ctx, report)
     _check_valid(current)
-    if prune is not None or lowrank is not None:  # the passes that change layer widths and MACs (~1 s on MiniLM)
-        from .layer_table import compare_layers
+    if any(p.changes_layers for p, _ in steps):  # the passes that change layer widths and MACs (~1 s on MiniLM)
         report["layers"] = compare_layers(normalized, current, input_shapes or None)
     if validate:
         report["validation"] = _validation(original, current, normalized, val, run, latency, progress,
@@ -126,6 +104,68 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     report["model_stats"] = {key: [f(original), f(current)] for key, f in _MODEL_STATS.items()}
     report["seconds"] = round(time.perf_counter() - started, 2)
     return Result(current, report)
+
+
+def _load(model, edits: bool, input_shapes: dict) -> onnx.ModelProto:
+    """The model from a path or the caller's proto, with the same checks either way."""
+    if isinstance(model, (str, Path)):
+        original = load_model(model)
+    else:
+        original = model
+        check.check_model(original)  # a proto from the caller: the same checks as a file gets
+    if edits:
+        check.check_tensor_io(original, "pruning, low-rank and quantization")
+    if input_shapes:
+        inputs_mod.check_overrides(original, input_shapes)  # names and fixed dims; dynamic dims need no size here
+    return original
+
+
+def schedule(passes, configs: dict) -> list:
+    """[(pass, config)]: the passes of the list that are on (configured, or `always`), each config adjusted to
+    what the later ones require. A requirement missing before a pass is checked here, before any work: a
+    pass that provides it runs first (at run time, `run_steps`), or the pass that took it away says why."""
+    unknown = sorted(set(k for k, v in configs.items() if v is not None) - {p.name for p in passes})
+    if unknown:
+        raise SlimError(f"no pass named {', '.join(unknown)}")
+    steps = [(p, configs.get(p.name) or p.default_config()) for p in passes
+             if p.always or configs.get(p.name) is not None]
+    steps = [(p, p.configure(c, set().union(*(q.requires(qc) for q, qc in steps[i + 1:]))))
+             for i, (p, c) in enumerate(steps)]
+    state, taken = set(INITIAL), {}
+    for i, (p, c) in enumerate(steps):
+        missing = p.requires(c) - state
+        if missing and _provider(passes, missing) is None:
+            by, by_config = taken.get(sorted(missing)[0], (p, c))
+            later = [q.name for q, qc in steps[i:] if missing & q.requires(qc)]
+            raise SlimError(by.lost(by_config, missing, later))
+        state |= p.requires(c)
+        kept = p.preserves(c)
+        taken.update({prop: (p, c) for prop in state - kept})
+        state = (state & kept) | p.provides(c)
+    return steps
+
+
+def _provider(passes, missing: set):
+    return next((p for p in passes if missing <= p.provides(p.default_config())), None)
+
+
+def run_steps(model: onnx.ModelProto, steps: list, ctx: Context, report: dict):
+    """Run the scheduled passes; (the result, the model after the `always` passes: what the others started
+    from). A pass whose requirement an earlier pass's change took away gets its provider run first
+    (with its default config, unreported: as if the pass had prepared the graph itself)."""
+    state, current, normalized = set(INITIAL), model, model
+    passes = [p for p, _ in steps] + list(PASSES)  # providers: the scheduled passes first, then the standard ones
+    for p, config in steps:
+        missing = p.requires(config) - state
+        if missing:
+            provider = _provider(passes, missing)
+            current = provider.run(current, provider.default_config(), ctx).model
+            state |= provider.provides(provider.default_config())
+        current, modified = _timed(report, p.name, lambda: p.run(current, config, ctx))
+        state = (state & p.preserves(config) if modified else state) | p.provides(config)
+        if p.always:
+            normalized = current
+    return current, normalized
 
 
 # before/after counts the terminal summary prints for every run
@@ -156,7 +196,19 @@ def _timed(report: dict, name: str, step):
     result = step()
     result.report["seconds"] = round(time.perf_counter() - start, 2)
     report["passes"][name] = result.report
-    return result.model
+    return result.model, result.modified
+
+
+def _shapes_for_run(original, input_shapes, data, calibration, shape_hints, validate: bool, edits: bool) -> RunShapes:
+    # only a step that runs the model needs concrete shapes: a bare --no-validate run never searches
+    probe = validate or edits
+    try:
+        return _run_shapes(original, input_shapes, data, calibration, shape_hints, probe)
+    except SlimError as err:
+        if input_shapes or data is not None or calibration is not None or not probe or edits:
+            raise
+        # inputs no one can feed (optional, sequence): the lossless path needs none, only validation is skipped
+        return RunShapes(None, reason=str(err))
 
 
 def _check_valid(model: onnx.ModelProto) -> None:
@@ -170,8 +222,6 @@ def _check_valid(model: onnx.ModelProto) -> None:
 
 def _validation_data(data, original, input_shapes, val_size, labels, seed):
     """(Dataset or None for random inputs, labels array or None)."""
-    from .calibration import Dataset, load_calibration
-    from .labels import load_labels
     if data is None:
         if labels is not None:
             raise SlimError("--labels needs --data")
@@ -183,12 +233,11 @@ def _validation_data(data, original, input_shapes, val_size, labels, seed):
 
 
 def _check_data(original, calibration, val, report, warn) -> None:
-    from .datacheck import check_data
     warnings = []
     if calibration is not None and calibration.real:
-        warnings += check_data(original, calibration, "--calib")
+        warnings += check_dataset(original, calibration, "--calib")
     if val[0] is not None and val[0].real:
-        warnings += check_data(original, val[0], "--data")
+        warnings += check_dataset(original, val[0], "--data")
     for w in warnings:
         warn(w)
     if warnings:
@@ -197,7 +246,6 @@ def _check_data(original, calibration, val, report, warn) -> None:
 
 def _run_shapes(original, input_shapes, data, calibration, shape_hints, probe: bool):
     """runshapes.choose with the hints of --input-shape, then --data, --calib, the caller's `shape_hints`."""
-    from . import runshapes
     hints = {}
     for dataset, label in ((data, "--data"), (calibration, None)):
         for name, (source, shape) in ((dataset.shape_hints() or {}) if dataset is not None else {}).items():
@@ -208,7 +256,6 @@ def _run_shapes(original, input_shapes, data, calibration, shape_hints, probe: b
 
 
 def _validate(original, optimized, normalized, val, run, latency, progress, seed, threads=None) -> dict:
-    from .validate import compare_models
     dataset, labels = val
     if dataset is not None:
         feeds = list(dataset.batches(8))

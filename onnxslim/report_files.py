@@ -4,18 +4,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from . import html_report
+import tempfile
+import numpy as np
 
 
 def write_report(path: Path, report: dict) -> None:
     if path.suffix.lower() in (".html", ".htm"):
-        from . import html_report
         html_report.write(path, json.loads(json.dumps(report, default=json_default)))
     else:
         _write_json(path, report)
 
 
 def _write_json(path: Path, obj) -> None:
-    import tempfile
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
@@ -24,7 +25,6 @@ def _write_json(path: Path, obj) -> None:
 
 
 def json_default(value):
-    import numpy as np
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

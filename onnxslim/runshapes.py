@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+
 from .errors import SlimError
-from .inputs import check_run_memory, is_concrete, model_inputs, random_feeds, symbolic_shapes
+from .graph import TWO_GB, model_bytes
+from .runtime import LOAD_FAILED, session
+from .inputs import check_run_memory, model_inputs, random_feeds, symbolic_shapes
 
 IMAGE_SIZES = (224, 256, 320, 640, 32, 48, 64, 128, 16, 1)
 SEQUENCE_SIZES = (16, 32, 64, 128, 256, 8, 1)
@@ -117,8 +120,6 @@ def _search(model: onnx.ModelProto, shapes: dict, free: set, sources: dict) -> R
 
 def _session(model: onnx.ModelProto):
     """A session of the original, or why there is none (a custom op onnxruntime lacks, an invalid model...)."""
-    from .graph import TWO_GB, model_bytes
-    from .runtime import LOAD_FAILED, session
     if model_bytes(model) >= TWO_GB:
         return "the model is over 2 GB; give --input-shape for its dynamic dims"
     try:
@@ -171,10 +172,3 @@ def _total_stride(model: onnx.ModelProto) -> int:
             strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [])
             count += any(s > 1 for s in strides)
     return min(2 ** count, 32)
-
-
-def concrete_or_none(shapes: dict | None) -> dict | None:
-    """`shapes` when every input's shape is concrete, else None."""
-    if shapes and all(is_concrete(s) for s in shapes.values()):
-        return shapes
-    return None

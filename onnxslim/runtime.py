@@ -24,15 +24,12 @@ import onnxruntime as ort
 from .errors import SlimError
 from .graph import TWO_GB, ExternalWriter, infer_shapes, light_copy, model_bytes
 from .progress import silent
+from .units import first_line
 
 LOAD_FAILED = "onnxruntime cannot load the model"
 # tensors at least this large go to the external data file when a model must be saved for onnxruntime
 _EXTERNAL_MIN_BYTES = 1024
 
-
-def first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # -- sessions -----------------------------------------------------------------------------------------

@@ -1,16 +1,21 @@
 """The lines the CLI prints for every run: the model before and after, and what each cleanup rule did."""
 from __future__ import annotations
 
-from .validation_table import human_bytes
+from .units import size
 
 
-def cleanup_lines(report: dict, cleanup: dict) -> list[str]:
-    """Nodes, initializers and size of the model before and after, and what each cleanup rule did."""
-    lines = []
+def model_lines(report: dict) -> list[str]:
+    """Nodes, initializers and size of the model before and after."""
     stats = report.get("model_stats")
-    if stats:
-        (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
-        lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {human_bytes(b0)} -> {human_bytes(b1)}")
+    if not stats:
+        return []
+    (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
+    return [f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {size(b0)} -> {size(b1)}"]
+
+
+def cleanup_lines(cleanup: dict) -> list[str]:
+    """What each cleanup rule did, and what was left unfolded."""
+    lines = []
     rules = cleanup.get("rules") or {}
     if rules:
         lines.append("  cleanup: " + ", ".join(f"{name} {count}" for name, count in rules.items()))

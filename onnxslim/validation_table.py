@@ -3,27 +3,8 @@ other views (summary line, HTML page, inspect) share."""
 from __future__ import annotations
 
 
-def si(value) -> str:
-    if value is None:
-        return "?"
-    value = float(value)
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.4g}"
-
-
-def human_bytes(value) -> str:
-    if value is None:
-        return "?"
-    for scale, suffix in ((2**30, "GB"), (2**20, "MB"), (2**10, "KB")):
-        if value >= scale:
-            return f"{value / scale:.3g} {suffix}"
-    return f"{int(value)} B"
-
-
-def ms(value) -> str:
-    return "?" if value is None else f"{value:.3g} ms"
+from .units import ms, si
+from .units import size as human_bytes
 
 
 def pct(value) -> str:

@@ -7,6 +7,7 @@ already (non-finite weights, a variance <= 0) -- never with the source line nump
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 
 import click
@@ -33,3 +34,16 @@ def one_line_warnings():
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR):
+    """A library's logger (onnxscript's folder logs every node it skips) held at `level` for a block: what
+    matters reaches our report, not the terminal."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

@@ -25,11 +25,19 @@ def run(model: onnx.ModelProto, feed: dict) -> list[np.ndarray]:
 
 
 def random_plan(analysis, rng: np.random.Generator, keep_prob: float = 0.6) -> dict:
-    plan = {}
-    for g in analysis.prunable_groups:
-        mask = g.frozen | (rng.random(g.n_classes) < keep_prob)
-        plan[g.id] = keep_every_space_nonempty(g, mask, rng.random(g.n_classes))
+    """A random keep-set per prunable group; drawn again (up to 20 times) while it would remove nothing."""
+    for _ in range(20):
+        plan = {}
+        for g in analysis.prunable_groups:
+            mask = g.frozen | (rng.random(g.n_classes) < keep_prob)
+            plan[g.id] = keep_every_space_nonempty(g, mask, rng.random(g.n_classes))
+        if removed(plan):
+            break
     return plan
+
+
+def removed(plan: dict) -> int:
+    return int(sum((~np.asarray(keep, bool)).sum() for keep in plan.values()))
 
 
 def check_oracle(model: onnx.ModelProto, seed: int, *, fold_bn: bool = True, keep_prob: float = 0.6,
@@ -38,6 +46,7 @@ def check_oracle(model: onnx.ModelProto, seed: int, *, fold_bn: bool = True, kee
     clean = cleanup.run(model, cleanup.CleanupConfig(fold_bn=fold_bn)).model
     analysis = analyze(clean)
     plan = random_plan(analysis, np.random.default_rng(seed), keep_prob)
+    assert removed(plan) > 0, f"nothing to remove: {analysis.report()}"  # else pruned == masked says nothing
     masked = masked_model(analysis, plan, clean)
     pruned = apply_plan(analyze(clean), plan, clean)
     onnx.checker.check_model(pruned, full_check=True)

@@ -49,7 +49,7 @@ def test_stream_is_lazy_one_batch_at_a_time():
 
 def test_unknown_tensor_is_a_slim_error():
     model, _ = _tiny_model()
-    with pytest.raises(SlimError):
+    with pytest.raises(SlimError, match=r"tensor\(s\) \['nope'\] are not in the model's graph"):
         with_outputs(model, ["nope"])
 
 

@@ -4,7 +4,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxslim.cost import conv_output_spatial, model_cost, node_costs
+from onnxslim.cost import model_cost, node_costs
+from onnxslim.ops.macs import conv_output_spatial
 from onnxslim.errors import SlimError
 
 

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxslim.graph as graph
+from onnxslim.light import copy_fields
 from onnxslim.errors import SlimError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +116,7 @@ def test_failed_save_keeps_existing_output(tmp_path, monkeypatch):
     graph.save_model(_model(seed=0), out)
     before = out.read_bytes()
     _failing_replace(monkeypatch)
-    with pytest.raises(SlimError):
+    with pytest.raises(SlimError, match="No space left on device; nothing written"):
         graph.save_model(_model(seed=1), out)
     assert out.read_bytes() == before
     assert os.listdir(tmp_path) == ["out.onnx"]
@@ -177,7 +178,7 @@ def test_refuses_to_overwrite_the_inputs_external_data(tmp_path, monkeypatch):
     os.replace(tmp_path / "weights.bin", tmp_path / "w.onnx.data")
     _set_location(src, "w.onnx.data")
     monkeypatch.setattr(graph, "TWO_GB", 1000)
-    with pytest.raises(SlimError):
+    with pytest.raises(SlimError, match="holds the input model's external data; refusing to overwrite it"):
         graph.save_model(_model(n=64), tmp_path / "w.onnx", input_path=src)
     assert (tmp_path / "w.onnx.data").read_bytes() == data
     assert not (tmp_path / "w.onnx").exists()
@@ -358,8 +359,8 @@ def test_copy_fields_copies_everything_but_the_skipped_field():
     model = _model()
     model.doc_string = "doc"
     light = onnx.ModelProto()
-    graph._copy_fields(model, light, skip="graph")
-    graph._copy_fields(model.graph, light.graph, skip="initializer")
+    copy_fields(model, light, skip="graph")
+    copy_fields(model.graph, light.graph, skip="initializer")
     expected = onnx.ModelProto()
     expected.CopyFrom(model)
     del expected.graph.initializer[:]

@@ -95,9 +95,11 @@ def test_target_latency_meets_its_estimated_budget_and_cuts_macs():
     assert result.report["allocation_trace"][-1]["latency_fraction"] <= 0.8 + 1e-6
 
 
-@pytest.mark.parametrize("kw", [dict(target_macs=0.5, target_latency=0.5), dict(target_latency=0.0), dict(target_latency=1.5)])
-def test_latency_target_is_checked(kw):
-    with pytest.raises(SlimError):
+@pytest.mark.parametrize("kw,message", [(dict(target_macs=0.5, target_latency=0.5), "give exactly one of"),
+                                        (dict(target_latency=0.0), "--target-latency 0: the fraction must be in"),
+                                        (dict(target_latency=1.5), "--target-latency 1.5: the fraction must be in")])
+def test_latency_target_is_checked(kw, message):
+    with pytest.raises(SlimError, match=message):
         PruneConfig(**kw).check()
 
 

@@ -244,17 +244,20 @@ def test_exclude_and_ops_filter():
     assert result.report["layers"] == [] and result.model is model
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(energy=1.5), dict(target_macs=0.0), dict(energy=0.5, ops=("lstm",)),
-                                    dict(energy=0.5, conv_svd="diagonal"), dict(energy=0.5, round_to=0),
-                                    dict(energy=0.5, target_macs=0.5)])
-def test_bad_options_are_slim_errors(kwargs):
-    with pytest.raises(SlimError):
+@pytest.mark.parametrize("kwargs,message", [(dict(), "give exactly one of"), (dict(energy=1.5), "energy must be in"),
+                                            (dict(target_macs=0.0), "--lowrank-target-macs must be in"),
+                                            (dict(energy=0.5, ops=("lstm",)), "unknown kind"),
+                                            (dict(energy=0.5, conv_svd="diagonal"), "--conv-svd must be"),
+                                            (dict(energy=0.5, round_to=0), "--round-to must be a positive"),
+                                            (dict(energy=0.5, target_macs=0.5), "give exactly one of")])
+def test_bad_options_are_slim_errors(kwargs, message):
+    with pytest.raises(SlimError, match=message):
         LowRankConfig(**kwargs).check()
 
 
 def test_data_aware_without_calibration_is_a_slim_error():
     model = matmul_model(np.ones((4, 4)))
-    with pytest.raises(SlimError):
+    with pytest.raises(SlimError, match="data-aware SVD needs calibration data"):
         run(model, LowRankConfig(energy=0.5, data_aware=True), _ctx())
 
 

@@ -140,9 +140,9 @@ def test_calibrated_allocations_meet_the_budget(digits, allocation):
 
 def test_config_rejects_unknown_names():
     from onnxslim.errors import SlimError
-    with pytest.raises(SlimError):
+    with pytest.raises(SlimError, match="unknown importance 'taylor'"):
         PruneConfig(target_macs=0.5, importance="taylor").check()
-    with pytest.raises(SlimError):
+    with pytest.raises(SlimError, match="--allocation sensitivity needs --target-macs"):
         PruneConfig(ratio=0.5, allocation="sensitivity").check()
 
 

@@ -8,14 +8,18 @@ model allows it, every node has a unique name.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.context import Context, PassResult
+from onnxslim.errors import SlimError
 from onnxslim.graph import infer_shapes, model_bytes, to_graph, to_model
+from onnxslim.protocol import BATCHNORM, FLOAT32, FOLDED, NORMALIZED, Pass, option
+from onnxslim.summary import cleanup_lines
 
 from onnxslim.passes import rewrite
 
@@ -24,6 +28,7 @@ from .fold import fold
 from .naming import name_nodes
 from .passthrough import remove_passthrough
 from .static_reshape import static_reshape_shapes
+from onnxslim.passes.rewrite.fp16 import to_fp16
 
 logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # its chatter is not for our users
@@ -35,9 +40,43 @@ GIB = 2**30
 class CleanupConfig:
     fold_bn: bool = True  # False keeps BatchNormalization nodes (the `bn` importance criterion reads them)
     # bytes: folding never materializes a larger tensor; None = twice the model's size, at least 64 MiB, at most 1 GiB
-    size_threshold: int | None = None
+    size_threshold: int | None = field(default=None, metadata=option(
+        "--size-threshold", type=int, default=None, metavar="BYTES",
+        help="Constant folding never materializes a tensor larger than this; such folds are left as ops and "
+             "listed in the report. Default: twice the model's size, at least 64 MiB, at most 1 GiB."))
     rules: bool = True  # the lossless rewrite rules of passes/rewrite (fusions, eliminations, CSE, weight tying)
-    fp16: bool = False  # float16 weights and compute, input/output types kept (passes/rewrite/fp16.py)
+    # float16 weights and compute, input/output types kept (passes/rewrite/fp16.py)
+    fp16: bool = field(default=False, metadata=option(
+        "--fp16", is_flag=True, enables=True, help="Float16 weights and compute; input/output types kept, overflow-prone ops left in float32."))
+
+    def check(self) -> None:
+        if self.size_threshold is not None and self.size_threshold < 0:
+            raise SlimError(f"--size-threshold {self.size_threshold}: give a number of bytes >= 0")
+
+
+class CleanupPass(Pass):
+    """Runs first on every run; again before a pass that needs a FOLDED graph after others edited it."""
+    name = "cleanup"
+    config = CleanupConfig
+    always = True
+
+    def provides(self, config) -> set[str]:
+        return {NORMALIZED, FOLDED}
+
+    def preserves(self, config) -> set[str]:
+        return ({BATCHNORM} if not config.fold_bn else set()) | ({FLOAT32} if not config.fp16 else set())
+
+    def configure(self, config, later: set[str]):
+        return dataclasses.replace(config, fold_bn=False) if BATCHNORM in later else config
+
+    def lost(self, config, missing, later) -> str:
+        return "--fp16 works on the lossless path only; drop --prune/--target-macs/--lowrank/--quantize"
+
+    def run(self, model, config, ctx):
+        return run(model, config, ctx)
+
+    def summary(self, report: dict) -> list[str]:
+        return cleanup_lines(report)
 
 
 def default_size_threshold(model: onnx.ModelProto) -> int:
@@ -72,7 +111,6 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
         "reshape_shapes_made_static": rules.get("reshape_shapes_made_static", 0),
     }
     if config.fp16:
-        from onnxslim.passes.rewrite.fp16 import to_fp16
         model_out, report["fp16"] = to_fp16(model_out)
         report["nodes_after"] = len(model_out.graph.node)
     if folding.too_large:
@@ -136,3 +174,6 @@ def _rewrite_rules(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfi
 def _constant_only_nodes(graph: gs.Graph) -> bool:
     return any(n.inputs and all(isinstance(t, gs.Constant) or t.name == "" for t in n.inputs)
                and not n.op.startswith("Random") for n in graph.nodes)
+
+
+PASS = CleanupPass()

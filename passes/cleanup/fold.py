@@ -10,14 +10,18 @@ shape and before evaluating it: a fold that would exceed it is never computed.
 """
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
+from onnxslim.warn import quiet_logger
+
 from .shape_reads import fold_shape_reads
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+from onnxscript.optimizer import fold_constants
 
 # ops left as they are: folding Q/DQ would drop the quantization a model was built with
 KEEP_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
@@ -43,8 +47,6 @@ def fold(model: onnx.ModelProto, size_threshold: int) -> tuple[onnx.ModelProto, 
     """Inline local functions, fold constants (never materializing more than `size_threshold` bytes per
     tensor), remove dead nodes; constants become initializers. An op the folder fails on is left as it is
     and folding is retried without it."""
-    import onnx_ir as ir
-    import onnx_ir.passes.common as common
     report = FoldReport()
     skip: set[str] = set()
     for _ in range(4):
@@ -87,10 +89,9 @@ PASSTHROUGH = ("Identity", "Dropout")
 def _fold_rounds(irm, should_fold, rounds: int = 4) -> int:
     """The folder, then static dims read from partly symbolic shapes (shape_reads), repeated while the
     latter finds something: each makes more of the other foldable."""
-    from onnxscript.optimizer import fold_constants
     reads = 0
     for _ in range(rounds):
-        with _quiet():
+        with quiet_logger("onnxscript"):  # it logs every skipped node; our report says what matters
             fold_constants(irm, onnx_shape_inference=True, input_size_limit=_UNLIMITED,
                            output_size_limit=_UNLIMITED, should_fold=should_fold)
         found = fold_shape_reads(irm.graph)
@@ -104,7 +105,6 @@ def _fold_rounds(irm, should_fold, rounds: int = 4) -> int:
 def _scalar_range_inputs(graph) -> None:
     """Range takes scalars; onnxruntime runs it on one-element 1-D tensors too, but rejects a model whose
     constant Range input is one at load time. A folded If branch can yield such a constant: make it 0-D."""
-    import onnx_ir as ir
     for node in graph:
         if node.op_type != "Range" or node.domain not in ("", "ai.onnx"):
             continue
@@ -172,15 +172,3 @@ def _failed_op(err: Exception) -> str | None:
 def _first_line(err) -> str:
     text = str(err).strip()
     return (text.splitlines() or [type(err).__name__])[0][:160]
-
-
-class _quiet:
-    """The folder logs every skipped node at INFO/WARNING; our report says what matters."""
-
-    def __enter__(self):
-        self.logger = logging.getLogger("onnxscript")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        self.logger.setLevel(self.level)

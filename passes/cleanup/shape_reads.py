@@ -8,6 +8,7 @@ a Reshape shape. Folding the read lets the folder fold the rest of that subgraph
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 
 
 def fold_shape_reads(graph) -> int:
@@ -85,7 +86,6 @@ def _attr(node, name: str, default):
 
 def _replace(graph, value, array: np.ndarray) -> int:
     """Point every use of `value` at a new initializer holding `array` (graph outputs keep their producer)."""
-    import onnx_ir as ir
     if value.is_graph_output() or not value.uses():
         return 0
     name, k = f"{value.name}_static", 0

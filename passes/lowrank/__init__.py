@@ -4,8 +4,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import onnx
 from onnx import helper
@@ -13,72 +11,16 @@ from onnx import helper
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.runtime import TensorTap
+from onnxslim.protocol import FLOAT32, NORMALIZED, Pass
+from onnxslim.report_text import lowrank_table
 
 from . import attention, factor, greedy, sensitivity
+from .config import ALL_OPS, LowRankConfig
 from .layers import Layer, find_layers
 from .report import report_layers
 from .rewrite import Editor
 from .select import Option, allocate, by_energy, candidate_ranks, layer_macs, options_for, schemes_for, split_macs
 from .stats import MAX_PATCH, find_token_mask, layer_shapes, original_stats, paired_stats, patch_stats
-
-ALL_OPS = ("matmul", "gemm", "conv")
-
-
-@dataclass
-class LowRankConfig:
-    energy: float | None = None          # keep this fraction of each layer's spectral energy
-    target_macs: float | None = None     # or: factorized kinds' MACs at most this fraction of the original
-    ops: tuple = ALL_OPS                 # subset of {"matmul", "gemm", "conv"}
-    exclude: tuple = ()                  # node names left alone
-    conv_svd: str = "auto"               # "channel" | "spatial" | "auto"
-    round_to: int = 8                    # ranks are multiples of this
-    data_aware: bool | None = None       # None: True when ctx.calibration is real data
-    sequential: bool = True              # data-aware: fit each layer on the already-compressed model's inputs
-    attention_metric: bool = True        # data-aware: fit Q/K projections for the attention logits (attention.py)
-    correct_unsplit: bool = False        # sequential: also refit the layers left whole (full-rank output-space
-                                         # correction towards the original's output, same ridge)
-    ridge: float = 1.0                   # sequential refit: shrinkage towards "no correction", x mean eigenvalue
-                                         # (1.0 measured better than 1e-3 on MiniLM: less over-fitting)
-    max_error: float | None = None       # never offer a rank whose relative output error exceeds this
-    token_mask: str | None = "auto"      # input marking padding positions to ignore in statistics
-    batch_size: int = 16
-    sensitivity: bool | None = None      # weigh layer errors by their measured effect on the model outputs
-                                         # (None: on for data-aware --lowrank-target-macs)
-    sensitivity_batches: int = 2         # calibration batches used per layer for that measurement
-    sensitivity_outputs: tuple = ()      # graph outputs that measurement compares (empty: all of them)
-    probe_error: float = 0.1             # layer error at which sensitivity is measured
-    allocation: str = "auto"             # --lowrank-target-macs: "greedy" (step by step, measured on the compressed
-                                         # model: greedy.py), "lagrangian" (one-shot: layer errors x sensitivity).
-                                         # auto = lagrangian: on MiniLM greedy measured the same cosine (0.8977 vs
-                                         # 0.8975 at 70%) for ~10x the network evaluations
-    allocation_loss: str = "mse"         # greedy: "mse" | "cosine" | "similarity" on sensitivity_outputs
-    allocation_step: float = 0.005       # greedy: a step cuts at least this fraction of the layers' MACs
-    allocation_candidates: int = 8       # greedy: tries run through the network per step (besides first tries)
-    allocation_batches: int = 4          # greedy: calibration batches the loss is measured on
-    allocation_refine: int = 0           # greedy: re-linearized Lagrangian refinements tried after the steps (on
-                                         # MiniLM at 70% the one tried measured worse than the greedy plan)
-    ranks: dict = field(default_factory=dict)          # explicit {node name: rank}, overriding the selection
-    layer_weights: dict = field(default_factory=dict)  # {node name: weight of its error in the allocation}
-
-    def check(self) -> None:
-        if (self.energy is None) == (self.target_macs is None) and not self.ranks:
-            raise SlimError("low-rank: give exactly one of --lowrank ENERGY or --lowrank-target-macs F")
-        if self.energy is not None and not 0.0 < self.energy <= 1.0:
-            raise SlimError(f"--lowrank: energy must be in (0, 1], got {self.energy}")
-        if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
-            raise SlimError(f"--lowrank-target-macs must be in (0, 1], got {self.target_macs}")
-        bad = set(self.ops) - set(ALL_OPS)
-        if bad or not self.ops:
-            raise SlimError(f"--lowrank-ops: unknown kind(s) {sorted(bad)}; choose from matmul,gemm,conv")
-        if self.conv_svd not in ("channel", "spatial", "auto"):
-            raise SlimError(f"--conv-svd must be channel, spatial or auto, got {self.conv_svd!r}")
-        if self.allocation not in ("auto", "greedy", "lagrangian"):
-            raise SlimError(f"low-rank allocation must be auto, greedy or lagrangian, got {self.allocation!r}")
-        if self.allocation_loss not in greedy.LOSSES:
-            raise SlimError(f"low-rank allocation loss must be one of {greedy.LOSSES}, got {self.allocation_loss!r}")
-        if int(self.round_to) < 1:
-            raise SlimError(f"--round-to must be a positive integer, got {self.round_to}")
-
 
 def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = None) -> PassResult:
     config.check()
@@ -94,7 +36,7 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
               "conv_svd": config.conv_svd, "layers": [], "skipped": skipped}
     if not layers:
         report.update(macs_before=0, macs_after=0, fraction=1.0)
-        return PassResult(model, report)
+        return PassResult(model, report, modified=False)
 
     probe, shapes = layer_shapes(model, layers, calib, ctx, config.batch_size)
     skipped += [{"name": layer.name, "op": layer.node.op_type, "reason": "shape unknown"} for layer in layers if layer.name not in shapes]
@@ -128,7 +70,7 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
     else:
         model_out = model
     report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted_errors, config)
-    return PassResult(model_out, report)
+    return PassResult(model_out, report, modified=bool(plan))
 
 
 def _allocate_ranks(model, layers, chosen, options, fitted_stats, config, ctx, data_aware, report) -> None:
@@ -340,3 +282,27 @@ def _split(editor: Editor, layer: Layer, option: Option, stats, config, dtypes, 
         editor.split_conv_channels(layer, a, b, bias, dtype)
     else:
         editor.split_matmul(layer, a, b, bias, dtype)
+
+
+class LowRankPass(Pass):
+    name = "lowrank"
+    config = LowRankConfig
+    changes_layers = True
+    preserved = frozenset({NORMALIZED, FLOAT32})
+
+    def requires(self, config) -> set[str]:
+        return {NORMALIZED, FLOAT32}
+
+    def run(self, model, config, ctx):
+        return run(model, config, ctx)
+
+    def summary(self, report: dict) -> list[str]:
+        how = "data-aware" if report.get("data_aware") else "weight"
+        return [f"lowrank: {report.get('factorized')} layers factorized ({how} SVD); their MACs x{report.get('fraction')}; "
+                f"{len(report.get('skipped', []))} layers left as they are (see --report)"]
+
+    def details(self, report: dict) -> list[str]:
+        return lowrank_table(report)
+
+
+PASS = LowRankPass()

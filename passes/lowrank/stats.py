@@ -11,6 +11,9 @@ from onnxslim.runtime import TensorTap
 
 from .factor import OutputStats, PatchStats
 from .layers import Layer
+from onnxslim.cost import inferred_shapes
+from onnxslim.errors import SlimError
+from onnxslim.inputs import random_feeds
 
 
 def find_token_mask(model: onnx.ModelProto, setting: str | None) -> str | None:
@@ -63,9 +66,6 @@ def layer_shapes(model: onnx.ModelProto, layers: list[Layer], calib, ctx, batch_
     """(probe feed or None, per-layer shapes). The probe is a calibration batch, else random inputs at the run
     shapes; when no size the model runs with is known, shapes come from shape inference instead, dynamic dims
     counted as 1 (a split's MACs over the layer's scale with them alike, so the choice by energy is the same)."""
-    from onnxslim.cost import inferred_shapes
-    from onnxslim.errors import SlimError
-    from onnxslim.inputs import random_feeds
     try:
         probe = next(iter(calib.batches(batch_size))) if calib is not None else random_feeds(model, ctx.input_shapes, seed=ctx.seed)[0]
     except SlimError:

@@ -14,6 +14,9 @@ from .evaluate import Evaluator, parametric_model
 from .exits import find_exits
 from .plan_state import kept_features, plan_state, pruned_exits
 from .repair import collect, repair
+from .sensitivity import sensitivity_plan
+from .allocate import budget_plan
+from .search import search_plan
 
 
 class Calibrated:
@@ -117,7 +120,6 @@ class Calibrated:
     def allocate(self, method: str, scores: dict, macs, align):
         cfg = self.config
         if method == "sensitivity":
-            from .sensitivity import sensitivity_plan
             first = [True]
 
             def stats_for(state):
@@ -129,8 +131,6 @@ class Calibrated:
                                                   cfg.target, ridge=cfg.ridge, prior_rows=cfg.repair_prior, step=cfg.sensitivity_step,
                                                   candidates=cfg.sensitivity_candidates, progress=self.ctx.progress)
             return plan, state, trace
-        from .allocate import budget_plan
-        from .search import search_plan
         start = budget_plan(self.groups, scores, cfg.target, macs, align, "global")
         plan, trace = search_plan(self.groups, scores, self.exits, self.allocation_stats(), self.evaluator(), macs, align,
                                   cfg.target, ridge=cfg.ridge, prior_rows=cfg.repair_prior, time_budget=cfg.search_time, seed=self.ctx.seed,

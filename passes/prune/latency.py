@@ -20,13 +20,18 @@ import onnx
 from onnxslim.channels import Analysis
 from onnxslim.errors import SlimError
 from onnxslim.graph import TWO_GB
+from onnxslim.ops import compute_kernels, compute_ops
 
 from .allocate import PlanCost, node_spaces
+from onnxslim.graph import model_bytes as model_size_bytes
+from onnxslim.runtime import first_line as _first_line, median_latency, session
+from onnxslim.inputs import random_feeds
 
 # onnxruntime kernels that contract channels (their time scales with the exit spaces too)
-MAC_KERNELS = {"Conv", "FusedConv", "NchwcConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul",
-               "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
-MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul"}
+# the op kinds whose kernel time is mapped back to channels, and the kernel names (fused, NCHWc) their work
+# appears under in the profile: from the op registry
+MAC_OPS = compute_ops()
+MAC_KERNELS = compute_kernels()
 _SUFFIXES = ("_nchwc", "_kernel_time")
 _WALK = 4  # nodes an onnxruntime fusion reaches above the tensor it is named after (Conv -> BN -> Add -> Clip)
 
@@ -36,8 +41,6 @@ def profile(model: onnx.ModelProto, feed: dict, *, threads: int | None = None, r
     """({profiled kernel name: (its op, median seconds per run)}, median wall seconds per run, {kernel name:
     its output tensors in the graph onnxruntime runs}: fused kernels such as BiasGelu or SkipLayerNormalization
     have names of their own, but their outputs keep the original tensors' names)."""
-    from onnxslim.graph import model_bytes as model_size_bytes
-    from onnxslim.runtime import first_line as _first_line, median_latency, session
 
     with tempfile.TemporaryDirectory(prefix="onnxslim-profile-") as tmp:
         # the optimized graph is only for naming; past 2 GB it cannot be saved inline, and names must do
@@ -103,7 +106,6 @@ class LatencyModel(PlanCost):
 def measured_latency_model(model: onnx.ModelProto, analysis: Analysis, input_shapes: dict | None = None, *,
                            threads: int | None = 1) -> LatencyModel:
     """Profile `model` at batch 1 (random inputs: the time of these kernels does not depend on values)."""
-    from onnxslim.inputs import random_feeds
 
     times, wall, outputs = profile(model, random_feeds(model, input_shapes)[0], threads=threads)
     return LatencyModel(analysis, times, wall, threads, outputs)

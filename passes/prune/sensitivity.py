@@ -18,6 +18,7 @@ from .evaluate import Evaluator, State
 from .exits import Exit
 from .plan_state import set_group
 from .repair import ExitStats
+from .repair import solve
 
 
 def _next_keep(group, keep_now: int, plan: dict, base: float, macs: MacModel, align: Alignment, quantum: float,
@@ -104,5 +105,4 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
 
 
 def _solved(e, mask, stats, ridge, prior_rows):
-    from .repair import solve
     return solve(e, stats[e.node], e.features_of(mask), ridge, prior_rows=prior_rows)

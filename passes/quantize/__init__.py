@@ -11,77 +11,29 @@ Quantization runs last in a pipeline: it needs the final weights.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import onnx
 
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.graph import model_bytes, to_graph, to_model
+from onnxslim.protocol import FLOAT32, FOLDED, NORMALIZED, Pass
 
 from onnxslim.metrics import quantized_fidelity
 from onnxslim.runtime import median_latency
-
+from .config import FIDELITY_SAMPLES, WEIGHT_ONLY, QuantizeConfig, check_config
 from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
-
-MODES = ("int8", "int8-dynamic", "int4", "int8-weight")
-WEIGHT_ONLY = ("int4", "int8-weight")  # blockwise weights to MatMulNBits / GatherBlockQuantized (weight_only.py)
-METHODS = ("minmax", "percentile", "entropy")
-TARGETS = ("onnxruntime", "tensorrt")
-FIDELITY_SAMPLES = 64  # calibration samples the fidelity and fallback measurements use
-
-
-@dataclass
-class QuantizeConfig:
-    mode: str = "int8"                  # "int8" (static QDQ) | "int8-dynamic" (weights only, activations at run time)
-    calib_method: str = "minmax"        # "minmax" | "percentile" | "entropy" (minmax measured best on EfficientNet-Lite0)
-    per_channel: bool = True
-    target: str = "onnxruntime"         # "onnxruntime" | "tensorrt"
-    cle: bool = True                    # cross-layer equalization of Conv->ReLU->Conv and depthwise-separable pairs
-    cle_relu6_as_relu: bool = False     # also equalize across ReLU6 by turning it into ReLU (not exact)
-    bias_correction: bool = True
-    tolerance: float | None = None      # max relative L2 output error on calibration data; None: no fallback
-    percentile: float = 99.99
-    reduce_range: bool | None = None    # 7-bit non-depthwise weights; None: on when the CPU has no VNNI (u8*s8 saturates)
-    weight_mse: bool = True             # per-channel weight clipping searched for the smallest MSE
-    eight_bit_nodes: tuple = ()         # node names that keep 8-bit weights even when reduce_range is on
-    batch_size: int = 8
-    max_fallback_nodes: int | None = None
-    measure_latency: bool = True
-    latency_runs: int = 20
-    dynamic_op_types: tuple = ("MatMul", "Gemm")
-    # weight-only modes (int4, int8-weight)
-    block_size: int = 32                # weights per scale along the input features; 32 measured best on MiniLM (RESULTS.md)
-    symmetric: bool = False             # no zero point (asymmetric measured closer on MiniLM)
-    accuracy_level: int | None = None   # MatMulNBits compute type; None: int8 compute (4) for 8 bits, onnxruntime's default for 4
-    min_elements: int = 16384           # smaller weights stay in float (listed): too little to gain
-    embeddings: bool = True             # Gather embedding tables to GatherBlockQuantized too
-    exclude: tuple = ()                 # node names left in float
-
-    def check(self) -> None:
-        _check(self)
-
-
-def _check(config: QuantizeConfig) -> None:
-    if config.mode not in MODES:
-        raise SlimError(f"--quantize {config.mode}: expected one of {', '.join(MODES)}")
-    if config.calib_method not in METHODS:
-        raise SlimError(f"--calib-method {config.calib_method}: expected one of {', '.join(METHODS)}")
-    if config.target not in TARGETS:
-        raise SlimError(f"--target {config.target}: expected one of {', '.join(TARGETS)}")
-    if config.tolerance is not None and not (config.tolerance > 0):
-        raise SlimError(f"--tolerance must be a positive number (max relative output error), got {config.tolerance}")
-    if config.mode in WEIGHT_ONLY and (config.block_size < 16 or config.block_size & (config.block_size - 1)):
-        raise SlimError(f"--block-size {config.block_size}: onnxruntime's kernels need a power of 2, at least 16")
-    if not 50 < config.percentile <= 100:
-        raise SlimError(f"percentile must be in (50, 100], got {config.percentile}")
-
+from onnxslim.calibration import load_calibration
+from onnxslim.inputs import with_batch
+import onnx.version_converter
+from .bias_correction import dequantize
+from onnx import numpy_helper
 
 def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Context | None = None) -> PassResult:
     config = config or QuantizeConfig()
     ctx = ctx or Context()
-    _check(config)
-    from onnxslim.calibration import load_calibration
+    check_config(config)
     dataset = ctx.calibration
     if dataset is None:
         dataset = load_calibration(None, model, input_shapes=ctx.input_shapes, seed=ctx.seed, size=16)
@@ -100,7 +52,7 @@ def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Conte
     if config.mode == "int8" and quantized:
         # onnxruntime's static quantizer breaks on tensors it already quantized (name clashes): leave the model
         report["skipped"] = f"the model is already quantized ({', '.join(quantized)}); left as it was"
-        return PassResult(model, report)
+        return PassResult(model, report, modified=False)
     try:
         feeds = _fidelity_feeds(dataset, config.batch_size)
     except SlimError as err:
@@ -136,11 +88,7 @@ def _fidelity_feeds(dataset, batch_size: int) -> list[dict]:
 
 
 def _prepare(model: onnx.ModelProto, config: QuantizeConfig, report: dict):
-    try:
-        from onnxslim.passes import cleanup
-        model = cleanup.run(model).model
-    except ImportError:  # the cleanup pass is optional here: it folds constants/BN so weights are initializers
-        pass
+    """The exact float rewrites before placing Q/DQ (the pipeline ran cleanup first: QuantizePass.requires)."""
     model, upgraded = _opset_13(model)
     graph = to_graph(model)
     steps = {"pads_folded_into_conv": len(prepare.fold_pads(graph))}
@@ -161,7 +109,6 @@ _QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "Mat
 def _one_sample(model: onnx.ModelProto, feed: dict) -> dict:
     """The first sample of a batch: the batch dims (see inputs.with_batch: silero's state [2, batch, 128]) cut
     to 1; scalars and fixed dims as they are."""
-    from onnxslim.inputs import with_batch
     target = with_batch(model, {k: tuple(v.shape) for k, v in feed.items()}, 1)
     return {k: v[tuple(slice(0, t) for t in target[k])] if v.ndim else v for k, v in feed.items()}
 
@@ -173,7 +120,6 @@ def _opset_13(model: onnx.ModelProto):
     if old >= 13:
         return model, None
     try:
-        import onnx.version_converter
         return onnx.version_converter.convert_version(model, 13), f"{old} -> 13"
     except Exception:  # noqa: BLE001 - the converter's failures have no common type
         return model, None
@@ -289,8 +235,6 @@ def _sensitivity(prepared, qmodel, feeds, base_exclude) -> list[tuple[str, float
     produced (dequantized), and the relative output error on a few calibration batches is measured: a
     direct per-node measurement rather than a proxy, one float inference per node.
     """
-    from .bias_correction import _dequantize
-    from onnx import numpy_helper
     inits = {i.name: i for i in qmodel.graph.initializer}
     producers = {o: n for n in qmodel.graph.node for o in n.output}
     fnodes = {n.name: n for n in prepared.graph.node if n.name}
@@ -305,7 +249,7 @@ def _sensitivity(prepared, qmodel, feeds, base_exclude) -> list[tuple[str, float
             continue
         args = [numpy_helper.to_array(inits[x]) if x in inits else None for x in dq.input]
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        wq = _dequantize(args[0], args[1], args[2] if len(args) > 2 else None, axis)
+        wq = dequantize(args[0], args[1], args[2] if len(args) > 2 else None, axis)
         trial = onnx.ModelProto()
         trial.CopyFrom(prepared)
         wname = fnodes[node.name].input[1]
@@ -337,18 +281,35 @@ def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None
                              "ratio": round(t_int8 / t_float, 4), "batch": 1, "threads": 1}
 
 
-def summary(quantize: dict) -> list[str]:
-    """The CLI's lines for this pass's report."""
-    floats = quantize.get("left_in_float", [])
-    method, target = quantize.get("config", {}).get("calib_method"), quantize.get("config", {}).get("target")
-    if quantize.get("mode") == "int8-dynamic":  # no calibration method applies: ranges come at run time
-        method = "activations at run time"
-    wo = quantize.get("weight_only")
-    how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
-    lines = [f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float"]
-    lines += [f"  float: {f.get('node')}: {f.get('reason')}" for f in floats[:4]]
-    if quantize.get("skipped"):
-        lines.append(f"  skipped: {quantize['skipped']}")
-    if quantize.get("warning"):
-        lines.append(f"  warning: {quantize['warning']}")
-    return lines
+class QuantizePass(Pass):
+    name = "quantize"
+    config = QuantizeConfig
+
+    def requires(self, config) -> set[str]:
+        # static int8 places Q/DQ on weights that must be initializers with nothing left to fold: after
+        # prune or low-rank the pipeline runs cleanup again (their edits can leave foldable nodes)
+        return {FOLDED, FLOAT32} if config.mode == "int8" else {NORMALIZED, FLOAT32}
+
+    def wants_calibration(self, config) -> bool:
+        return config.mode == "int8"  # dynamic int8 and weight-only need none (ranges at run time, weights alone)
+
+    def run(self, model, config, ctx):
+        return run(model, config, ctx)
+
+    def summary(self, quantize: dict) -> list[str]:
+        floats = quantize.get("left_in_float", [])
+        method, target = quantize.get("config", {}).get("calib_method"), quantize.get("config", {}).get("target")
+        if quantize.get("mode") == "int8-dynamic":  # no calibration method applies: ranges come at run time
+            method = "activations at run time"
+        wo = quantize.get("weight_only")
+        how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
+        lines = [f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float"]
+        lines += [f"  float: {f.get('node')}: {f.get('reason')}" for f in floats[:4]]
+        if quantize.get("skipped"):
+            lines.append(f"  skipped: {quantize['skipped']}")
+        if quantize.get("warning"):
+            lines.append(f"  warning: {quantize['warning']}")
+        return lines
+
+
+PASS = QuantizePass()

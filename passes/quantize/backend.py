@@ -61,7 +61,7 @@ class _OneBatch:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """onnxruntime.quantization logs warnings (pre-processing advice, unused initializers) meant for its own users."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
@@ -92,7 +92,7 @@ def quantize_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]],
     with tempfile.TemporaryDirectory(prefix="onnxslim-q-") as tmp:
         out = os.path.join(tmp, "q.onnx")
         try:
-            with _quiet():
+            with quiet():
                 # quantize_static turns the proto it is given into external-data form in place: give it a copy
                 copy = onnx.ModelProto()
                 copy.CopyFrom(model)
@@ -116,7 +116,7 @@ def quantize_dynamic_int8(model: onnx.ModelProto, *, per_channel: bool, op_types
         src, out = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "q.onnx")
         onnx.save_model(model, src, save_as_external_data=model_bytes(model) >= TWO_GB)
         try:
-            with _quiet():
+            with quiet():
                 quantize_dynamic(src, out, op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
                                  weight_type=QuantType.QInt8, nodes_to_exclude=list(nodes_to_exclude or []))
         except Exception as err:

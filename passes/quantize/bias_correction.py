@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from onnxslim import linear
 
 
-def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
+def dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
     q = q.astype(np.float64)
     zero = np.zeros(1) if zero is None else zero.astype(np.float64)
     if scale.size > 1:
@@ -53,7 +53,7 @@ def correct(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, input_means: dict[
         if wargs[0] is None or wargs[1] is None:
             continue
         wdq_axis = next((a.i for a in wdq.attribute if a.name == "axis"), 1)
-        wq = _dequantize(wargs[0], wargs[1], wargs[2] if len(wargs) > 2 else None, wdq_axis)
+        wq = dequantize(wargs[0], wargs[1], wargs[2] if len(wargs) > 2 else None, wdq_axis)
         dw = wq - w
         if node.op_type == "Conv":
             groups = int(attrs.get("group", 1))

@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 from onnxslim.errors import SlimError
 
 from . import fidelity
+from .backend import quiet
 
 MS_DOMAIN = "com.microsoft"
 RANKING_BATCHES = 2  # calibration batches that rank the layers for the fallback (as int8's does)
@@ -116,8 +117,7 @@ def candidates(model: onnx.ModelProto, min_elements: int, exclude=()) -> tuple[l
 def quantize_matmuls(model: onnx.ModelProto, names: set[str], bits: int, block_size: int, symmetric: bool,
                      accuracy_level: int | None = None) -> onnx.ModelProto:
     """onnxruntime's MatMulNBitsQuantizer on exactly the MatMuls in `names` (on a copy)."""
-    from .backend import _quiet
-    with _quiet():
+    with quiet():
         from onnxruntime.quantization import matmul_nbits_quantizer as mq
         from onnxruntime.quantization.quant_utils import QuantFormat
         copy = onnx.ModelProto()

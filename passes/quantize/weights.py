@@ -38,18 +38,6 @@ def is_depthwise(node: onnx.NodeProto, w: np.ndarray) -> bool:
     return node.op_type == "Conv" and group > 1 and w.shape[1] == 1
 
 
-def absmax_clips(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """max|w| per output channel of every Conv/Gemm/MatMul weight initializer."""
-    inits = {i.name: i for i in model.graph.initializer}
-    clips = {}
-    for node in model.graph.node:
-        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in inits:
-            w = numpy_helper.to_array(inits[node.input[1]])
-            if w.ndim >= 2:
-                clips[node.input[1]] = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
-    return clips
-
-
 def overrides(model: onnx.ModelProto, *, per_channel: bool, seven_bit_nodes: set[str], mse: bool, exclude: set[str] = frozenset()) -> tuple[dict, dict]:
     """({weight name: per-channel override list}, summary) for the Conv/Gemm weights of `model`."""
     if not per_channel:

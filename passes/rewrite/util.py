@@ -123,7 +123,3 @@ def bypass(node: gs.Node, src, ctx) -> None:
     node.outputs.clear()
     replace_tensor(out, src, ctx)
     node.inputs.clear()
-
-
-def variable_like(name: str, like, shape=None) -> gs.Variable:
-    return gs.Variable(name, dtype=getattr(like, "dtype", None), shape=shape if shape is not None else getattr(like, "shape", None))

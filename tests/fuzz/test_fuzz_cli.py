@@ -5,11 +5,14 @@ to ~60-90 s on 2 cores: BATCHES x CASES runs, two at a time. `benchmarks/fuzz_ho
 an hour."""
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from fuzz.harness import run_case
 from fuzz.mutations import HypothesisChooser, draw_case
+
+pytestmark = pytest.mark.slow  # many CLI runs in subprocesses
 
 BATCHES, CASES, WORKERS = 2, 14, 2
 

@@ -1,34 +1,16 @@
-"""Every op rule against the masking oracle, on hand-built graphs, with random keep-sets (hypothesis).
-
-Each graph puts the op between a producing Conv/MatMul (source) and a consuming one (exit), so the op sits
-inside a prunable group; frozen cases assert the reason the analysis gives.
-"""
+"""Element-wise coupling: unary ops and per-channel parameters follow the channels; binary ops of two
+activations tie both producers; SE gating multiplies by a per-channel scale. Adding an element-wise op is
+one name in `onnxslim.ops` (UNARY/BINARY) and its case here."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from onnxslim.channels import analyze
-from onnxslim.passes import cleanup
+from hypothesis import given
 
 from oracle import GraphBuilder, check_oracle
+from rule_cases import C, X, examples, sandwich, se_block, seeds
 
-C = 8
-X = {"x": ["N", 3, 8, 8]}
-seeds = st.integers(0, 2**31 - 1)
-examples = settings(max_examples=8, deadline=None)
-
-
-def sandwich(middle, *, cin=3, c=C, k=3, bn_keep=False):
-    """x -> Conv(cin->c) -> middle(b, t) -> Conv(c->4) -> y."""
-    def build(seed=0):
-        b = GraphBuilder(seed)
-        t = b.conv("x", cin, c, k=k)
-        t = middle(b, t)
-        y = b.conv(t, c, 4, k=1)
-        return b.model(X, [y])
-    return build
+from onnxslim import ops
 
 
 UNARY = {
@@ -96,19 +78,10 @@ def test_binary_of_two_activations_ties_both(op, seed):
     assert len(prunable) == 1 and len(prunable[0].members("source")) == 2
 
 
-def _se_block(seed=0):
-    b = GraphBuilder(seed)
-    t = b.op("Relu", [b.conv("x", 3, C, k=3)])
-    s = b.op("GlobalAveragePool", [t])
-    s = b.op("Relu", [b.conv(s, C, 4)])
-    s = b.op("HardSigmoid", [b.conv(s, 4, C)])
-    return b.model(X, [b.conv(b.op("Mul", [t, s]), C, 4)])
-
-
 @examples
 @given(seed=seeds)
 def test_squeeze_excitation_gating(seed):
-    _, _, analysis = check_oracle(_se_block(seed % 1000), seed)
+    _, _, analysis = check_oracle(se_block(seed % 1000), seed)
     assert len(analysis.prunable_groups) == 2  # the gated channels (with the expand conv) and the SE bottleneck
 
 
@@ -268,61 +241,44 @@ def test_matmul_ffn_hidden_features(seed):
     assert any("graph input 'x'" in r for g in analysis.groups for r in g.reasons)
 
 
-FROZEN = {
-    "LayerNormalization": (lambda b, t: b.op("LayerNormalization", [b.op("Transpose", [t], perm=[0, 2, 3, 1]), b.randn(C), b.randn(C)]),
-                           "LayerNormalization normalizes over this axis"),
-    "Softmax": (lambda b, t: b.op("Softmax", [t], axis=1), "Softmax normalizes over this axis"),
-    "op without a rule": (lambda b, t: b.op("CumSum", [t, b.const(np.array(1, np.int64))]), "CumSum 'CumSum_2' has no channel rule"),
-    "ReduceChannels": (lambda b, t: b.op("ReduceSum", [t, b.const(np.array([1], np.int64))], keepdims=1), "reduces over this axis"),
-    "StridedSlice": (lambda b, t: b.op("Slice", [t, b.const(np.array([0], np.int64)), b.const(np.array([8], np.int64)), b.const(np.array([1], np.int64)), b.const(np.array([2], np.int64))]), "strided Slice"),
-}
+def _binary_activations(op):
+    def build(seed=0):
+        b = GraphBuilder(seed)
+        t1, t2 = b.conv("x", 3, C, k=3), b.conv("x", 3, C, k=1)
+        t = b.op(op, [t1, b.op("Sigmoid", [t2])] if op in ("Div", "Pow") else [t1, t2])
+        return b.model(X, [b.conv(t, C, 4)])
+    return build
 
 
-@pytest.mark.parametrize("name", sorted(FROZEN))
-def test_unsupported_freezes_with_reason(name):
-    middle, reason = FROZEN[name]
-    b = GraphBuilder(0)
-    out = middle(b, b.conv("x", 3, C, k=3))
-    model = b.model(X, [out])
-    clean = cleanup.run(model).model
-    analysis = analyze(clean)
-    group = next(g for g in analysis.groups if any(s.role == "source" and s.op == "Conv" for s in g.spaces))
-    assert group.prunable == 0
-    assert any(reason in r for r in group.reasons), group.reasons
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean"])
+@examples
+@given(seed=seeds)
+def test_binary_of_two_activations_ties_both(op, seed):
+    _, _, analysis = check_oracle(_binary_activations(op)(seed % 1000), seed)
+    prunable = [g for g in analysis.prunable_groups if g.n_classes == C]
+    assert len(prunable) == 1 and len(prunable[0].members("source")) == 2
 
 
-def test_exclude_freezes_the_node():
-    model = sandwich(UNARY["Relu"])(0)
-    clean = cleanup.run(model).model
-    relu = next(n.name for n in clean.graph.node if n.op_type == "Relu")
-    analysis = analyze(clean, exclude=[relu])
-    assert not analysis.prunable_groups
-    assert any("excluded by the user" in r for g in analysis.groups for r in g.reasons)
-
-
-def test_ratio_zero_leaves_graph_unchanged():
-    from onnxslim.passes.prune import PruneConfig, run
-    from oracle import run as ort_run
-    from onnxslim.inputs import random_feeds
-    clean = cleanup.run(_se_block(0)).model
-    pruned = run(clean, PruneConfig(ratio=0.0, round_to=1)).model
-    assert [i.dims for i in pruned.graph.initializer] == [i.dims for i in clean.graph.initializer]
-    feed = random_feeds(clean)[0]
-    np.testing.assert_array_equal(ort_run(pruned, feed)[0], ort_run(clean, feed)[0])
-
-
-def test_tensor_read_inside_a_subgraph_is_frozen():
-    from onnx import TensorProto, helper
-    b = GraphBuilder(0)
+def se_block(seed=0):
+    b = GraphBuilder(seed)
     t = b.op("Relu", [b.conv("x", 3, C, k=3)])
-    then_out = helper.make_tensor_value_info("then_y", TensorProto.FLOAT, None)
-    else_out = helper.make_tensor_value_info("else_y", TensorProto.FLOAT, None)
-    then_g = helper.make_graph([helper.make_node("Relu", [t], ["then_y"])], "then", [], [then_out])
-    else_g = helper.make_graph([helper.make_node("Neg", [t], ["else_y"])], "else", [], [else_out])
-    cond = b.const(np.array(True))
-    y = b.op("If", [cond], then_branch=then_g, else_branch=else_g)
-    model = b.model(X, [b.conv(y, C, 4)])
-    analysis = analyze(model)
-    group = next(g for g in analysis.groups if g.n_classes == C and g.members("source"))
-    assert group.prunable == 0
-    assert any("If" in r for r in group.reasons), group.reasons
+    s = b.op("GlobalAveragePool", [t])
+    s = b.op("Relu", [b.conv(s, C, 4)])
+    s = b.op("HardSigmoid", [b.conv(s, 4, C)])
+    return b.model(X, [b.conv(b.op("Mul", [t, s]), C, 4)])
+
+
+@examples
+@given(seed=seeds)
+def test_squeeze_excitation_gating(seed):
+    _, _, analysis = check_oracle(se_block(seed % 1000), seed)
+    assert len(analysis.prunable_groups) == 2  # the gated channels (with the expand conv) and the SE bottleneck
+
+
+def test_a_registered_unary_op_is_pruned_through():
+    """Shrink: one name in ops.UNARY; the group through it is prunable and pruning it is exact."""
+    assert ops.kind_of("Shrink").channels is not None and ops.kind_of("Shrink").macs is None
+    model = sandwich(lambda b, t: b.op("Shrink", [t], lambd=0.5, bias=0.1))(0)
+    _, pruned, analysis = check_oracle(model, 1)
+    assert any(g.n_classes == C and g.prunable == C for g in analysis.groups)
+    assert any(n.op_type == "Shrink" for n in pruned.graph.node)

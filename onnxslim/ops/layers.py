@@ -1,0 +1,131 @@
+"""Channel rules of the contracting ops (Conv, ConvTranspose, Gemm, MatMul): their weights are the sources
+and exits of channel groups."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .helpers import int_list, is_int, present, rank_of, replace_input, same_tensor, shape_of
+from .space import EXIT, PARAM, SOURCE, Frozen
+
+if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
+    from onnxslim.channels import Builder
+
+
+def _has_bias(node, index):
+    return present(node, index)
+
+
+def conv(b: Builder, node, tensor, axis):
+    """Conv: weight axis 1 contracts the input channels (exit); weight axis 0 and bias make the output
+    channels (source). With groups > 1 whole conv groups are kept or removed, tying input and output."""
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    if not isinstance(w, gs.Constant):
+        raise Frozen("weight is not a constant")
+    if axis != 1:
+        raise Frozen("not the channel axis")
+    group = int(node.attrs.get("group", 1))
+    if group == 1:
+        if same_tensor(tensor, x):
+            b.link(b.act(x, 1), b.const(node, 1, 1, EXIT))
+        else:
+            ys = b.act(y, 1)
+            b.link(ys, b.const(node, 1, 0, SOURCE))
+            if _has_bias(node, 2):
+                b.link(ys, b.const(node, 2, 0, PARAM))
+        return
+    xs, ys = b.act(x, 1), b.act(y, 1)
+    per_in, per_out = w.shape[1], w.shape[0] // group
+    b.link(ys, b.const(node, 1, 0, SOURCE))
+    if _has_bias(node, 2):
+        b.link(ys, b.const(node, 2, 0, PARAM))
+    anchor = lambda idx, per: (idx // per) * per_out  # noqa: E731 - first output channel of the conv group
+    b.link(xs, ys, np.arange(xs.size), anchor(np.arange(xs.size), per_in))
+    b.link(ys, ys, np.arange(ys.size), anchor(np.arange(ys.size), per_out))
+
+    def fix(keep, node=node, ys=ys):
+        if ys.id in keep:
+            node.attrs["group"] = len(keep[ys.id]) // per_out
+    b.on_rewrite(node, fix)
+
+
+conv.seeds = lambda node: [(node.outputs[0], 1)] if isinstance(node.inputs[1], gs.Constant) else []
+
+
+def conv_transpose(b: Builder, node, tensor, axis):
+    """ConvTranspose weight is [Cin, Cout/g, k...]: axis 0 is the exit, axis 1 the source."""
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    if not isinstance(w, gs.Constant):
+        raise Frozen("weight is not a constant")
+    if int(node.attrs.get("group", 1)) != 1:
+        raise Frozen("grouped ConvTranspose")
+    if axis != 1:
+        raise Frozen("not the channel axis")
+    if "output_shape" in node.attrs:
+        raise Frozen("explicit output_shape")
+    if same_tensor(tensor, x):
+        b.link(b.act(x, 1), b.const(node, 1, 0, EXIT))
+    else:
+        ys = b.act(y, 1)
+        b.link(ys, b.const(node, 1, 1, SOURCE))
+        if _has_bias(node, 2):
+            b.link(ys, b.const(node, 2, 0, PARAM))
+
+
+conv_transpose.seeds = lambda node: [(node.outputs[0], 1)] if isinstance(node.inputs[1], gs.Constant) and int(node.attrs.get("group", 1)) == 1 else []
+
+
+def gemm(b: Builder, node, tensor, axis):
+    a, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    if not isinstance(w, gs.Constant):
+        raise Frozen("B is not a constant")
+    k_a = 0 if int(node.attrs.get("transA", 0)) else 1
+    k_w = 1 if int(node.attrs.get("transB", 0)) else 0
+    if same_tensor(tensor, a):
+        if axis != k_a:
+            raise Frozen("Gemm row axis")
+        b.link(b.act(a, k_a), b.const(node, 1, k_w, EXIT))
+        return
+    if axis != 1:
+        raise Frozen("Gemm row axis")
+    ys = b.act(y, 1)
+    b.link(ys, b.const(node, 1, 1 - k_w, SOURCE))
+    if present(node, 2):
+        c = node.inputs[2]
+        shape = shape_of(c)
+        if len(shape) and shape[-1] == ys.size and ys.size != 1:
+            b.link(ys, b.const(node, 2, len(shape) - 1, PARAM) if isinstance(c, gs.Constant) else b.act(c, len(shape) - 1))
+        elif len(shape) and shape[-1] != 1:
+            raise Frozen("Gemm C does not broadcast over the output features")
+
+
+gemm.seeds = lambda node: [(node.outputs[0], 1)] if isinstance(node.inputs[1], gs.Constant) else []
+
+
+def matmul(b: Builder, node, tensor, axis):
+    """x[..., K] @ W[K, N] with a constant W: K is an exit, N a source; leading axes pass through."""
+    a, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    if isinstance(a, gs.Constant) or not isinstance(w, gs.Constant) or len(w.shape) != 2:
+        raise Frozen("MatMul without a constant 2-D right-hand weight")
+    rank_a, rank_y = rank_of(a), rank_of(y)
+    if rank_a < 2:
+        raise Frozen("MatMul of a vector")
+    if same_tensor(tensor, a):
+        if axis == rank_a - 1:
+            b.link(b.act(a, axis), b.const(node, 1, 0, EXIT))
+        else:
+            b.link(b.act(a, axis), b.act(y, axis + rank_y - rank_a))
+        return
+    if axis == rank_y - 1:
+        b.link(b.act(y, axis), b.const(node, 1, 1, SOURCE))
+    else:
+        b.link(b.act(a, axis - (rank_y - rank_a)), b.act(y, axis))
+
+
+matmul.seeds = lambda node: ([(node.outputs[0], -1)] if isinstance(node.inputs[1], gs.Constant)
+                             and len(node.inputs[1].shape) == 2 and not isinstance(node.inputs[0], gs.Constant) else [])
+
+
+# -- layout ops ----------------------------------------------------------------------------------------
