@@ -1,5 +1,10 @@
 """Reshape -> Reshape: the second reads the first's input (its target does not refer to the intermediate
-shape: no 0 'copy' entries). A Reshape whose target is the input's own shape is removed."""
+shape: no 0 'copy' entries). A Reshape whose target is the input's own shape is removed.
+
+A target may hold one -1 when every other entry is the input's dim at that position (a copy or the same
+static dim): the element count then forces -1 to the remaining input dim. Where the other entries multiply
+to 0 (a zero-sized dim) the spec leaves -1 undetermined and onnxruntime rejects the Reshape, so inputs the
+original rejects are the only ones where removing it differs."""
 from __future__ import annotations
 
 from ..engine import Rule
@@ -38,9 +43,11 @@ class ReshapeNoop(Rule):
         if len(shape) != len(dims):
             return "the rank changes"
         allowzero = int(node.attrs.get("allowzero", 0))
+        if shape.count(-1) > 1:
+            return "more than one -1 in the target"
         for s, d in zip(shape, dims):
             copies = s == 0 and not allowzero
-            if not (copies or (d is not None and s == d)):
+            if not (copies or s == -1 or (d is not None and s == d)):
                 return "a target dim is neither a copy nor the input's static dim"
         reason = replace_check(node.outputs[0], node.inputs[0], ctx)
         return reason or {}
