@@ -43,10 +43,10 @@ class Dims:
         return x is not None and x == y
 
     def origin(self, t, axis: int, depth: int = 0):
-        dims = static_dims(t)
-        if dims is None or not 0 <= axis < len(dims):
+        dims = static_dims(t)  # None for an op shape inference does not know (contrib LSTM): traced all the same
+        if axis < 0 or (dims is not None and axis >= len(dims)):
             return None
-        if dims[axis] is not None:
+        if dims is not None and dims[axis] is not None:
             return int(dims[axis])
         key = (t.name, axis)
         if key in self._memo:
@@ -58,6 +58,29 @@ class Dims:
                 self._memo[key] = found
         return self._memo[key]
 
+    def rank(self, t, depth: int = 0) -> int | None:
+        """The rank from shape inference, else from the op that made t (shape inference stops at an op it
+        does not know, though a Transpose or a Reshape after it fixes the rank)."""
+        r = rank(t)
+        if r is not None or depth > MAX_DEPTH or len(getattr(t, "inputs", ())) != 1:
+            return r
+        node = t.inputs[0]
+        if node.op == "Transpose" and "perm" in node.attrs:
+            return len(node.attrs["perm"])
+        if node.op == "Reshape":  # as many dims as the target has entries
+            target = static_dims(node.inputs[1])
+            return target[0] if target is not None and len(target) == 1 else None
+        if node.op in RECURRENT:
+            return 4 if node.outputs[0] is t else 3
+        if node.op == "DynamicQuantizeLinear" and node.outputs[0] is not t:
+            return 0  # the scale and the zero point
+        if node.op in SAME_SHAPE and node.outputs[0] is t:
+            return self.rank(node.inputs[0], depth + 1)
+        if node.op in BROADCAST or node.op in ("MatMul", "MatMulInteger"):
+            ranks = [self.rank(x, depth + 1) for x in node.inputs]
+            return None if None in ranks or not ranks else max(ranks)
+        return None
+
     def _step(self, node, out, axis: int, depth: int):
         """The origin of `out`'s dim `axis` one op up, or None when the op does not pass it on."""
         op = node.op
@@ -66,7 +89,7 @@ class Dims:
                 return None
         elif node.domain not in ("", None, "ai.onnx"):
             return None
-        src = _source(node, out, axis, op)
+        src = _source(node, out, axis, op, self)
         if src == "broadcast":
             return self._broadcast(node, out, axis, depth)
         if isinstance(src, tuple):
@@ -76,12 +99,12 @@ class Dims:
     def _broadcast(self, node, out, axis: int, depth: int):
         """Multidirectional broadcasting: the output dim equals every input dim that is not 1, so when all
         those have one origin it is that origin (none of them: 1)."""
-        r = rank(out)
+        r = self.rank(out)
         if r is None:
             return None
         found = []
         for t in node.inputs:
-            tr = rank(t)
+            tr = self.rank(t)
             if tr is None:
                 return None
             k = axis - (r - tr)
@@ -97,7 +120,7 @@ class Dims:
         return found[0] if all(o == found[0] for o in found) else None
 
 
-def _source(node, out, axis: int, op: str):
+def _source(node, out, axis: int, op: str, dims: Dims):
     """(tensor, axis) or int the dim comes from, "broadcast", or None."""
     x = node.inputs[0] if node.inputs else None
     first_out = node.outputs[0] is out
@@ -111,6 +134,10 @@ def _source(node, out, axis: int, op: str):
         return (node.inputs[1], 0) if axis == 0 else None
     if op in RECURRENT:
         return _recurrent(node, out, axis)
+    if op == "Reshape":
+        return _reshape(node, axis, dims)
+    if op in ("MatMul", "MatMulInteger"):
+        return _matmul(node, out, axis, dims)
     handler = _HANDLERS.get(op)
     return handler(node, out, axis) if handler is not None else None
 
@@ -193,9 +220,9 @@ def _gemm(node, out, axis):
     return (node.inputs[1], 0 if int(node.attrs.get("transB", 0)) else 1)
 
 
-def _matmul(node, out, axis):
-    a, b, r = node.inputs[0], node.inputs[1], rank(out)
-    ra, rb = rank(a), rank(b)
+def _matmul(node, out, axis, dims: Dims):
+    a, b, r = node.inputs[0], node.inputs[1], dims.rank(out)
+    ra, rb = dims.rank(a), dims.rank(b)
     if r is None or ra is None or rb is None or ra < 2 or rb < 2:
         return None
     if axis == r - 1:
@@ -203,31 +230,41 @@ def _matmul(node, out, axis):
     if axis == r - 2:
         return (a, ra - 2)
     if ra == rb == r:  # batch dims of equal-rank operands: broadcast, traced only when one side is static 1
-        dims_a, dims_b = static_dims(a), static_dims(b)
-        if dims_b[axis] == 1:
+        if dims.origin(b, axis) == 1:
             return (a, axis)
-        if dims_a[axis] == 1:
+        if dims.origin(a, axis) == 1:
             return (b, axis)
     return None
 
 
 def _recurrent(node, out, axis):
     """Y: [seq, num_directions, batch, hidden]; Y_h / Y_c: [num_directions, batch, hidden] (layout 0)."""
-    if int(node.attrs.get("layout", 0)) != 0:
+    if int(node.attrs.get("layout", 0)) != 0 or "hidden_size" not in node.attrs:
         return None
     x = node.inputs[0]
     index = next(i for i, o in enumerate(node.outputs) if o is out)
-    if index == 0:
-        return {0: (x, 0), 2: (x, 1)}.get(axis)
-    return (x, 1) if axis == 1 else None
+    direction = node.attrs.get("direction", "forward")
+    directions = 2 if (direction.decode() if isinstance(direction, bytes) else direction) == "bidirectional" else 1
+    layout = [(x, 0), directions, (x, 1), int(node.attrs["hidden_size"])] if index == 0 else [directions, (x, 1), int(node.attrs["hidden_size"])]
+    return layout[axis] if axis < len(layout) else None
 
 
-def _reshape(node, out, axis):
-    """A 0 entry copies the input's dim; a -1 entry is the one input dim left over when the other entries
-    are copies and static sizes whose product matches the input's static dims (the element count fixes it)."""
-    target = const(node.inputs[1])
-    dims = static_dims(node.inputs[0])
-    if target is None or dims is None or int(node.attrs.get("allowzero", 0)):
+def _value(t):
+    """A constant's value, or a Concat of constants' (left for the fold after the rules)."""
+    value = const(t)
+    if value is not None or len(getattr(t, "inputs", ())) != 1 or t.inputs[0].op != "Concat":
+        return value
+    parts = [const(p) for p in t.inputs[0].inputs]
+    return None if any(p is None for p in parts) else np.concatenate([p.reshape(-1) for p in parts])
+
+
+def _reshape(node, axis, dims: Dims):
+    """A 0 entry copies the input's dim; a -1 entry is what the element count leaves: the one input dim
+    not copied and not static when the static ones multiply to the target's sizes, or a static size when
+    every input dim is known. Input dims count as static when traced to an int (an LSTM's hidden size)."""
+    target = _value(node.inputs[1])
+    r = dims.rank(node.inputs[0])
+    if target is None or r is None or int(node.attrs.get("allowzero", 0)):
         return None
     target = [int(v) for v in target.reshape(-1)]
     entry = target[axis]
@@ -235,11 +272,16 @@ def _reshape(node, out, axis):
         return (node.inputs[0], axis)
     if entry != -1:
         return entry if entry > 0 else None
+    origins = [dims.origin(node.inputs[0], k) for k in range(r)]
     copied = {k for k, v in enumerate(target) if v == 0}
-    free = [k for k, d in enumerate(dims) if k not in copied and d is None]
-    known = int(np.prod([d for k, d in enumerate(dims) if k not in copied and d is not None], dtype=np.int64))
+    free = [k for k, o in enumerate(origins) if k not in copied and not isinstance(o, int)]
+    known = int(np.prod([o for k, o in enumerate(origins) if k not in copied and isinstance(o, int)], dtype=np.int64))
     wanted = int(np.prod([v for v in target if v > 0], dtype=np.int64))
-    if len(free) == 1 and known == wanted and known > 0:
+    if wanted <= 0 or known <= 0:
+        return None
+    if not free and known % wanted == 0:
+        return known // wanted
+    if len(free) == 1 and known == wanted:
         return (node.inputs[0], free[0])
     return None
 
@@ -273,31 +315,32 @@ def _reduce(node, out, axis):
 _HANDLERS = {
     "Transpose": _transpose, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Concat": _keeps_other_axes,
     "Split": _keeps_other_axes, "Slice": _keeps_other_axes, "Pad": _keeps_other_axes, "Gather": _gather,
-    "Gemm": _gemm, "MatMul": _matmul, "MatMulInteger": _matmul, "Reshape": _reshape, "Flatten": _flatten,
+    "Gemm": _gemm, "Flatten": _flatten,
     **{op: _reduce for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                               "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin")},
 }
 
 
-def dims_read(t, depth: int = 0) -> list | None:
+def dims_read(t, dims: Dims | None = None, depth: int = 0) -> list | None:
     """When the 1-D (or scalar) int tensor t holds dims of other tensors, read through Shape -> Gather /
     Slice / Unsqueeze / Concat: [(tensor, axis) per element], else None. Each element equals that dim at
     run time, whatever its value."""
     node = t.inputs[0] if len(getattr(t, "inputs", ())) == 1 else None
     if node is None or depth > 16 or node.domain not in ("", None, "ai.onnx"):
         return None
+    dims = dims or Dims()
     if node.op == "Shape":
-        r = rank(node.inputs[0])
+        r = dims.rank(node.inputs[0])
         if r is None:
             return None
         start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
         return [(node.inputs[0], k) for k in range(r)[start:None if end is None else int(end)]]
     if node.op == "Concat" and int(node.attrs.get("axis", 0)) in (0, -1):
-        parts = [dims_read(p, depth + 1) for p in node.inputs]
+        parts = [dims_read(p, dims, depth + 1) for p in node.inputs]
         return None if any(p is None for p in parts) else [e for p in parts for e in p]
     if node.op == "Unsqueeze" and rank(t) == 1:
-        return dims_read(node.inputs[0], depth + 1)
-    source = dims_read(node.inputs[0], depth + 1) if node.op in ("Gather", "Slice") else None
+        return dims_read(node.inputs[0], dims, depth + 1)
+    source = dims_read(node.inputs[0], dims, depth + 1) if node.op in ("Gather", "Slice") else None
     if source is None:
         return None
     if node.op == "Gather" and int(node.attrs.get("axis", 0)) in (0, -1):

@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 
 from ..dims import Dims, dims_read
 from ..engine import Rule
-from ..util import const, producer, rank
+from ..util import const, producer
 
 
 def _pieces(target) -> list:
@@ -32,14 +32,15 @@ class ReshapeCopyDim(Rule):
         x, target = node.inputs[0], node.inputs[1]
         if const(target) is not None:
             return "the target is constant"
-        r, dims = rank(x), Dims()
+        dims = Dims()
+        r = dims.rank(x)
         if r is None:
             return "the input's rank is unknown"
         pieces, values, position, changed = _pieces(target), [], 0, False
         for piece in pieces:
             value, reads = const(piece), None
             if value is None:
-                reads = dims_read(piece)
+                reads = dims_read(piece, dims)
                 if reads is None:
                     return "a run-time piece of the target is not read from shapes"
             n = value.size if value is not None else len(reads)
