@@ -129,3 +129,23 @@ def test_copy_refused_for_a_dim_that_only_shares_a_declared_name():
     # x and z both declare "N", but nothing in the graph makes them equal: no rewrite
     m = _copy_target("z", [helper.make_node("Gemm", ["x", "w"], ["h"])], ["N", 1, 6], [("x", ["N", 8]), ("z", ["N", 3])], {"w": f32(8, 6)})
     assert_refuses(m, "reshape_copy_dim", "provably")
+
+
+def test_dims_refuse_broadcast_of_two_unrelated_dims():
+    # Add(x [N, 4], z [M, 4]) has dim 0 = N or M (one of them may be 1): no origin, so no copy
+    nodes = [helper.make_node("Add", ["x", "z"], ["h"])]
+    m = _copy_target("x", nodes, ["N", 1, 4], [("x", ["N", 4]), ("z", ["M", 4])], {})
+    assert_refuses(m, "reshape_copy_dim", "provably")
+
+
+def test_dims_trace_unit_broadcast_and_transpose():
+    from onnxslim.graph import infer_shapes, to_graph
+    from onnxslim.passes.rewrite.dims import Dims
+    nodes = [helper.make_node("Mul", ["x", "s"], ["a"]), helper.make_node("Transpose", ["a"], ["t"], perm=[1, 0, 2]),
+             helper.make_node("Reshape", ["t", "r"], ["y"])]
+    m = model(nodes, [("x", ["N", "C", 8])], [("y", ["C", "N", 2, 4])], {"s": f32(1, 1, 8), "r": np.array([0, 0, 2, -1], I64)})
+    g = to_graph(infer_shapes(m))
+    t, dims = g.tensors(), Dims()
+    assert dims.same(t["y"], 0, t["x"], 1) and dims.same(t["y"], 1, t["x"], 0)
+    assert not dims.same(t["y"], 0, t["x"], 0)
+    assert dims.origin(t["y"], 3) == 4
