@@ -4,7 +4,9 @@ OnnxSlim's (`onnxslim MODEL OUT`), which must live in its own virtual environmen
     python benchmarks/bench_vs_onnxslim.py --other-venv PATH_TO_VENV models/*.onnx models/families/*.onnx
 
 Prints one JSON line per model: nodes before, after ours, after theirs, seconds for each (wall clock of the
-whole command, interpreter start included, as a user sees it), and the rules our run applied."""
+whole command, interpreter start included, as a user sees it), the rules our run applied, and whether each
+output model still computes the original's outputs (benchmarks/output_check.py: random inputs at two sizes
+of the dynamic dims; `ours_ok` / `onnxslim_ok`, `--no-check` skips it)."""
 from __future__ import annotations
 
 import argparse
@@ -37,7 +39,7 @@ def _cleanup_nodes(model: str) -> tuple[int, float]:
     return len(out.graph.node), round(time.perf_counter() - start, 2)
 
 
-def bench(model: str, other_venv: str, tmp: str) -> dict:
+def bench(model: str, other_venv: str, tmp: str, check: bool = True) -> dict:
     name = os.path.splitext(os.path.basename(model))[0]
     ours, theirs, report = (os.path.join(tmp, f"{name}.{k}") for k in ("ours.onnx", "theirs.onnx", "report.json"))
     ours_cmd = [sys.executable, "-m", "onnxslim.cli", model, ours, "--no-validate", "-q", "--report", report]
@@ -52,17 +54,22 @@ def bench(model: str, other_venv: str, tmp: str) -> dict:
     else:  # e.g. a dynamic dim the CLI asks a size for (issue 10 item 1): the pass itself still runs
         row["ours_error"] = err_ours
         row["ours_cleanup_nodes"], row["ours_cleanup_s"] = _cleanup_nodes(model)
+    if check:
+        from output_check import check as outputs_agree
+        done = {k: p for k, p, rc in (("ours", ours, rc_ours), ("onnxslim", theirs, rc_theirs)) if rc == 0}
+        row.update(outputs_agree(model, done))
     return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--other-venv", required=True, help="virtual environment with the PyPI onnxslim installed")
+    ap.add_argument("--no-check", action="store_true", help="skip running the outputs against the original's")
     ap.add_argument("models", nargs="+")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            print(json.dumps(bench(model, args.other_venv, tmp)), flush=True)
+            print(json.dumps(bench(model, args.other_venv, tmp, not args.no_check)), flush=True)
 
 
 if __name__ == "__main__":

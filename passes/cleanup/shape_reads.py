@@ -48,13 +48,21 @@ def _read(user, out, dims: list) -> np.ndarray | None:
     if user.domain not in ("", "ai.onnx") or user.inputs[0] is not out:
         return None
     consts = [_const(v) for v in user.inputs[1:]]
+    return read_static(user.op_type, _attr(user, "axis", 0), consts, dims)
+
+
+def read_static(op_type: str, axis: int, consts: list, dims: list) -> np.ndarray | None:
+    """What Gather(shape, consts[0], axis) or Slice(shape, *consts) returns when `shape` holds `dims` (ints,
+    None where symbolic): the int64 values when every element picked is static, else None. `consts` holds
+    the op's other inputs as arrays, `...` for an omitted one, None for a run-time one. Shared by the
+    onnx-ir folder step here and the rewrite rule shape_static_read."""
     if any(c is None for c in consts if c is not ...):
         return None
     table = np.array(dims, dtype=object)
     try:
-        if user.op_type == "Gather" and _attr(user, "axis", 0) == 0 and len(consts) == 1:
+        if op_type == "Gather" and axis == 0 and len(consts) == 1:
             picked = table[np.asarray(consts[0], dtype=np.int64)]
-        elif user.op_type == "Slice" and len(consts) >= 2:
+        elif op_type == "Slice" and len(consts) >= 2:
             starts, ends = consts[0], consts[1]
             axes = consts[2] if len(consts) > 2 and consts[2] is not ... else np.array([0])
             steps = consts[3] if len(consts) > 3 and consts[3] is not ... else np.ones_like(starts)

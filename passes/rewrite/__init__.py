@@ -8,18 +8,23 @@ import onnx_graphsurgeon as gs
 from .engine import RewriteContext, Rule, run_rules
 from .rules.cast import CastChain, CastNoop
 from .rules.concat import ConcatFlatten, ConcatSingle
+from .rules.concat_reassemble import ConcatReassemble
 from .rules.conv_add import ConvAdd
 from .rules.conv_mul import ConvMul
 from .rules.convtranspose_bn import ConvTransposeBN
 from .rules.cse import CommonSubexpression
 from .rules.expand_noop import ExpandNoop
 from .rules.gemm_fold import GemmAdd, GemmMul
+from .rules.identity_ops import PadNoop, SplitSingle
 from .rules.matmul_add import MatMulAdd
 from .rules.neutral import NeutralElement
 from .rules.pad_conv import PadConv
 from .rules.reduce_unsqueeze import ReduceUnsqueeze
 from .rules.reshape import ReshapeChain, ReshapeNoop
+from .rules.reshape_copy_dim import ReshapeCopyDim
 from .rules.reshape_infer_dim import ReshapeInferDim
+from .rules.shape_static_read import ShapeStaticRead
+from .rules.slice_chain import SliceChain
 from .rules.slice_noop import SliceNoop
 from .rules.squeeze import SqueezeChain, UnsqueezeChain, UnsqueezeSqueeze
 from .rules.transpose import TransposeAsReshape, TransposeIdentity, TransposePair
@@ -29,16 +34,22 @@ from .rules.weight_tying import WeightTying
 RULES: list[Rule] = [
     WeightTying(),
     CommonSubexpression(),
+    ShapeStaticRead(),
     NeutralElement(),
     CastNoop(),
     CastChain(),
     ExpandNoop(),
     SliceNoop(),
+    SliceChain(),
+    PadNoop(),
+    SplitSingle(),
     ConcatSingle(),
     ConcatFlatten(),
+    ConcatReassemble(),
     ReshapeNoop(),
     ReshapeChain(),
     ReshapeInferDim(),
+    ReshapeCopyDim(),
     TransposeIdentity(),
     TransposePair(),
     TransposeAsReshape(),

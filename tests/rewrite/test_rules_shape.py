@@ -18,8 +18,14 @@ def test_reshape_chain_and_noop():
 
 def test_reshape_chain_refuses_copy_of_intermediate_dims():
     nodes = [helper.make_node("Reshape", ["x", "s1"], ["a"]), helper.make_node("Reshape", ["a", "s2"], ["y"])]
-    m = model(nodes, [("x", ["N", 4, 6])], [("y", ["N", 2, 12])], {"s1": np.array([0, 2, 12], I64), "s2": np.array([0, 0, -1], I64)})
+    m = model(nodes, [("x", ["N", 4, 6])], [("y", ["N", 24])], {"s1": np.array([-1, 2, 12], I64), "s2": np.array([0, 24], I64)})
     assert_refuses(m, "reshape_chain", "copies dims")
+
+
+def test_reshape_chain_resolves_copies_the_first_fixed():
+    nodes = [helper.make_node("Reshape", ["x", "s1"], ["a"]), helper.make_node("Reshape", ["a", "s2"], ["y"])]
+    m = model(nodes, [("x", ["N", 4, 6])], [("y", ["N", 2, 12])], {"s1": np.array([0, 2, 3, 4], I64), "s2": np.array([0, 0, -1], I64)})
+    assert ops(assert_fires(m, "reshape_chain")[0]) == ["Reshape"]
 
 
 def test_transpose_pair_composes_and_cancels():
