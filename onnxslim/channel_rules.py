@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from . import heads
 from .channels import BN_SCALE, EXIT, PARAM, SOURCE, Builder, Frozen
+from .shape_values import dim_is_one
 
 
 # -- small helpers ------------------------------------------------------------------------------------
@@ -75,6 +77,8 @@ def elementwise(operands=None):
                 continue
             d = _shape(t)[ax]
             if _is_int(d) and d == 1 and ys.size != 1:
+                continue
+            if not _is_int(d) and dim_is_one(b, t, ax):  # a mask broadcast over the heads, sized at run time
                 continue
             if not _is_int(d) or d != ys.size:
                 raise Frozen(f"operand '{t.name}' has dim {d} where the channel axis has {ys.size}")
@@ -270,6 +274,8 @@ gemm.seeds = lambda node: [(node.outputs[0], 1)] if isinstance(node.inputs[1], g
 def matmul(b: Builder, node, tensor, axis):
     """x[..., K] @ W[K, N] with a constant W: K is an exit, N a source; leading axes pass through."""
     a, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    if not isinstance(a, gs.Constant) and not isinstance(w, gs.Constant):
+        return heads.activation_matmul(b, node, tensor, axis)  # attention's scores and context
     if isinstance(a, gs.Constant) or not isinstance(w, gs.Constant) or len(w.shape) != 2:
         raise Frozen("MatMul without a constant 2-D right-hand weight")
     rank_a, rank_y = _rank(a), _rank(y)
@@ -434,6 +440,10 @@ def _carrier(axes, shape):
     return max(axes, key=lambda a: (int(shape[a]), a))
 
 
+def _either(chosen, default):
+    return default if chosen is None else chosen
+
+
 def _positions_of(dims, pos):
     """For each index on axis `pos` of a block of `dims`, the flat positions in the merged axis."""
     grid = np.arange(int(np.prod(dims))).reshape(dims)
@@ -462,13 +472,13 @@ def reshape(b: Builder, node, tensor, axis):
         xs, ys = b.act(x, ins[0]), b.act(y, outs[0])
         b.link(xs, ys)
     elif len(outs) == 1:  # merge: input axes -> one output axis
-        a = axis if from_x else _carrier(ins, in_shape)
+        a = axis if from_x else _either(heads.merge_carrier(b, node, ins), _carrier(ins, in_shape))
         xs, ys = b.act(x, a), b.act(y, outs[0])
         dims = [int(in_shape[i]) for i in ins]
         positions = _positions_of(dims, ins.index(a))
         b.link(xs, ys, np.repeat(np.arange(xs.size), positions.shape[1]), positions.reshape(-1))
     else:  # split: one input axis -> output axes
-        carrier = _carrier(outs, out_shape)
+        carrier = _either(heads.split_carrier(b, node, outs), _carrier(outs, out_shape))
         if not from_x and axis != carrier:
             raise Frozen("Reshape splits the channel axis and this part does not carry it")
         xs, ys = b.act(x, ins[0]), b.act(y, carrier)
