@@ -33,15 +33,21 @@ def parametric_model(model: onnx.ModelProto, exits: list[Exit]) -> onnx.ModelPro
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     by_name = {e.node: e for e in exits}
+    bias_adds = {e.bias_add[0]: e for e in exits if e.bias_add is not None}
     replaced = set()
     for node in copy.graph.node:
+        if node.name in bias_adds:  # a MatMul exit's bias: the constant of the Add after it
+            exit = bias_adds[node.name]
+            replaced.add(node.input[exit.bias_add[1]])
+            node.input[exit.bias_add[1]] = bias_name(exit)
+            copy.graph.input.append(onnx.helper.make_tensor_value_info(bias_name(exit), onnx.TensorProto.FLOAT, [exit.w2.shape[0]]))
         exit = by_name.get(node.name)
         if exit is None:
             continue
         replaced.add(node.input[1])
         node.input[1] = weight_name(exit)
         copy.graph.input.append(onnx.helper.make_tensor_value_info(weight_name(exit), onnx.TensorProto.FLOAT, list(exit.weight_shape)))
-        if exit.has_bias:
+        if exit.has_bias and exit.bias_add is None:
             if len(node.input) > 2 and node.input[2]:
                 replaced.add(node.input[2])
                 node.input[2] = bias_name(exit)
