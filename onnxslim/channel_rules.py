@@ -11,6 +11,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import heads
+from .attention_op import attention as attention_op
 from .channels import BN_SCALE, EXIT, PARAM, SOURCE, Builder, Frozen
 from .shape_values import dim_is_one
 
@@ -579,6 +580,7 @@ RULES.update({
     "Resize": resize, "Upsample": resize,
     "Pad": pad,
     "Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
+    "Attention": attention_op,
     "Concat": concat, "Split": split, "Slice": slice_,
     "Reshape": reshape, "Flatten": reshape,
     "Transpose": transpose, "Unsqueeze": unsqueeze, "Squeeze": squeeze,

@@ -105,6 +105,8 @@ def merge_carrier(b: Builder, node: gs.Node, ins: list[int]) -> int | None:
             axes = {perm[ax]: role for ax, role in axes.items()}
             tensor = producer.inputs[0]
             continue
+        if producer.op == "Attention":  # the 4-D form's Y: [B, H, S, Dv]
+            return head if axes.get(1) == "H" and axes.get(3) == "D" else None
         if _activation_matmul_node(producer):
             rank = len(tensor.shape or ())
             roles = {role: ax for ax, role in axes.items()}
@@ -138,6 +140,9 @@ def _reaches_head_matmul(b: Builder, tensor, axes: dict, depth: int) -> bool:
         elif _activation_matmul_node(user):
             if not _head_use(user, tensor, axes):
                 return False
+        elif user.op == "Attention":  # the 4-D form: [B, H, S, D] (attention_op.py)
+            if axes.get(1) != "H" or axes.get(3) != "D":
+                return False
         else:
             return False
     return True
@@ -162,7 +167,10 @@ def head_layout(analysis, group) -> tuple[int, int] | None:
     """(heads, head dim) when `group` holds the head axis of an activation MatMul, else None."""
     if getattr(analysis, "_head_producers", None) is None:
         analysis._head_producers = {t.name for n in analysis.graph.nodes if _activation_matmul_node(n) for t in n.outputs}
+        analysis._attention_outputs = {n.outputs[0].name for n in analysis.graph.nodes if n.op == "Attention"}
     for space in group.spaces:
+        if not space.is_constant and space.tensor in analysis._attention_outputs:  # units: heads or KV groups
+            return group.n_classes, group.channels // max(group.n_classes, 1)
         if not space.is_constant and space.tensor in analysis._head_producers:
             shape = next((n.outputs[0].shape for n in analysis.graph.nodes
                           if n.outputs and n.outputs[0].name == space.tensor), None)

@@ -97,3 +97,27 @@ def feed(batch: int, seq: int, width: int, seed: int = 0) -> dict:
     mask = np.ones((batch, seq), np.int64)
     mask[0, seq - 2:] = 0  # padding in the first sample: the mask must reach the scores
     return {"x": rng.standard_normal((batch, seq, width)).astype(np.float32), "attention_mask": mask}
+
+
+def attention_op_block(*, width: int = 32, q_heads: int = 4, kv_heads: int = 4, four_d: bool = False,
+                       seed: int = 0) -> onnx.ModelProto:
+    """x [B, S, E] -> Q (E), K and V (kv_heads * D) projections -> ONNX Attention (opset 23; the 3-D form with
+    head-count attributes, or the 4-D form behind Reshape/Transpose) -> output projection -> y."""
+    b = GraphBuilder(seed)
+    dim = width // q_heads
+
+    def project(heads):
+        t = b.op("Add", [b.op("MatMul", ["x", b.randn(width, heads * dim)]), b.randn(heads * dim)])
+        if four_d:
+            t = b.op("Transpose", [b.op("Reshape", [t, b.const(_i64([0, 0, heads, dim]))])], perm=[0, 2, 1, 3])
+        return t
+
+    q, k, v = project(q_heads), project(kv_heads), project(kv_heads)
+    attrs = {} if four_d else {"q_num_heads": q_heads, "kv_num_heads": kv_heads}
+    y = b.op("Attention", [q, k, v], **attrs)
+    if four_d:
+        y = b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), b.const(_i64([0, 0, width]))])
+    y = b.op("Add", [b.op("MatMul", [y, b.randn(width, width)]), b.randn(width)])
+    model = b.model({"x": ["batch", "sequence", width]}, [y], opset=23)
+    model.ir_version = 10
+    return onnx.shape_inference.infer_shapes(model)

@@ -110,3 +110,31 @@ def test_channel_shuffle_reshape_keeps_the_widest_carrier():
     model = b.model({"x": ["N", 3, 6, 6]}, [y])
     _, _, analysis = check_oracle(model, seed=1)
     assert not any(head_layout(analysis, g) for g in analysis.groups)
+
+
+@pytest.mark.parametrize("four_d", [False, True], ids=["3d", "4d"])
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+def test_attention_op_removes_heads_or_kv_groups(four_d, kv_heads):
+    """ONNX Attention (opset 23): a unit is a KV head with its query heads; removing unit 0 equals zeroing the
+    output projection's inputs of its query heads, and the head-count attributes follow."""
+    from attention_blocks import attention_op_block
+    clean = cleanup.run(attention_op_block(kv_heads=kv_heads, four_d=four_d)).model
+    analysis = analyze(clean)
+    (g,) = head_groups(analysis)
+    assert g.n_classes == kv_heads and g.prunable == kv_heads
+    mask = np.ones(kv_heads, bool)
+    mask[0] = False
+    query_heads = list(range(HEADS // kv_heads))  # the query heads of KV group 0
+    expected_model = zero_heads(clean, {s: query_heads for s in output_projections(analysis, g)})
+    pruned = apply_plan(analysis, {g.id: mask}, clean)
+    onnx.checker.check_model(pruned, full_check=True)
+    for batch, seq in ((2, 5), (1, 9)):
+        x = {"x": feed(batch, seq, WIDTH, seed=seq)["x"]}
+        np.testing.assert_allclose(run(pruned, x)[0], run(expected_model, x)[0], rtol=1e-4, atol=1e-4)
+    attrs = {a.name: a.i for n in pruned.graph.node if n.op_type == "Attention" for a in n.attribute}
+    if not four_d:
+        assert attrs == {"q_num_heads": HEADS - HEADS // kv_heads, "kv_num_heads": kv_heads - 1}
+    shapes = {"x": (2, 5, WIDTH)}
+    # K and V lose one head of D features, Q and the output projection the group's query heads
+    saved = 2 * 5 * WIDTH * (2 * DIM + 2 * len(query_heads) * DIM)
+    assert model_cost(clean, shapes)["macs"] - model_cost(pruned, shapes)["macs"] == saved
