@@ -580,7 +580,7 @@ RULES.update({
     "Resize": resize, "Upsample": resize,
     "Pad": pad,
     "Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
-    "Attention": attention_op,
+    "Attention": attention_op, "Gather": heads.gather,
     "Concat": concat, "Split": split, "Slice": slice_,
     "Reshape": reshape, "Flatten": reshape,
     "Transpose": transpose, "Unsqueeze": unsqueeze, "Squeeze": squeeze,

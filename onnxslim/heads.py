@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .channels import Builder, Frozen
+from .channels import EXIT, Builder, Frozen
 
 # ops that keep every axis in place and may sit between the head Reshape and the MatMuls
 # (a scale by a scalar, a cast, a rotary-free bias)
@@ -134,6 +134,10 @@ def _reaches_head_matmul(b: Builder, tensor, axes: dict, depth: int) -> bool:
             moved = {perm.index(ax): role for ax, role in axes.items()}
             if not _reaches_head_matmul(b, user.outputs[0], moved, depth + 1):
                 return False
+        elif user.op in ("Gather", "Reshape"):  # packed QKV picked apart; a size-1 axis put in or taken out
+            moved = _gather_axes(user, tensor, axes) if user.op == "Gather" else _reshape_axes(user, axes)
+            if moved is None or not _reaches_head_matmul(b, user.outputs[0], moved, depth + 1):
+                return False
         elif user.op in _PASS_THROUGH and len(user.outputs) == 1 and _same_rank(tensor, user.outputs[0]):
             if not _reaches_head_matmul(b, user.outputs[0], axes, depth + 1):
                 return False
@@ -146,6 +150,54 @@ def _reaches_head_matmul(b: Builder, tensor, axes: dict, depth: int) -> bool:
         else:
             return False
     return True
+
+
+def _gather_axes(node: gs.Node, tensor, axes: dict) -> dict | None:
+    """Axes after a Gather of one constant index on another axis (the axis drops out)."""
+    index = node.inputs[1]
+    if node.inputs[0] is not tensor or not isinstance(index, gs.Constant) or np.asarray(index.values).ndim != 0:
+        return None
+    rank = len(tensor.shape or ())
+    gathered = int(node.attrs.get("axis", 0)) % max(rank, 1)
+    if gathered in axes:
+        return None
+    return {ax - (ax > gathered): role for ax, role in axes.items()}
+
+
+def _reshape_axes(node: gs.Node, axes: dict) -> dict | None:
+    """Axes after a Reshape that keeps H and D as axes of their own (one-to-one blocks)."""
+    from .channel_rules import _blocks  # the channel rules import this module
+
+    x, y = node.inputs[0], node.outputs[0]
+    if x.shape is None or y.shape is None:
+        return None
+    blocks = _blocks(tuple(x.shape), tuple(y.shape)) or []
+    moved = {}
+    for ins, outs in blocks:
+        if len(ins) == 1 and len(outs) == 1 and ins[0] in axes:
+            moved[outs[0]] = axes[ins[0]]
+    return moved if len(moved) == len(axes) else None
+
+
+def gather(b: Builder, node: gs.Node, tensor, axis: int) -> None:
+    """Gather of an activation with constant indices (packed QKV split by index): the other axes pass
+    through (a scalar index drops its axis); the gathered axis itself is frozen."""
+    data, index, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    if isinstance(data, gs.Constant) or not isinstance(index, gs.Constant):
+        raise Frozen("Gather from a constant table or by run-time indices")
+    rank = len(data.shape or ())
+    gathered = int(node.attrs.get("axis", 0)) % max(rank, 1)
+    drop = np.asarray(index.values).ndim == 0
+    if np.asarray(index.values).ndim > 1:
+        raise Frozen("Gather with multi-dimensional indices")
+    if tensor.name == data.name:
+        if axis == gathered:
+            raise Frozen("gathered axis")
+        b.link(b.act(data, axis), b.act(y, axis - (drop and axis > gathered)))
+        return
+    if not drop and axis == gathered:
+        raise Frozen("gathered axis")
+    b.link(b.act(data, axis + (drop and axis >= gathered)), b.act(y, axis))
 
 
 def _same_rank(a, c) -> bool:
@@ -170,10 +222,16 @@ def head_layout(analysis, group) -> tuple[int, int] | None:
         analysis._attention_outputs = {n.outputs[0].name for n in analysis.graph.nodes if n.op == "Attention"}
     for space in group.spaces:
         if not space.is_constant and space.tensor in analysis._attention_outputs:  # units: heads or KV groups
-            return group.n_classes, group.channels // max(group.n_classes, 1)
+            return group.n_classes, _unit_width(group)
         if not space.is_constant and space.tensor in analysis._head_producers:
             shape = next((n.outputs[0].shape for n in analysis.graph.nodes
                           if n.outputs and n.outputs[0].name == space.tensor), None)
             if shape is not None and space.axis < len(shape) - 2 and space.size == group.n_classes:
-                return group.n_classes, group.channels // max(group.n_classes, 1)
+                return group.n_classes, _unit_width(group)
     return None
+
+
+def _unit_width(group) -> int:
+    """Input features of the output projection per unit (a packed QKV projection is 3x wider)."""
+    exits = [s.size for s in group.spaces if s.role == EXIT]
+    return (min(exits) if exits else group.channels) // max(group.n_classes, 1)
