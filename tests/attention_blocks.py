@@ -121,3 +121,44 @@ def attention_op_block(*, width: int = 32, q_heads: int = 4, kv_heads: int = 4, 
     model = b.model({"x": ["batch", "sequence", width]}, [y], opset=23)
     model.ir_version = 10
     return onnx.shape_inference.infer_shapes(model)
+
+
+def packed_qkv_block(*, form: str, width: int = 32, heads: int = 4, tokens: int = 6, windows: int = 2,
+                     seed: int = 0) -> onnx.ModelProto:
+    """One projection makes Q, K and V (3E features), picked apart by Gather, as torchvision exports them.
+    `vit` (nn.MultiheadAttention, batch 1): x [S, 1, E] -> Reshape (S, 1, 3, E) -> Unsqueeze -> Transpose ->
+    Squeeze -> Gather 0/1/2 -> Reshape (S, H, D) -> Transpose -> Reshape (1, H, S, D) -> attention.
+    `swin` (window attention): x [W, N, E] -> Reshape (W, N, 3, H, D) -> Transpose (3, W, H, N, D) -> Gather
+    -> scores + a relative position bias constant [1, H, N, N] (indexed by head) -> attention."""
+    b = GraphBuilder(seed)
+    dim = width // heads
+    qkv = b.op("Add", [b.op("MatMul", ["x", b.randn(width, 3 * width)]), b.randn(3 * width)])
+    if form == "vit":
+        t = b.op("Reshape", [qkv, b.const(_i64([tokens, 1, 3, width]))])
+        t = b.op("Transpose", [b.op("Unsqueeze", [t, b.const(_i64([0]))])], perm=[3, 1, 2, 0, 4])
+        t = b.op("Squeeze", [t, b.const(_i64([3]))])
+
+        def pick(i):
+            p = b.op("Gather", [t, b.const(np.int64(i))], axis=0)
+            p = b.op("Transpose", [b.op("Reshape", [p, b.const(_i64([tokens, heads, dim]))])], perm=[1, 0, 2])
+            return b.op("Reshape", [p, b.const(_i64([1, heads, tokens, dim]))])
+    else:
+        t = b.op("Reshape", [qkv, b.const(_i64([windows, tokens, 3, heads, dim]))])
+        t = b.op("Transpose", [t], perm=[2, 0, 3, 1, 4])
+
+        def pick(i):
+            return b.op("Gather", [t, b.const(np.int64(i))], axis=0)
+    q, k, v = pick(0), pick(1), pick(2)
+    q = b.op("Mul", [q, b.const(np.float32(1 / np.sqrt(dim)))])
+    scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    if form == "swin":
+        scores = b.op("Add", [scores, b.randn(1, heads, tokens, tokens)])
+    context = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
+    if form == "vit":
+        merged = b.op("Reshape", [b.op("Transpose", [context], perm=[2, 0, 1, 3]), b.const(_i64([tokens, width]))])
+        shape = [tokens, 1, width]
+    else:
+        merged = b.op("Reshape", [b.op("Transpose", [context], perm=[0, 2, 1, 3]), b.const(_i64([windows, tokens, width]))])
+        shape = [windows, tokens, width]
+    y = b.op("Add", [b.op("MatMul", [merged, b.randn(width, width)]), b.randn(width)])
+    return b.model({"x": shape}, [y])

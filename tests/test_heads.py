@@ -138,3 +138,27 @@ def test_attention_op_removes_heads_or_kv_groups(four_d, kv_heads):
     # K and V lose one head of D features, Q and the output projection the group's query heads
     saved = 2 * 5 * WIDTH * (2 * DIM + 2 * len(query_heads) * DIM)
     assert model_cost(clean, shapes)["macs"] - model_cost(pruned, shapes)["macs"] == saved
+
+
+@pytest.mark.parametrize("form", ["vit", "swin"])
+def test_packed_qkv_heads(form):
+    """torchvision's ViT (nn.MultiheadAttention) and Swin (window attention with a relative position bias per
+    head) project Q, K and V with one MatMul: a head is still one unit, and removing heads 1 and 2 equals
+    zeroing their inputs of the output projection."""
+    from attention_blocks import packed_qkv_block
+    from oracle import check_oracle
+    model = packed_qkv_block(form=form)
+    clean = cleanup.run(model).model
+    analysis = analyze(clean)
+    (g,) = head_groups(analysis)
+    assert g.n_classes == HEADS and head_layout(analysis, g) == (HEADS, DIM)
+    mask = np.array([True, False, False, True])
+    expected_model = zero_heads(clean, {s: [1, 2] for s in output_projections(analysis, g)})
+    pruned = apply_plan(analysis, {g.id: mask}, clean)
+    onnx.checker.check_model(pruned, full_check=True)
+    shape = [d.dim_value for d in clean.graph.input[0].type.tensor_type.shape.dim]
+    x = {"x": np.random.default_rng(2).standard_normal(shape).astype(np.float32)}
+    np.testing.assert_allclose(run(pruned, x)[0], run(expected_model, x)[0], rtol=1e-4, atol=1e-4)
+    assert model_cost(pruned)["macs"] < model_cost(clean)["macs"]
+    for seed in range(3):  # random keep-sets of every group against the masked model
+        check_oracle(model, seed=seed, keep_prob=0.5)
