@@ -1,5 +1,6 @@
 """Range checks of the attributes and parameter shapes of the ops whose arithmetic onnxslim does itself
-(MACs, pruning, folding): Conv, ConvTranspose, pools, BatchNormalization. Each failure is one SlimError
+(MACs, pruning, folding): Conv, ConvTranspose, pools, BatchNormalization, Gemm and LayerNormalization
+parameters. Each failure is one SlimError
 naming the node (issue 15: strides=[0,0] was a ZeroDivisionError, pads of the wrong length an IndexError,
 a group that does not divide the channels an onnxruntime failure deep in the int8 pass)."""
 from __future__ import annotations
@@ -26,6 +27,15 @@ def check_node_attributes(node: onnx.NodeProto, shapes: dict, consts: dict) -> N
         _check_conv_params(node, attrs, shapes, consts)
     elif node.op_type == "BatchNormalization":
         _check_bn(node, shapes, consts)
+    elif node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+        _check_broadcast(node, node.input[2], shapes.get(node.output[0]) if node.output else None, shapes, consts)
+    elif node.op_type == "LayerNormalization":
+        x = shapes.get(node.input[0]) if node.input else None
+        axis = attrs.get("axis", -1)
+        if x is not None and isinstance(axis, int) and -len(x) <= axis < len(x):
+            for name in node.input[1:3]:
+                if name:
+                    _check_broadcast(node, name, x[axis:], shapes, consts)
 
 
 def _fail(node: onnx.NodeProto, why: str):
@@ -123,3 +133,17 @@ def _check_bn(node, shapes, consts) -> None:
             channels = dims[0]
         elif dims[0] is not None and dims[0] != channels:
             _fail(node, f"parameter '{name}' has {dims[0]} values for {channels} channels")
+
+
+def _check_broadcast(node, name: str, target, shapes, consts) -> None:
+    """Parameter `name` must broadcast to `target` one way (Gemm's C to [M, N], LayerNormalization's scale and
+    bias to the normalized dims): onnx's inference lets a bias one element short through to onnxruntime,
+    which fails at run time, after the passes have run."""
+    dims = consts.get(name) or shapes.get(name)
+    if dims is None or target is None:
+        return
+    fits = len(dims) <= len(target) and all(
+        d is None or t is None or d in (1, t) for d, t in zip(reversed(dims), reversed(list(target))))
+    if not fits:
+        shown = ["?" if t is None else t for t in target]
+        _fail(node, f"parameter '{name}' has shape {list(dims)}; it does not broadcast to {shown}")

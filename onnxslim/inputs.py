@@ -203,10 +203,11 @@ def check_feed_memory(model: onnx.ModelProto, resolved: dict, count: int = 1) ->
 
 def check_run_memory(model: onnx.ModelProto, resolved: dict, count: int = 1) -> None:
     """The feeds and the largest activation of a run at these shapes (onnx shape inference on a weightless
-    copy) against the budget: the least a run will allocate, refused before onnxruntime tries."""
-    from . import budget
+    copy) against the budget, and no convolution or pooling window on an empty axis (onnxslim.runcheck):
+    refused before onnxruntime tries."""
+    from .runcheck import check_run
     total = check_feed_memory(model, resolved, count)
-    budget.require(total + largest_activation_bytes(model, resolved), f"running the model on inputs {_describe(resolved)}")
+    check_run(model, resolved, total, _describe(resolved))
 
 
 def _describe(resolved: dict) -> str:
@@ -214,27 +215,9 @@ def _describe(resolved: dict) -> str:
 
 
 def largest_activation_bytes(model: onnx.ModelProto, resolved: dict) -> int:
-    import math
-    from .graph import light_copy
-    light = light_copy(model)
-    light.graph.ClearField("value_info")
-    for vi in light.graph.input:
-        if vi.name in resolved and vi.type.HasField("tensor_type"):
-            shape = vi.type.tensor_type.shape
-            shape.ClearField("dim")
-            for d in resolved[vi.name]:
-                shape.dim.add(dim_value=int(d))
-    try:
-        inferred = onnx.shape_inference.infer_shapes(light)
-    except Exception:  # no verdict without shapes: the feeds alone were checked
-        return 0
-    largest = 0
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-        tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else []
-        if dims and all(d is not None and d > 0 for d in dims):
-            largest = max(largest, math.prod(dims) * (_np_type(tt.elem_type) or np.dtype(np.float32)).itemsize)
-    return largest
+    from .runcheck import infer_at, largest_tensor_bytes
+    inferred = infer_at(model, resolved)
+    return 0 if inferred is None else largest_tensor_bytes(inferred)
 
 
 def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarray]:

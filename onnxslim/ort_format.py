@@ -71,6 +71,8 @@ def write_ort(dst: Path, input_shapes: dict | None = None, *, seed: int = 0) -> 
     model = onnx.load(str(dst), load_external_data=False)
     quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear") for n in model.graph.node)
     feeds = random_feeds(model, input_shapes, count=2, seed=seed)
+    from .inputs import check_run_memory
+    check_run_memory(model, {name: np.shape(value) for name, value in feeds[0].items()}, count=2)  # before onnxruntime
     folder = Path(tempfile.mkdtemp(prefix=".ort.", dir=dst.parent))
     try:
         ort, config = _convert(dst, folder)

@@ -88,8 +88,8 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
             raise
         # inputs no one can feed (optional, sequence): the lossless path needs none, only validation is skipped
         run = RunShapes(None, reason=str(err))
-    if validate and val[0] is None and run.shapes:
-        inputs_mod.check_run_memory(original, run.shapes, count=4)  # the random validation feeds, before any pass
+    if run_needed and run.shapes:  # memory and window sizes at the run shapes, before any pass runs the model
+        inputs_mod.check_run_memory(original, run.shapes, count=4 if validate and val[0] is None else 1)
     for dataset in (calibration, val[0]):
         if dataset is not None:
             dataset.bind(run.shapes)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .inputs import is_concrete, model_inputs, random_feeds, symbolic_shapes
+from .errors import SlimError
+from .inputs import check_run_memory, is_concrete, model_inputs, random_feeds, symbolic_shapes
 
 IMAGE_SIZES = (224, 256, 320, 640, 32, 48, 64, 128, 16, 1)
 SEQUENCE_SIZES = (16, 32, 64, 128, 256, 8, 1)
@@ -85,6 +86,11 @@ def _inputs_with(shapes: dict, symbols: set) -> set:
 
 
 def _search(model: onnx.ModelProto, shapes: dict, free: set, sources: dict) -> RunShapes:
+    smallest = {name: tuple(d if isinstance(d, int) else 1 for d in shape) for name, shape in shapes.items()}
+    try:  # a tensor over the budget at every size (a ConstantOfShape bomb): no session, no run
+        check_run_memory(model, smallest)
+    except SlimError as err:
+        return RunShapes(None, sources, str(err))
     sess = _session(model)
     if isinstance(sess, str):
         return RunShapes(None, sources, sess)
@@ -93,6 +99,11 @@ def _search(model: onnx.ModelProto, shapes: dict, free: set, sources: dict) -> R
         if tried >= MAX_TRIES or time.perf_counter() - started > MAX_SECONDS:
             break
         concrete = {name: tuple(values.get(d, d) for d in shape) for name, shape in shapes.items()}
+        try:  # a size whose feeds or activations (shape inference) exceed the memory budget is never run
+            check_run_memory(model, concrete)
+        except SlimError as err:
+            last_error = str(err)
+            continue
         tried += 1
         try:
             sess.run(None, random_feeds(model, concrete, seed=0)[0])

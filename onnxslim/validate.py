@@ -36,7 +36,7 @@ def session(model: onnx.ModelProto, *, threads: int | None = None, basic: bool =
     is a graph input). `profile_prefix`: write onnxruntime's per-node profile there (end_profiling()).
     `optimized_path`: save the graph onnxruntime runs (after its fusions) there."""
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors come back as exceptions, said in one line; no log lines on stderr
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
@@ -410,6 +410,8 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
     size = model_size_bytes(original), model_size_bytes(optimized)
     report["size_bytes"] = {"before": size[0], "after": size[1], "ratio": _ratio(*size)}
 
+    from .inputs import check_run_memory
+    check_run_memory(original, {name: np.shape(value) for name, value in feeds[0].items()})  # before onnxruntime
     try:  # the original must run for a comparison to mean anything (custom domains, unfeedable types)
         sess_a = session(original, threads=threads)
         ref = [run(sess_a, [feed])[0] for feed in feeds]

@@ -203,3 +203,67 @@ def write_external(folder: Path, kind: str, location: str = "w.bin", data_in_fol
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(external_bytes(kind))
     return save(external_model(kind, location), folder)
+
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def bomb_in_network(family: str, op: str, shape) -> onnx.ModelProto:
+    """A shipped family model (dynamic batch; its Conv/MatMul chains fire the rewrite rules) whose output
+    gets + ReduceSum(ConstantOfShape(shape)) or + ReduceSum(Expand(1, shape)): what the fuzzer's bomb
+    mutation builds, where the shape search and the fold after the rules once ran the bomb."""
+    model = onnx.load(str(REPO_MODELS / "families" / f"{family}.onnx"))
+    out = model.graph.output[0].name
+    producer = next(n for n in model.graph.node if out in n.output)
+    producer.output[list(producer.output).index(out)] = "pre_bomb"
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(shape or [1], np.int64), "bomb_shape"),
+                                    numpy_helper.from_array(np.array([1.0], np.float32), "bomb_one")])
+    if op == "computed":  # ConstantOfShape(Shape(input) * 4096): sized only by shape inference's data propagation
+        rank = len(model.graph.input[0].type.tensor_type.shape.dim)
+        model.graph.initializer.append(numpy_helper.from_array(np.full(rank, 2**12, np.int64), "bomb_scale"))
+        model.graph.node.extend([helper.make_node("Shape", [model.graph.input[0].name], ["bomb_in_shape"]),
+                                 helper.make_node("Mul", ["bomb_in_shape", "bomb_scale"], ["bomb_shape_run"])])
+        made = helper.make_node("ConstantOfShape", ["bomb_shape_run"], ["bomb"], name="bomb",
+                                value=numpy_helper.from_array(np.array([1.0], np.float32)))
+    elif op == "ConstantOfShape":
+        made = helper.make_node(op, ["bomb_shape"], ["bomb"], name="bomb", value=numpy_helper.from_array(np.array([1.0], np.float32)))
+    else:
+        made = helper.make_node(op, ["bomb_one", "bomb_shape"], ["bomb"], name="bomb")
+    model.graph.node.extend([made, helper.make_node("ReduceSum", ["bomb"], ["bomb_sum"], name="bomb_sum", keepdims=0),
+                             helper.make_node("Add", ["pre_bomb", "bomb_sum"], [out], name="bomb_add")])
+    return model
+
+
+def input_dim(family: str, axis: int, value: int) -> onnx.ModelProto:
+    """A shipped family model with one dim of its input set to `value` (the fuzzer's input-shape mutation)."""
+    model = onnx.load(str(REPO_MODELS / "families" / f"{family}.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = value
+    return model
+
+
+def transformer_layernorm_scale(dims) -> callable:
+    """The shipped transformer with its second block's first LayerNormalization scale replaced by zeros of
+    `dims` (the fuzzer's reshape mutation)."""
+    def build(folder):
+        m = onnx.load(str(REPO_MODELS / "families" / "transformer.onnx"))
+        t = init(m, "layers.1.ln1.weight")
+        t.CopyFrom(numpy_helper.from_array(np.zeros(dims, np.float32), t.name))
+        return save(m, folder)
+    return build
+
+
+def old_opset_reshape_bomb(folder):
+    """Opset 13 (no shape-value propagation in onnx): a Reshape to Concat(Shape(h)[0], -1) sends the cleanup
+    to fold the Shape subgraphs of a pinned probe with onnx-graphsurgeon, next to ReduceSum(Expand(1,
+    [30000, 30000])) added to the output: 3.6 GB if that fold evaluates it."""
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+             numpy_helper.from_array(np.array([30000, 30000], np.int64), "bomb_shape"),
+             numpy_helper.from_array(np.array([1.0], np.float32), "one"), numpy_helper.from_array(np.ones((4, 4), np.float32), "w")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Shape", ["h"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+             helper.make_node("Concat", ["n", "minus1"], ["target"], name="cat", axis=0),
+             helper.make_node("Reshape", ["h", "target"], ["r"], name="reshape"),
+             helper.make_node("Expand", ["one", "bomb_shape"], ["bomb"], name="bomb"),
+             helper.make_node("ReduceSum", ["bomb"], ["bomb_sum"], name="bomb_sum", keepdims=0),
+             helper.make_node("Add", ["r", "bomb_sum"], ["y"], name="add")]
+    return save(_model(nodes, [_vi("x", ["N", 4])], [_vi("y", ["N", 4])], inits, opset=13), folder)

@@ -91,7 +91,13 @@ def _graph_steps(current: onnx.ModelProto, model: onnx.ModelProto, config: Clean
              "batchnorm_folded": fold_batchnorm(graph) if config.fold_bn else 0,
              "reshape_shapes_made_static": static_reshapes}
     if config.rules:
-        rules.update(_rewrite_rules(graph, model, config))
+        counts = _rewrite_rules(graph, model, config)
+        rules.update(counts)
+        if counts and _constant_only_nodes(graph):
+            # a fusion can leave constant-only nodes behind: fold again with our folder, which keeps the
+            # size threshold on every intermediate tensor (onnx-graphsurgeon's fold_constants would run a
+            # ConstantOfShape/Expand bomb the first fold left alone, whatever its size_threshold says)
+            graph = to_graph(fold(to_model(graph, like=model), threshold)[0])
     name_nodes(graph)
     return infer_shapes(to_model(graph, like=model), inplace=True), rules
 
@@ -120,14 +126,13 @@ def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: in
 
 
 def _rewrite_rules(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfig) -> dict[str, int]:
-    """The rewrite rules to a fixpoint; a fusion can leave constant-only nodes behind, folded again here
-    (values only: the shapes were folded before)."""
+    """The rewrite rules to a fixpoint."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     # keeping BN for the `bn` criterion also keeps it off ConvTranspose
     skip = set() if config.fold_bn else {"convtranspose_bn"}
-    counts = rewrite.apply_rules(graph, skip=skip, opset=opset)
-    if counts and any(n.inputs and all(isinstance(t, gs.Constant) or t.name == "" for t in n.inputs)
-                      and not n.op.startswith("Random") for n in graph.nodes):
-        graph.fold_constants(fold_shapes=False, partitioning="recursive", error_ok=True)
-        graph.cleanup().toposort()
-    return dict(counts)
+    return dict(rewrite.apply_rules(graph, skip=skip, opset=opset))
+
+
+def _constant_only_nodes(graph: gs.Graph) -> bool:
+    return any(n.inputs and all(isinstance(t, gs.Constant) or t.name == "" for t in n.inputs)
+               and not n.op.startswith("Random") for n in graph.nodes)

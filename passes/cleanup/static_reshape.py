@@ -33,14 +33,31 @@ def _concrete_shapes(model: onnx.ModelProto, sizes: list[int], need: tuple[str, 
         if all(name in shapes for name in need):
             break
         graph = to_graph(inferred)
+        _unplug_generators(graph, _known_shapes(inferred), _PROBE_FOLD_LIMIT)
         # shape tensors are small; the cap keeps ConstantOfShape masks of the probe sizes unfolded
-        graph.fold_constants(fold_shapes=True, partitioning="recursive", error_ok=True, size_threshold=1 << 16)
+        graph.fold_constants(fold_shapes=True, partitioning="recursive", error_ok=True, size_threshold=_PROBE_FOLD_LIMIT)
         inferred = infer_shapes(to_model(graph, like=probe))
         more = _known_shapes(inferred)
         if more.keys() <= shapes.keys():
             break
         shapes.update(more)
     return shapes
+
+
+_PROBE_FOLD_LIMIT = 1 << 16
+# ops whose output is not bounded by their inputs' size: a 16-byte shape makes a 4 TB tensor
+_GENERATORS = frozenset({"ConstantOfShape", "Expand", "Tile", "Range", "Pad", "Resize", "Upsample"})
+
+
+def _unplug_generators(graph: gs.Graph, shapes: dict, limit: int) -> None:
+    """onnx-graphsurgeon's fold_constants checks its size_threshold on the tensors it returns, not on the
+    intermediates it computes on the way (issue 15: a ReduceSum(Expand(1, [30000, 30000])) ran): a
+    generator op whose output is not known to be under `limit` is cut out of the probe graph, so its output
+    and everything computed from it stay unknown instead of being evaluated."""
+    for node in graph.nodes:
+        sizes = [shapes.get(out.name) for out in node.outputs]
+        if node.op in _GENERATORS and any(s is None or int(np.prod(s, dtype=object)) * 8 > limit for s in sizes):
+            node.outputs.clear()
 
 
 def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:

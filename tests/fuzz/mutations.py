@@ -192,14 +192,22 @@ def mut_option(c, model, case):
 
 
 def mut_bomb(c, model, case):
-    """The graph output plus ReduceSum(ConstantOfShape(huge)) or ReduceSum(Expand(1, huge)): gigabytes if folded."""
+    """The graph output plus ReduceSum(ConstantOfShape(huge)) or ReduceSum(Expand(1, huge)): gigabytes if folded
+    or run; `computed`: ConstantOfShape(Shape(input) * 4096), sized only by shape inference's data propagation."""
     shape = c.choice([[1, 1, 40000, 50000], [30000, 30000], [2**31, 2**31], [1, 2**20, 2**20]])
     out = model.graph.output[0].name
     producer = next(n for n in model.graph.node if out in n.output)
     producer.output[list(producer.output).index(out)] = "pre_bomb"
     model.graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), "bomb_shape"))
     model.graph.initializer.append(numpy_helper.from_array(np.array([1.0], np.float32), "bomb_one"))
-    if c.choice(["cos", "expand"]) == "cos":
+    how = c.choice(["cos", "expand", "computed"])
+    if how == "computed":  # the shape computed at run time: the graph input's shape times 2**12 on every axis
+        rank = len(model.graph.input[0].type.tensor_type.shape.dim)
+        model.graph.initializer[-2].CopyFrom(numpy_helper.from_array(np.full(rank, 2**12, np.int64), "bomb_scale"))
+        model.graph.node.extend([helper.make_node("Shape", [model.graph.input[0].name], ["bomb_in_shape"], name="bomb_in_shape"),
+                                 helper.make_node("Mul", ["bomb_in_shape", "bomb_scale"], ["bomb_shape"], name="bomb_mul")])
+        shape = f"{model.graph.input[0].name}.shape * 4096"
+    if how in ("cos", "computed"):
         made = helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"], name="bomb",
                                 value=numpy_helper.from_array(np.array([1.0], np.float32)))
     else:
