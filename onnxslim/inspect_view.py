@@ -12,6 +12,7 @@ from onnxslim.passes import cleanup
 from .channels import analyze
 from .runshapes import choose
 from .units import si
+from .ops.heads import head_layout
 
 
 def analysis_data(model_path, original, shapes, keep_bn: bool):
@@ -25,17 +26,29 @@ def analysis_data(model_path, original, shapes, keep_bn: bool):
         "model": str(model_path),
         "input_shapes": run.report() or {"skipped": run.reason},
         "macs": cost["macs"], "params": cost["params"],
-        "groups": [g.summary() for g in analysis.groups],
+        "groups": [_summary(analysis, g) for g in analysis.groups],
         "layers": [c for c in cost["per_node"] if c["macs"] or c["params"]],
         "summary": analysis.report(),
     }
     return data, analysis
 
 
-def group_state(group) -> str:
-    """'256/256 prunable', 'frozen, 384 ch (32 units)': channels are the tensor's width; a unit is what is
-    removed at once (a Reshape into attention heads ties one position of every head into one unit)."""
+def _summary(analysis, group) -> dict:
+    layout = head_layout(analysis, group)
+    return {**group.summary(), **({"heads": layout[0], "head_dim": layout[1]} if layout else {})}
+
+
+def group_state(group, layout: tuple[int, int] | None = None) -> str:
+    """'256/256 prunable', 'frozen, 384 ch (32 units)', '12/12 heads prunable (384 ch, head dim 32)':
+    channels are the tensor's width; a unit is what is removed at once (an attention head when `layout`,
+    heads x head dim, says the group is one; a Reshape that splits channels otherwise ties one position
+    of every slice into one unit)."""
     channels = group.channels
+    if layout is not None:
+        heads, dim = layout
+        if group.prunable:
+            return f"{group.prunable}/{heads} heads prunable ({channels} ch, head dim {dim})"
+        return f"frozen, {heads} heads ({channels} ch, head dim {dim})"
     units = "" if group.n_classes == channels else f" ({group.n_classes} units)"
     if group.prunable:
         if group.n_classes == channels:
@@ -49,7 +62,7 @@ def render(data: dict, analysis) -> None:
     click.echo(f"{data['model']}: {si(data['macs'])} MACs, {si(data['params'])} params; {s['groups']} channel groups, "
                f"{s['prunable_groups']} prunable ({s['prunable_channels']} channels)")
     click.echo("\nchannel groups:")
-    states = [group_state(g) for g in analysis.groups]
+    states = [group_state(g, head_layout(analysis, g)) for g in analysis.groups]
     width = max((len(x) for x in states), default=0)
     for g, state in zip(analysis.groups, states):
         click.echo(f"  #{g.id:<3} {state:<{width}}  {g.trace()}")

@@ -83,9 +83,9 @@ def test_inspect_transformer_counts_channels_and_aligns_columns(tmp_path):
     run = _run(["inspect", TRANSFORMER], tmp_path)
     assert run.returncode == 0
     out = run.stdout
-    # the Q projection is 64 wide; its 4 heads tie 16 units: both said, neither passed off as the other
-    assert re.search(r"#0 +frozen, 64 ch \(16 units\) +/layers/layers\.0/attn/q/MatMul\.out", out)
-    assert re.search(r"#4 +256/256 prunable +/layers/layers\.0/ffn", out)
+    # the Q projection is 64 wide, 4 heads of 16: the heads are the units (issue 13)
+    assert re.search(r"#0 +4/4 heads prunable \(64 ch, head dim 16\) +/layers/layers\.0/attn/q/MatMul\.out", out)
+    assert re.search(r"#2 +256/256 prunable +/layers/layers\.0/ffn", out)
     layer_lines = out.split("layers (MACs at batch 1):")[1].strip("\n").splitlines()
     assert any("LayerNormalization" in line for line in layer_lines)
     assert len({line.index(" MACs") for line in layer_lines}) == 1  # one column, long op names included

@@ -56,14 +56,14 @@ def test_family_matches_masked_oracle(name):
     check_oracle(load(name), seed=7)
 
 
-def test_transformer_prunes_ffn_and_says_why_attention_is_frozen():
+def test_transformer_prunes_heads_and_ffn_and_says_why_the_stream_is_frozen():
     clean = cleanup.run(load("transformer")).model
     result = prune(clean, PruneConfig(ratio=0.5, round_to=1))
     report = result.report
-    assert [g["before"] for g in report["pruned_groups"]] == [256, 256]  # the two FFN hidden layers
+    # per layer: the 4 attention heads (issue 13), then the FFN hidden layer
+    assert [(g["before"], g["after"]) for g in report["pruned_groups"]] == [(4, 2), (256, 128)] * 2
     reasons = " | ".join(r for f in report["frozen"] for r in f["reasons"])
     assert "LayerNormalization normalizes over this axis" in reasons  # the residual stream
-    assert "MatMul without a constant 2-D right-hand weight" in reasons  # q @ k^T and attn @ v
 
 
 @pytest.mark.parametrize("target", [0.7, 0.5])

@@ -232,7 +232,9 @@ def test_residual_target_steps_over_a_bias_add():
     exits = {e.node: e for e in find_exits(analysis, analysis.prunable_groups)[0]}
     mm4 = exits["mm4"]
     assert mm4.residual == ("y", "s") and mm4.skip_upstream == {"mm2"}
-    np.testing.assert_allclose(mm4.residual_offset, numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b4")))
+    # the bias Add belongs to the exit: its constant is the intercept the repair fits (bias compensation)
+    assert mm4.bias_add == ("bias4", 1) and mm4.residual_offset is None and mm4.output == "t"
+    np.testing.assert_allclose(mm4.bias, numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b4")))
     assert exits["mm2"].residual is None  # s also feeds mm3
     h_group, r_group = exits["mm2"].group, mm4.group
     plan = {h_group.id: np.array([True, False, True, False, True, False]), r_group.id: np.array([True] * 4 + [False] * 2)}
@@ -246,25 +248,27 @@ def test_residual_target_steps_over_a_bias_add():
     for residual in (False, True):
         trial = _refit_alone(model, current, mm4, state, batches, keep, residual)
         losses[residual] = evaluator.loss(trial)
-        if residual:  # the least-squares optimum of the block's output error itself, bias Add included
-            np.testing.assert_allclose(trial.w2["mm4"][:, keep], _direct_fit(model, current, state, batches, keep), rtol=1e-3, atol=1e-4)
+        if residual:  # the least-squares optimum of the block's output error itself, the bias refit with it
+            w, b = _direct_fit(model, current, state, batches, keep)
+            np.testing.assert_allclose(trial.w2["mm4"][:, keep], w, rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(trial.bias["mm4"], b, rtol=1e-3, atol=1e-4)
     assert losses[True] < losses[False]
 
 
 def _direct_fit(model, current, state, batches, keep):
-    """argmin_W sum ||y_orig - (s + W r_keep + b4)||^2 over every row, from the activations themselves."""
+    """argmin_(W, b) sum ||y_orig - (s + W r_keep + b)||^2 over every row, from the activations themselves."""
     from onnxslim.runtime import tapped_session
     sess, names = tapped_session(current, ["r", "s"])
     orig, _ = tapped_session(model, ["y"])
-    b4 = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b4")).astype(np.float64)
     xs, ys = [], []
     for feed in batches:
         got = dict(zip(names, sess.run(names, {**feed, **state.feeds()})))
         y = orig.run(["y"], feed)[0]
-        xs.append(got["r"].reshape(-1, got["r"].shape[-1])[:, keep])
-        ys.append((y - got["s"] - b4).reshape(-1, y.shape[-1]))
+        r = got["r"].reshape(-1, got["r"].shape[-1])[:, keep]
+        xs.append(np.concatenate([r, np.ones((len(r), 1), r.dtype)], axis=1))
+        ys.append((y - got["s"]).reshape(-1, y.shape[-1]))
     w, *_ = np.linalg.lstsq(np.concatenate(xs).astype(np.float64), np.concatenate(ys).astype(np.float64), rcond=None)
-    return w.T
+    return w[:-1].T, w[-1]
 
 
 def test_residual_found_with_a_symbolic_sequence_length():

@@ -19,6 +19,8 @@ from typing import Callable
 
 from . import macs as mac
 from .elementwise import channel_preserving, elementwise, layer_norm, normalization, pad, resize, softmax
+from . import heads
+from .attention import attention
 from .layers import conv, conv_transpose, gemm, matmul
 from .layout import concat, reduce, reshape, slice_, split, squeeze, transpose, unsqueeze
 from .space import BN_SCALE, PARAM
@@ -110,6 +112,9 @@ register("ConvTranspose", channels=conv_transpose, macs=mac.conv_transpose_macs,
 register("Gemm", channels=gemm, macs=mac.gemm_macs, kernels=("Gemm", "FusedGemm"), linear=True)
 register("MatMul", channels=matmul, macs=mac.matmul_counter(0, 1), kernels=("MatMul", "FusedMatMul"), linear=True)
 register("Einsum", macs=mac.einsum_macs)
+# -- attention: heads are channel groups (heads.py); the Attention op (opset 23) counts no MACs of its own yet
+register("Attention", channels=attention)
+register("Gather", channels=heads.gather)
 # -- quantized forms: MACs and profile kernels only (pruning and the other passes work on float models)
 register("ConvInteger", macs=mac.conv_counter(0, 1), kernels=("ConvInteger",))
 register("QLinearConv", macs=mac.conv_counter(0, 3), kernels=("QLinearConv",))

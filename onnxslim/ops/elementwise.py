@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .shape_values import dim_is_one
 from .helpers import int_list, is_int, present, rank_of, replace_input, same_tensor, shape_of
 from .space import BN_SCALE, PARAM, Frozen
 
@@ -32,6 +33,8 @@ def elementwise(operands=None):
                 continue
             d = shape_of(t)[ax]
             if is_int(d) and d == 1 and ys.size != 1:
+                continue
+            if not is_int(d) and dim_is_one(b, t, ax):  # a mask broadcast over the heads, sized at run time
                 continue
             if not is_int(d) or d != ys.size:
                 raise Frozen(f"operand '{t.name}' has dim {d} where the channel axis has {ys.size}")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from . import heads
 from .helpers import int_list, is_int, present, rank_of, replace_input, same_tensor, shape_of
 from .space import EXIT, PARAM, SOURCE, Frozen
 
@@ -107,6 +108,8 @@ gemm.seeds = lambda node: [(node.outputs[0], 1)] if isinstance(node.inputs[1], g
 def matmul(b: Builder, node, tensor, axis):
     """x[..., K] @ W[K, N] with a constant W: K is an exit, N a source; leading axes pass through."""
     a, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    if not isinstance(a, gs.Constant) and not isinstance(w, gs.Constant):
+        return heads.activation_matmul(b, node, tensor, axis)  # attention's scores and context
     if isinstance(a, gs.Constant) or not isinstance(w, gs.Constant) or len(w.shape) != 2:
         raise Frozen("MatMul without a constant 2-D right-hand weight")
     rank_a, rank_y = rank_of(a), rank_of(y)

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from . import heads
 from .helpers import int_list, is_int, present, rank_of, replace_input, same_tensor, shape_of
-from .space import Frozen
+from .space import PARAM, Frozen
 
 if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
     from onnxslim.channels import Builder
@@ -111,7 +112,7 @@ def slice_(b: Builder, node, tensor, axis):
     b.on_rewrite(node, fix)
 
 
-def _blocks(in_shape, out_shape):
+def reshape_blocks(in_shape, out_shape):
     """Pair input and output axes into blocks of equal size, left to right: ([input axes], [output axes]).
     Unknown dims pair only with unknown dims (the batch); None if the shapes cannot be aligned."""
     blocks, i, j = [], 0, 0
@@ -151,6 +152,10 @@ def _blocks(in_shape, out_shape):
     return blocks
 
 
+def _either(chosen, default):
+    return default if chosen is None else chosen
+
+
 def _carrier(axes, shape):
     """The axis of a block that carries the channel identity: the largest (innermost on ties)."""
     return max(axes, key=lambda a: (int(shape[a]), a))
@@ -170,7 +175,7 @@ def reshape(b: Builder, node, tensor, axis):
     in_shape, out_shape = shape_of(x), shape_of(y)
     if node.op == "Reshape" and not isinstance(node.inputs[1], gs.Constant):
         raise Frozen("Reshape shape computed at run time")
-    blocks = _blocks(in_shape, out_shape)
+    blocks = reshape_blocks(in_shape, out_shape)
     if blocks is None:
         raise Frozen("Reshape between shapes that cannot be aligned")
     from_x = same_tensor(tensor, x)
@@ -184,13 +189,13 @@ def reshape(b: Builder, node, tensor, axis):
         xs, ys = b.act(x, ins[0]), b.act(y, outs[0])
         b.link(xs, ys)
     elif len(outs) == 1:  # merge: input axes -> one output axis
-        a = axis if from_x else _carrier(ins, in_shape)
+        a = axis if from_x else _either(heads.merge_carrier(b, node, ins), _carrier(ins, in_shape))
         xs, ys = b.act(x, a), b.act(y, outs[0])
         dims = [int(in_shape[i]) for i in ins]
         positions = _positions_of(dims, ins.index(a))
         b.link(xs, ys, np.repeat(np.arange(xs.size), positions.shape[1]), positions.reshape(-1))
     else:  # split: one input axis -> output axes
-        carrier = _carrier(outs, out_shape)
+        carrier = _either(heads.split_carrier(b, node, outs), _carrier(outs, out_shape))
         if not from_x and axis != carrier:
             raise Frozen("Reshape splits the channel axis and this part does not carry it")
         xs, ys = b.act(x, ins[0]), b.act(y, carrier)

@@ -30,11 +30,14 @@ def bias_name(exit: Exit) -> str:
 def parametric_model(model: onnx.ModelProto, exits: list[Exit]) -> onnx.ModelProto:
     """A copy of `model` (the cleaned one the exits were found in) where every exit's weight, and bias when
     the op has one, is a float graph input."""
+    first_output = {n.name: n.output[0] for n in model.graph.node if n.output}
     slots = {}
     for e in exits:
-        slots[e.output] = {1: (weight_name(e), onnx.TensorProto.FLOAT, e.weight_shape)}
-        if e.has_bias:
-            slots[e.output][2] = (bias_name(e), onnx.TensorProto.FLOAT, [e.w2.shape[0]])
+        slots.setdefault(first_output[e.node], {})[1] = (weight_name(e), onnx.TensorProto.FLOAT, e.weight_shape)
+        if e.bias_add is not None:  # a MatMul exit's bias: the constant operand of the Add after it
+            slots.setdefault(e.output, {})[e.bias_add[1]] = (bias_name(e), onnx.TensorProto.FLOAT, [e.w2.shape[0]])
+        elif e.has_bias:
+            slots[first_output[e.node]][2] = (bias_name(e), onnx.TensorProto.FLOAT, [e.w2.shape[0]])
     return weights_as_inputs(model, slots)
 
 

@@ -42,6 +42,10 @@ class Exit:
     residual: tuple[str, str] | None = None
     residual_offset: np.ndarray | None = None  # a constant bias Add between the exit and the residual Add
     skip_upstream: frozenset = frozenset()  # exits the skip depends on (see _mark_skip_upstream)
+    # a MatMul's bias lives in the Add after it: (that Add node, the constant's input index); the repair
+    # then fits it as the intercept (bias compensation: a removed head's V bias passes the softmax as a
+    # constant, which only the intercept can take over), `output` is the Add's output
+    bias_add: tuple[str, int] | None = None
 
     @property
     def n_features(self) -> int:
@@ -49,7 +53,7 @@ class Exit:
 
     @property
     def has_bias(self) -> bool:
-        return self.op != "matmul"
+        return self.op != "matmul" or self.bias_add is not None
 
     def features_of(self, keep_classes: np.ndarray) -> np.ndarray:
         """Feature indices kept by a bool mask over the group's classes."""
@@ -119,7 +123,16 @@ def _gemm_exit(node: gs.Node) -> dict | None:
 
 
 def _matmul_exit(node: gs.Node) -> dict | None:
-    return dict(op="matmul", w2=linear.matrix("MatMul", node.inputs[1].values), bias=None)
+    w = node.inputs[1].values
+    info = dict(op="matmul", w2=linear.matrix("MatMul", w), bias=None)
+    out = node.outputs[0]
+    add = out.outputs[0] if len(out.outputs) == 1 else None
+    if add is not None and add.op == "Add" and len(add.inputs) == 2 and len(add.outputs) == 1:
+        index = 1 if add.inputs[0] is out else 0
+        const = add.inputs[index]
+        if isinstance(const, gs.Constant) and const.values.shape == (w.shape[1],) and const.values.dtype == np.float32:
+            info.update(bias=const.values.astype(np.float64), bias_add=(add.name, index), output=add.outputs[0].name)
+    return info
 
 
 def _residual(node: gs.Node, graph_outputs: set[str]) -> tuple[tuple[str, str] | None, np.ndarray | None]:
@@ -190,10 +203,13 @@ def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], lis
             reps = linear.features_per_channel(node.op, node.inputs[1].values.shape)
             feature_class = np.repeat(per_channel, reps)
             source = next((s.id for s in analysis.spaces if s.node == node.name and s.input_index == 1 and s.role == SOURCE), None)
+            # with the bias Add inside the exit, the residual Add is found after it (and no offset is left)
+            last = nodes[info["bias_add"][0]] if info.get("bias_add") else node
+            info.setdefault("output", node.outputs[0].name)
             found.append(Exit(node=node.name, group=group, exit_space=space.id, source_space=source,
-                              input=node.inputs[0].name, output=node.outputs[0].name,
+                              input=node.inputs[0].name,
                               weight_shape=tuple(node.inputs[1].values.shape), feature_class=feature_class,
-                              **dict(zip(("residual", "residual_offset"), _residual(node, graph_outputs))), **info))
+                              **dict(zip(("residual", "residual_offset"), _residual(last, graph_outputs))), **info))
     found.sort(key=lambda e: order[e.node])
     _mark_skip_upstream(found, analysis.graph)
     return found, skipped

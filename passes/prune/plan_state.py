@@ -68,7 +68,9 @@ def write_weights(pruned_model, exits: list[Exit], state: State, plan: dict, kep
         if e.has_bias:
             bias = state.bias[e.node][keep_out].astype(dtype)
             constant = gs.Constant(f"{e.node}__repaired_b", np.ascontiguousarray(bias))
-            if len(node.inputs) > 2 and node.inputs[2].name:
+            if e.bias_add is not None:
+                nodes[e.bias_add[0]].inputs[e.bias_add[1]] = constant
+            elif len(node.inputs) > 2 and node.inputs[2].name:
                 node.inputs[2] = constant
             else:
                 while len(node.inputs) < 2:
