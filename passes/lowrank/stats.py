@@ -42,6 +42,17 @@ def _row_weights(layer: Layer, array: np.ndarray, feed: dict, mask_name: str | N
     return mask.astype(np.float64)
 
 
+def _drop_masked(arrays: list[np.ndarray], weights: np.ndarray | None) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The rows of weight 0 (padding tokens) removed: they add nothing to the moments, and the shared MiniLM
+    calibration sentences fill about a quarter of their 64 positions. Shapes keep their rank, features last."""
+    if weights is None:
+        return arrays, None
+    keep = weights.reshape(-1) > 0
+    lead = (1,) * (arrays[0].ndim - 2)
+    return ([a.reshape(-1, a.shape[-1])[keep].reshape(*lead, -1, a.shape[-1]) for a in arrays],
+            weights.reshape(-1)[keep].reshape(*lead, -1))
+
+
 def _pre_bias(layer: Layer, array: np.ndarray) -> np.ndarray:
     if not layer.bias_in_output:
         return array
@@ -102,7 +113,8 @@ def original_stats(model: onnx.ModelProto, layers: list[Layer], batches, mask_na
     """Output covariance (centered when the layer has a bias to absorb the mean) of every layer, one pass."""
     def rows(layer, value, feed):
         y = _pre_bias(layer, value)
-        return y, _row_weights(layer, y, feed, mask_name)
+        (y,), w = _drop_masked([y], _row_weights(layer, y, feed, mask_name))
+        return y, w
     accs = _accumulate(model, layers, lambda layer: layer.out_tensor, rows, lambda layer: layer.feature_axis, batches, progress)
     return {layer.name: OutputStats.same(*_moments(accs[layer.name], layer.bias is not None)) for layer in layers}
 
@@ -121,7 +133,7 @@ def paired_stats(original: TensorTap, current: onnx.ModelProto, layers: list[Lay
         for layer in layers:
             z = _pre_bias(layer, now[layer.out_tensor])
             y = _pre_bias(layer, then[layer.out_tensor])
-            w = _row_weights(layer, z, feed, mask_name)
+            (z, y), w = _drop_masked([z, y], _row_weights(layer, z, feed, mask_name))
             zz[layer.name].update(z, w)
             zy[layer.name].update(z, y, w)
     out = {}
