@@ -14,6 +14,7 @@ HARD = [
     "test_shape_start_1_end_2", "test_shape_end_negative_1", "test_shape_clip_start",
     "test_add_uint64", "test_bitshift_left_uint16", "test_bitwise_xor_i16_3d", "test_equal_string",
     "test_ai_onnx_ml_label_encoder_string_int", "test_div_int8", "test_edge_pad", "test_split_to_sequence_1",
+    "test_mvn",  # onnx's strict inference fails inside MeanVarianceNormalization's own function body
 ]
 FAMILY_STRIDE = 4  # every 4th op family (sorted), first case of each: ~50 families
 
