@@ -19,7 +19,7 @@ def check_options(o: dict, floats=("min_cosine",)) -> None:
     if o.get("min_cosine") is not None and not -1.0 <= o["min_cosine"] <= 1.0:
         raise SlimError(f"--min-cosine {o['min_cosine']:g}: a cosine similarity lies in [-1, 1]")
     check_seed(o.get("seed", 0))
-    for name in ("calib_size", "threads", "round_to"):
+    for name in ("calib_size", "threads", "round_to", "val_size"):
         if o.get(name) is not None and o[name] < 1:
             raise SlimError(f"--{name.replace('_', '-')} {o[name]}: give at least 1")
 

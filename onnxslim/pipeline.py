@@ -66,7 +66,7 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     shape_hints: {input: (source, shape)} for dynamic dims (a preprocess file's crop; runshapes.choose).
     """
     started = time.perf_counter()
-    check_options({"min_cosine": min_cosine, "seed": seed})
+    check_options({"min_cosine": min_cosine, "seed": seed, "threads": threads, "val_size": val_size})
     passes = PASSES if passes is None else tuple(passes)
     configs = {"prune": prune, "lowrank": lowrank, "quantize": quantize, **(configs or {})}
     configs.setdefault("cleanup", CleanupConfig(size_threshold=size_threshold, fp16=fp16))
@@ -76,10 +76,6 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     original = _load(model, edits, input_shapes)
     if isinstance(calibration, (str, Path)):
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
-    if threads is not None and threads < 1:
-        raise SlimError(f"--threads {threads}: give at least 1")
-    if val_size < 1:
-        raise SlimError(f"--val-size {val_size}: give at least 1")
     val = _validation_data(data, original, input_shapes, val_size, labels, seed) if validate else (None, None)
     run = _shapes_for_run(original, input_shapes, val[0], calibration, shape_hints, validate, edits)
     if (validate or edits) and run.shapes:  # memory and window sizes at the run shapes, before any pass runs the model

@@ -108,3 +108,9 @@ def test_npz_labels_and_val_size(tmp_path):
 def test_random_inputs_say_they_check_structure_not_accuracy():
     report = optimize(classifier(), latency=False, progress=silent).report["validation"]
     assert "structure" in report["data"] and "not accuracy" in report["data"] and report["real_data"] is False
+
+
+def test_val_size_and_threads_below_one_are_refused_before_loading():
+    for kw, flag in (({"val_size": 0}, "--val-size 0"), ({"threads": 0}, "--threads 0")):
+        with pytest.raises(SlimError, match=f"{flag}: give at least 1"):
+            optimize("no-such-model.onnx", progress=silent, **kw)
