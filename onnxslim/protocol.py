@@ -61,6 +61,16 @@ def option(*flags: str, convert=None, enables: bool = False, **click_kwargs) -> 
     return {"option": Option(tuple(flags), click_kwargs, convert, enables)}
 
 
+def switch(*flags: str, help: str):
+    """A float field that turns its pass on when given (a ratio or a target), None otherwise."""
+    return dataclasses.field(default=None, metadata=option(*flags, type=float, enables=True, help=help))
+
+
+def as_tuple(value, given):
+    """An Option.convert for `multiple` options: click's tuple as the field's, None when unset."""
+    return tuple(value) if value is not None else None
+
+
 def is_given(value) -> bool:
     """A click value the user set: not None, not an unset flag, not an empty `multiple` (0 is a value)."""
     return value is not None and value is not False and value != ()
@@ -78,9 +88,10 @@ class Pass:
     always: ClassVar[bool] = False      # runs on every run (cleanup), configured or not
     changes_layers: ClassVar[bool] = False  # changes layer widths or MACs: the report gets the layer table
     preserved: ClassVar[frozenset] = frozenset()  # properties that stay true when it changed the model
+    required: ClassVar[frozenset] = frozenset()   # properties it needs, whatever its config
 
     def requires(self, config) -> set[str]:
-        return set()
+        return set(self.required)
 
     def provides(self, config) -> set[str]:
         return set()

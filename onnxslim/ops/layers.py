@@ -19,6 +19,21 @@ def _has_bias(node, index):
     return present(node, index)
 
 
+def _outputs(b: Builder, node, ys, source_axis: int) -> None:
+    """The output channels `ys` are the weight's `source_axis` and the bias."""
+    b.link(ys, b.const(node, 1, source_axis, SOURCE))
+    if _has_bias(node, 2):
+        b.link(ys, b.const(node, 2, 0, PARAM))
+
+
+def _dense(b: Builder, node, tensor, exit_axis: int, source_axis: int) -> None:
+    """An ungrouped Conv/ConvTranspose: the input channels contract the weight's `exit_axis`."""
+    if same_tensor(tensor, node.inputs[0]):
+        b.link(b.act(node.inputs[0], 1), b.const(node, 1, exit_axis, EXIT))
+    else:
+        _outputs(b, node, b.act(node.outputs[0], 1), source_axis)
+
+
 def conv(b: Builder, node, tensor, axis):
     """Conv: weight axis 1 contracts the input channels (exit); weight axis 0 and bias make the output
     channels (source). With groups > 1 whole conv groups are kept or removed, tying input and output."""
@@ -29,19 +44,11 @@ def conv(b: Builder, node, tensor, axis):
         raise Frozen("not the channel axis")
     group = int(node.attrs.get("group", 1))
     if group == 1:
-        if same_tensor(tensor, x):
-            b.link(b.act(x, 1), b.const(node, 1, 1, EXIT))
-        else:
-            ys = b.act(y, 1)
-            b.link(ys, b.const(node, 1, 0, SOURCE))
-            if _has_bias(node, 2):
-                b.link(ys, b.const(node, 2, 0, PARAM))
+        _dense(b, node, tensor, exit_axis=1, source_axis=0)
         return
     xs, ys = b.act(x, 1), b.act(y, 1)
     per_in, per_out = w.shape[1], w.shape[0] // group
-    b.link(ys, b.const(node, 1, 0, SOURCE))
-    if _has_bias(node, 2):
-        b.link(ys, b.const(node, 2, 0, PARAM))
+    _outputs(b, node, ys, source_axis=0)
     anchor = lambda idx, per: (idx // per) * per_out  # noqa: E731 - first output channel of the conv group
     b.link(xs, ys, np.arange(xs.size), anchor(np.arange(xs.size), per_in))
     b.link(ys, ys, np.arange(ys.size), anchor(np.arange(ys.size), per_out))
@@ -57,8 +64,7 @@ conv.seeds = lambda node: [(node.outputs[0], 1)] if isinstance(node.inputs[1], g
 
 def conv_transpose(b: Builder, node, tensor, axis):
     """ConvTranspose weight is [Cin, Cout/g, k...]: axis 0 is the exit, axis 1 the source."""
-    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
-    if not isinstance(w, gs.Constant):
+    if not isinstance(node.inputs[1], gs.Constant):
         raise Frozen("weight is not a constant")
     if int(node.attrs.get("group", 1)) != 1:
         raise Frozen("grouped ConvTranspose")
@@ -66,13 +72,7 @@ def conv_transpose(b: Builder, node, tensor, axis):
         raise Frozen("not the channel axis")
     if "output_shape" in node.attrs:
         raise Frozen("explicit output_shape")
-    if same_tensor(tensor, x):
-        b.link(b.act(x, 1), b.const(node, 1, 0, EXIT))
-    else:
-        ys = b.act(y, 1)
-        b.link(ys, b.const(node, 1, 1, SOURCE))
-        if _has_bias(node, 2):
-            b.link(ys, b.const(node, 2, 0, PARAM))
+    _dense(b, node, tensor, exit_axis=0, source_axis=1)
 
 
 conv_transpose.seeds = lambda node: [(node.outputs[0], 1)] if isinstance(node.inputs[1], gs.Constant) and int(node.attrs.get("group", 1)) == 1 else []

@@ -218,42 +218,37 @@ def reshape(b: Builder, node, tensor, axis):
         b.on_rewrite(node, fix)
 
 
-def transpose(b: Builder, node, tensor, axis):
+def _link_axes(b: Builder, node, tensor, axis, pairs, dropped: str = "") -> None:
+    """Tie the input's and the output's axes paired in `pairs` [(input axis, output axis)]; an axis of
+    `tensor` without a pair (inserted or squeezed, of size 1) carries no channels: Frozen(dropped)."""
     x, y = node.inputs[0], node.outputs[0]
-    rank = rank_of(x)
-    perm = [int(p) for p in node.attrs.get("perm", list(range(rank))[::-1])]
-    if same_tensor(tensor, x):
-        b.link(b.act(x, axis), b.act(y, perm.index(axis)))
-    else:
-        b.link(b.act(x, perm[axis]), b.act(y, axis))
+    side = 0 if same_tensor(tensor, x) else 1
+    for pair in pairs:
+        if pair[side] == axis:
+            b.link(b.act(x, pair[0]), b.act(y, pair[1]))
+            return
+    raise Frozen(dropped)
+
+
+def transpose(b: Builder, node, tensor, axis):
+    perm = [int(p) for p in node.attrs.get("perm", list(range(rank_of(node.inputs[0])))[::-1])]
+    _link_axes(b, node, tensor, axis, [(p, j) for j, p in enumerate(perm)])
 
 
 def unsqueeze(b: Builder, node, tensor, axis):
-    x, y = node.inputs[0], node.outputs[0]
-    rank_y = rank_of(y)
+    rank_y = rank_of(node.outputs[0])
     axes = {a % rank_y for a in int_list(node, "axes", 1, default=[])}
     kept = [i for i in range(rank_y) if i not in axes]  # output axis of each input axis
-    if same_tensor(tensor, x):
-        b.link(b.act(x, axis), b.act(y, kept[axis]))
-    elif axis in axes:
-        raise Frozen("inserted axis")
-    else:
-        b.link(b.act(x, kept.index(axis)), b.act(y, axis))
+    _link_axes(b, node, tensor, axis, list(enumerate(kept)), "inserted axis")
 
 
 def squeeze(b: Builder, node, tensor, axis):
-    x, y = node.inputs[0], node.outputs[0]
-    in_shape = shape_of(x)
+    in_shape = shape_of(node.inputs[0])
     rank = len(in_shape)
     axes = int_list(node, "axes", 1, default=None)
     axes = {a % rank for a in axes} if axes else {i for i, d in enumerate(in_shape) if d == 1}
     kept = [i for i in range(rank) if i not in axes]  # input axis of each output axis
-    if same_tensor(tensor, x):
-        if axis in axes:
-            raise Frozen("squeezed axis")
-        b.link(b.act(x, axis), b.act(y, kept.index(axis)))
-    else:
-        b.link(b.act(x, kept[axis]), b.act(y, axis))
+    _link_axes(b, node, tensor, axis, [(k, j) for j, k in enumerate(kept)], "squeezed axis")
 
 
 def reduce(b: Builder, node, tensor, axis):

@@ -288,13 +288,8 @@ class LowRankPass(Pass):
     name = "lowrank"
     config = LowRankConfig
     changes_layers = True
-    preserved = frozenset({NORMALIZED, FLOAT32})
-
-    def requires(self, config) -> set[str]:
-        return {NORMALIZED, FLOAT32}
-
-    def run(self, model, config, ctx):
-        return run(model, config, ctx)
+    preserved = required = frozenset({NORMALIZED, FLOAT32})
+    run = staticmethod(run)  # the module's run(model, config, ctx)
 
     def summary(self, report: dict) -> list[str]:
         how = "data-aware" if report.get("data_aware") else "weight"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import click
 
 from onnxslim.errors import SlimError
-from onnxslim.protocol import option
+from onnxslim.protocol import as_tuple, option, switch
 
 from .greedy import LOSSES
 
@@ -17,22 +17,16 @@ def _kinds(value, given):
     return tuple(s.strip() for s in value.split(",") if s.strip()) if value is not None else None
 
 
-def _tuple(value, given):
-    return tuple(value) if value is not None else None
-
-
 @dataclass
 class LowRankConfig:
     # keep this fraction of each layer's spectral energy
-    energy: float | None = field(default=None, metadata=option(
-        "--lowrank", "lowrank_energy", type=float, enables=True, help="Low-rank splits keeping this fraction of spectral energy."))
+    energy: float | None = switch("--lowrank", "lowrank_energy", help="Low-rank splits keeping this fraction of spectral energy.")
     # or: factorized kinds' MACs at most this fraction of the original
-    target_macs: float | None = field(default=None, metadata=option(
-        "--lowrank-target-macs", type=float, enables=True, help="Low-rank: factorized layers' MACs at most this fraction."))
+    target_macs: float | None = switch("--lowrank-target-macs", help="Low-rank: factorized layers' MACs at most this fraction.")
     ops: tuple = field(default=ALL_OPS, metadata=option(  # subset of {"matmul", "gemm", "conv"}
         "--lowrank-ops", default="matmul,gemm,conv", show_default=True, convert=_kinds, help="Layer kinds to factorize."))
     exclude: tuple = field(default=(), metadata=option(  # node names left alone
-        "--exclude", multiple=True, convert=_tuple, help="Node name to leave untouched (repeatable)."))
+        "--exclude", multiple=True, convert=as_tuple, help="Node name to leave untouched (repeatable)."))
     conv_svd: str = field(default="auto", metadata=option(  # "channel" | "spatial" | "auto"
         "--conv-svd", type=click.Choice(["channel", "spatial", "auto"]), default="auto", show_default=True))
     round_to: int = field(default=8, metadata=option(  # ranks are multiples of this

@@ -35,63 +35,31 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     if config.importance == "bn" and not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         raise SlimError("--importance bn needs BatchNormalization nodes; this model has none (BN was folded at export)")
     started = time.perf_counter()
-    graph = to_graph(infer_shapes(model))
-    names = {n.name for n in graph.nodes}
-    unknown = [e for e in config.exclude if e not in names]
-    if unknown:
-        raise SlimError(f"--exclude names no node of the model: {unknown}")
-    analysis = analyze_graph(graph, config.exclude)
-    nothing_notes = check_something_prunable(model, analysis)
-    groups = analysis.prunable_groups
-    rng = np.random.default_rng(ctx.seed)
-    align = Alignment(config.round_to, config.min_channels)
+    analysis = _analysis(model, config)
+    notes = list(check_something_prunable(model, analysis))
     macs_model = MacModel(analysis, {c.name: c.macs or 0 for c in node_costs(model, ctx.input_shapes)})
     latency_model = None
     if config.target_latency is not None:
         with ctx.progress("profiling", total=None):
             latency_model = measured_latency_model(model, analysis, ctx.input_shapes, threads=ctx.threads or config.latency_threads)
-    budget = latency_model or macs_model
-    repair_on = config.repair if config.repair is not None else real
-    notes = list(nothing_notes)
-    if repair_on and not real:
-        repair_on = False
-        notes.append("repair needs real calibration data (--calib); it was skipped")
-    elif config.repair is None and not real and config.needs_data:
-        notes.append("repair needs real calibration data (--calib); it is off")
+    repair_on = _repair_on(config, real, notes)
     calibrated = None
     if config.needs_data or repair_on:
         from onnxslim.runtime import clear_tapped
         clear_tapped()  # a session of an earlier model of the same id must not be reused
-        calibrated = Calibrated(model, analysis, groups, ctx, config, real)
+        calibrated = Calibrated(model, analysis, analysis.prunable_groups, ctx, config, real)
         if not real:
             notes.append("no real calibration data: statistics come from random inputs, accuracy claims need real data")
-    scores, used = {}, {}
-    if config.importance in DATA_CRITERIA:
-        scores, used = calibrated.scores(config.importance)
-    for g in groups:
-        if g.id not in scores:
-            scores[g.id], used[g.id] = weight_importance(analysis, g, config.importance if config.importance in WEIGHT_CRITERIA else "l1", rng)
-            if config.importance in DATA_CRITERIA:
-                used[g.id] = f"l1 ({config.importance} needs a modelled exit)"
-    state = None
-    allocation_trace = None
-    if config.ratio is not None:
-        plan = uniform_plan(groups, scores, config.ratio, align)
-    elif config.allocation in ("global", "uniform"):
-        plan = budget_plan(groups, scores, config.target, budget, align, config.allocation)
-    else:
-        plan, state, allocation_trace = calibrated.allocate(config.allocation, scores, budget, align)
+    scores, used = _scores(analysis, config, calibrated, np.random.default_rng(ctx.seed))
+    plan, state, allocation_trace = _plan(analysis, config, scores, latency_model or macs_model, calibrated)
     estimated = macs_model.fraction(plan)
-    repair_report = None
-    if calibrated is not None:
-        repair_report = calibrated.finish(plan, repair_on, start=state)
+    repair_report = calibrated.finish(plan, repair_on, start=state) if calibrated is not None else None
     keep_positions = kept_positions(analysis, plan)
     pruned = apply_plan(analysis, plan, like=model)
     unrepaired = pruned
     if calibrated is not None and repair_on and calibrated.repaired_exits:
         from .plan_state import write_weights
         pruned = infer_shapes(write_weights(pruned, calibrated.repaired_exits, calibrated.state, plan, keep_positions))
-    exit_errors = (repair_report or {}).get("exits", {})
     report = {
         "importance": config.importance,
         "allocation": "uniform" if config.ratio is not None else config.allocation,
@@ -100,13 +68,70 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
         **({"latency_model": latency_model.describe(plan)} if latency_model is not None else {}),
         "repair": bool(repair_on),
         **analysis.report(),
-        "pruned_groups": [
-            {"group": g.id, "before": g.n_classes, "after": int(plan[g.id].sum()), "importance": used[g.id], "trace": g.trace(),
-             **({"exit_relative_error": {n: v for n, v in exit_errors.items() if calibrated.group_of_exit.get(n) == g.id}}
-                if exit_errors else {})}
-            for g in groups if not plan[g.id].all()
-        ],
+        "pruned_groups": _pruned_groups(analysis, plan, used, repair_report, calibrated),
     }
+    _finish_report(report, calibrated, repair_report, allocation_trace, notes)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    # the same plan without the refit: what repair is worth, at no extra cost
+    return PassResult(pruned, report, extras={"unrepaired": unrepaired})
+
+
+def _analysis(model: onnx.ModelProto, config: PruneConfig):
+    """The channel groups of the model, `--exclude` checked against its node names."""
+    graph = to_graph(infer_shapes(model))
+    names = {n.name for n in graph.nodes}
+    unknown = [e for e in config.exclude if e not in names]
+    if unknown:
+        raise SlimError(f"--exclude names no node of the model: {unknown}")
+    return analyze_graph(graph, config.exclude)
+
+
+def _repair_on(config: PruneConfig, real: bool, notes: list[str]) -> bool:
+    """Whether the least-squares repair runs: asked for (default: with real data) and real data given."""
+    repair_on = config.repair if config.repair is not None else real
+    if repair_on and not real:
+        repair_on = False
+        notes.append("repair needs real calibration data (--calib); it was skipped")
+    elif config.repair is None and not real and config.needs_data:
+        notes.append("repair needs real calibration data (--calib); it is off")
+    return repair_on
+
+
+def _scores(analysis, config: PruneConfig, calibrated, rng) -> tuple[dict, dict]:
+    """({group id: channel scores}, {group id: the criterion used}): a data criterion where it has a modelled
+    exit, the weight criterion (l1 for a data one) elsewhere."""
+    scores, used = {}, {}
+    if config.importance in DATA_CRITERIA:
+        scores, used = calibrated.scores(config.importance)
+    for g in analysis.prunable_groups:
+        if g.id not in scores:
+            scores[g.id], used[g.id] = weight_importance(analysis, g, config.importance if config.importance in WEIGHT_CRITERIA else "l1", rng)
+            if config.importance in DATA_CRITERIA:
+                used[g.id] = f"l1 ({config.importance} needs a modelled exit)"
+    return scores, used
+
+
+def _plan(analysis, config: PruneConfig, scores: dict, budget, calibrated):
+    """(plan, the repair state the allocation built or None, the allocation trace or None)."""
+    groups, align = analysis.prunable_groups, Alignment(config.round_to, config.min_channels)
+    if config.ratio is not None:
+        return uniform_plan(groups, scores, config.ratio, align), None, None
+    if config.allocation in ("global", "uniform"):
+        return budget_plan(groups, scores, config.target, budget, align, config.allocation), None, None
+    return calibrated.allocate(config.allocation, scores, budget, align)
+
+
+def _pruned_groups(analysis, plan, used: dict, repair_report, calibrated) -> list[dict]:
+    exit_errors = (repair_report or {}).get("exits", {})
+    return [
+        {"group": g.id, "before": g.n_classes, "after": int(plan[g.id].sum()), "importance": used[g.id], "trace": g.trace(),
+         **({"exit_relative_error": {n: v for n, v in exit_errors.items() if calibrated.group_of_exit.get(n) == g.id}}
+            if exit_errors else {})}
+        for g in analysis.prunable_groups if not plan[g.id].all()
+    ]
+
+
+def _finish_report(report: dict, calibrated, repair_report, allocation_trace, notes: list[str]) -> None:
     if calibrated is not None:
         from onnxslim.runtime import clear_tapped
         clear_tapped()
@@ -119,9 +144,6 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
         report["allocation_trace"] = allocation_trace
     if notes:
         report["notes"] = notes
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    # the same plan without the refit: what repair is worth, at no extra cost
-    return PassResult(pruned, report, extras={"unrepaired": unrepaired})
 
 
 class PrunePass(Pass):
@@ -137,8 +159,7 @@ class PrunePass(Pass):
     def wants_calibration(self, config) -> bool:
         return config.importance in DATA_CRITERIA
 
-    def run(self, model, config, ctx):
-        return run(model, config, ctx)
+    run = staticmethod(run)  # the module's run(model, config, ctx)
 
     def summary(self, report: dict) -> list[str]:
         frozen = report.get("frozen", [])

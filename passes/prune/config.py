@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from onnxslim.errors import SlimError
-from onnxslim.protocol import option
+from onnxslim.protocol import as_tuple, option, switch
 
 from .data_importance import DATA_CRITERIA
 from .importance import WEIGHT_CRITERIA
@@ -15,22 +15,15 @@ DEFAULT_ROUND_TO = 16  # benchmarks/RESULTS.md: on onnxruntime CPU, widths round
 ALLOCATIONS = ("global", "uniform", "sensitivity", "search")
 
 
-def _tuple(value, given):
-    return tuple(value) if value is not None else None
-
-
 @dataclass
 class PruneConfig:
     # uniform fraction of channels removed in every prunable group
-    ratio: float | None = field(default=None, metadata=option(
-        "--prune", "prune_ratio", type=float, enables=True, help="Remove this fraction of channels in every prunable group."))
+    ratio: float | None = switch("--prune", "prune_ratio", help="Remove this fraction of channels in every prunable group.")
     # or: prune until MACs <= this fraction of the original
-    target_macs: float | None = field(default=None, metadata=option(
-        "--target-macs", type=float, enables=True, help="Prune until MACs <= this fraction of the original."))
+    target_macs: float | None = switch("--target-macs", help="Prune until MACs <= this fraction of the original.")
     # or: until the latency measured per node (latency.py) <= this fraction
-    target_latency: float | None = field(default=None, metadata=option(
-        "--target-latency", type=float, enables=True,
-        help="Prune until the latency estimated from onnxruntime's per-node profile (1 thread) <= this fraction."))
+    target_latency: float | None = switch(
+        "--target-latency", help="Prune until the latency estimated from onnxruntime's per-node profile (1 thread) <= this fraction.")
     latency_threads: int = 1  # onnxruntime threads the latency model is profiled with (1: stable on shared cores)
     # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction; auto: with real
     # calibration data and a target, the better of l1 and reconstruction on held-out samples, rebuilt on all
@@ -51,7 +44,7 @@ class PruneConfig:
     min_channels: int = field(default=1, metadata=option(
         "--min-channels", type=int, default=1, show_default=True, help="Never keep fewer channels in a group."))
     exclude: tuple = field(default_factory=tuple, metadata=option(
-        "--exclude", multiple=True, convert=_tuple, help="Node name to leave untouched (repeatable)."))
+        "--exclude", multiple=True, convert=as_tuple, help="Node name to leave untouched (repeatable)."))
     # -- calibration-driven pruning and repair (need ctx.calibration; random data when absent) --
     # least-squares refit of the pruned groups' exits; None = on iff real data
     repair: bool | None = field(default=None, metadata=option(

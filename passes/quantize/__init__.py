@@ -293,8 +293,7 @@ class QuantizePass(Pass):
     def wants_calibration(self, config) -> bool:
         return config.mode == "int8"  # dynamic int8 and weight-only need none (ranges at run time, weights alone)
 
-    def run(self, model, config, ctx):
-        return run(model, config, ctx)
+    run = staticmethod(run)  # the module's run(model, config, ctx)
 
     def summary(self, quantize: dict) -> list[str]:
         floats = quantize.get("left_in_float", [])

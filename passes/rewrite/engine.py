@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import onnx_graphsurgeon as gs
 
+from .util import NoMatch, bypass, replace_check
+
 MAX_REASONS = 200  # refusals kept per run: enough to debug, bounded on large models
 
 
@@ -42,11 +44,18 @@ class RewriteContext:
 
 
 class Rule:
-    """One rewrite. Subclasses set `name` and `anchors` and implement check/rewrite; graph-wide rules
-    (CSE, weight tying) override `apply` instead."""
+    """One rewrite. Subclasses give `name` and `anchors` as class keywords and implement check/rewrite;
+    graph-wide rules (CSE, weight tying) override `apply` instead."""
 
     name = "rule"
     anchors: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, name: str | None = None, anchors: tuple[str, ...] | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+        if anchors is not None:
+            cls.anchors = anchors
 
     def check(self, node: gs.Node, ctx: RewriteContext) -> dict | str:
         raise NotImplementedError
@@ -60,13 +69,30 @@ class Rule:
             # an earlier rewrite in this sweep may have detached the node
             if node.op not in self.anchors or not node.outputs or node.domain not in ("", None, "ai.onnx"):
                 continue
-            match = self.check(node, ctx)
+            try:
+                match = self.check(node, ctx)
+            except NoMatch as refused:
+                match = str(refused)
             if isinstance(match, str):
                 ctx.refuse(self.name, node, match)
                 continue
             self.rewrite(node, match, ctx)
             fired += 1
         return fired
+
+
+class RemoveNode(Rule):
+    """A rule that removes its anchor node because the node returns its first input unchanged: `why_not`
+    gives the reason it may change it (or None); the output's consumers then read the input."""
+
+    def why_not(self, node: gs.Node, ctx: RewriteContext) -> str | None:
+        raise NotImplementedError
+
+    def check(self, node, ctx):
+        return self.why_not(node, ctx) or replace_check(node.outputs[0], node.inputs[0], ctx) or {}
+
+    def rewrite(self, node, match, ctx):
+        bypass(node, node.inputs[0], ctx)
 
 
 def run_rules(graph: gs.Graph, rules: list[Rule], opset: int, rounds: int = 8,

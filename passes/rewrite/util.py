@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-FLOATS = (np.float16, np.float32, np.float64)
+
+class NoMatch(Exception):
+    """Raised by a check, or a helper it calls, with the reason the rule does not apply (onnxscript's
+    `MatchResult.fail`): a helper that finds no match then needs no `if isinstance(x, str)` in every caller."""
 
 
 def const(t) -> np.ndarray | None:
@@ -22,6 +25,14 @@ def producer(t, op: str | tuple[str, ...] | None = None) -> gs.Node | None:
     node = t.inputs[0]
     ops = (op,) if isinstance(op, str) else op
     return node if ops is None or node.op in ops else None
+
+
+def produced_by(t, op: str) -> gs.Node:
+    """The `op` node writing t, else NoMatch: the first step of every chain rule (X -> X merged into one)."""
+    node = producer(t, op)
+    if node is None:
+        raise NoMatch(f"input is not produced by {'an' if op[0] in 'AEIOU' else 'a'} {op}")
+    return node
 
 
 def only_consumer(t, ctx) -> bool:
@@ -115,6 +126,14 @@ def replace_tensor(old: gs.Variable, new, ctx) -> None:
         return
     for consumer in list(old.outputs):
         swap(consumer.inputs, old, new)
+
+
+def take_output(producer_node: gs.Node, node: gs.Node) -> None:
+    """`producer_node` (fused with `node`) now writes what `node` wrote; `node` is detached."""
+    y = node.outputs[0]
+    node.outputs.clear()
+    node.inputs.clear()
+    producer_node.outputs[0] = y
 
 
 def bypass(node: gs.Node, src, ctx) -> None:

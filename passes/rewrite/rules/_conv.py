@@ -5,24 +5,24 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..util import const, dtype, only_consumer
+from ..util import NoMatch, const, dtype, only_consumer
 
 CONVS = ("Conv", "ConvTranspose")
 
 
-def conv_producer(x, ctx) -> gs.Node | str:
+def conv_producer(x, ctx) -> gs.Node:
     """The Conv/ConvTranspose producing x, with constant weight (and bias), when x feeds nothing else."""
     if not isinstance(x, gs.Variable) or len(x.inputs) != 1 or x.inputs[0].op not in CONVS:
-        return "input is not produced by a Conv or ConvTranspose"
+        raise NoMatch("input is not produced by a Conv or ConvTranspose")
     conv = x.inputs[0]
     if not only_consumer(x, ctx):
-        return "the conv output has other consumers or is a graph output"
+        raise NoMatch("the conv output has other consumers or is a graph output")
     if const(conv.inputs[1]) is None:
-        return "the conv weight is not constant"
+        raise NoMatch("the conv weight is not constant")
     if len(conv.inputs) > 2 and conv.inputs[2].name and const(conv.inputs[2]) is None:
-        return "the conv bias is not constant"
+        raise NoMatch("the conv bias is not constant")
     if conv.inputs[1].values.dtype.kind != "f":
-        return "the conv weight is not a float tensor"
+        raise NoMatch("the conv weight is not a float tensor")
     return conv
 
 
@@ -31,20 +31,20 @@ def out_channels(conv: gs.Node) -> int:
     return w.shape[0] if conv.op == "Conv" else w.shape[1] * int(conv.attrs.get("group", 1))
 
 
-def channel_vector(c: np.ndarray, conv: gs.Node, x) -> np.ndarray | str:
+def channel_vector(c: np.ndarray, conv: gs.Node, x) -> np.ndarray:
     """c as a length-C vector when broadcasting c against the conv output ([N, C, spatial...]) is a
     per-channel operation that leaves the output shape unchanged."""
     r = conv.inputs[1].values.ndim
     channels = out_channels(conv)
     if c.dtype != conv.inputs[1].values.dtype or (dtype(x) is not None and c.dtype != dtype(x)):
-        return "the constant's dtype differs from the conv's"
+        raise NoMatch("the constant's dtype differs from the conv's")
     if c.ndim > r:
-        return "the constant has more dims than the conv output (broadcast would add dims)"
+        raise NoMatch("the constant has more dims than the conv output (broadcast would add dims)")
     shape = (1,) * (r - c.ndim) + c.shape
     if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
-        return f"the constant of shape {c.shape} is not per output channel"
+        raise NoMatch(f"the constant of shape {c.shape} is not per output channel")
     if not np.all(np.isfinite(c)):
-        return "the constant holds inf or nan"
+        raise NoMatch("the constant holds inf or nan")
     return np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
 
 
@@ -76,14 +76,6 @@ def scale_weight(conv: gs.Node, scale: np.ndarray, tag: str, ctx) -> None:
     conv.inputs[1] = gs.Constant(ctx.fresh(f"{conv.inputs[1].name}_{tag}"), w.astype(conv.inputs[1].values.dtype))
 
 
-def take_output(conv: gs.Node, node: gs.Node) -> None:
-    """The conv now writes what `node` wrote; `node` is detached."""
-    y = node.outputs[0]
-    node.outputs.clear()
-    node.inputs.clear()
-    conv.outputs[0] = y
-
-
 def const_operand(node: gs.Node, commutative: bool):
     """(variable input, constant value) of a binary node, the constant second unless commutative."""
     a, b = node.inputs[0], node.inputs[1]
@@ -94,14 +86,11 @@ def const_operand(node: gs.Node, commutative: bool):
     return None, None
 
 
-def conv_channel_constant(node: gs.Node, commutative: bool, ctx) -> tuple[gs.Node, np.ndarray] | str:
+def conv_channel_constant(node: gs.Node, commutative: bool, ctx) -> tuple[gs.Node, np.ndarray]:
     """(conv, per-output-channel vector) when `node` combines a Conv's sole output with a per-channel
-    constant; else the reason it does not (the match conv_add and conv_mul share)."""
+    constant; else NoMatch with the reason (the match conv_add and conv_mul share)."""
     x, c = const_operand(node, commutative=commutative)
     if x is None:
-        return "no constant operand (or the constant first in a non-commutative op)"
+        raise NoMatch("no constant operand (or the constant first in a non-commutative op)")
     conv = conv_producer(x, ctx)
-    if isinstance(conv, str):
-        return conv
-    vec = channel_vector(c, conv, x)
-    return vec if isinstance(vec, str) else (conv, vec)
+    return conv, channel_vector(c, conv, x)

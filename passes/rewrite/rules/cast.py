@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..engine import Rule
-from ..util import bypass, dtype, producer, replace_check
+from ..engine import RemoveNode, Rule
+from ..util import dtype, produced_by
 
 # type -> the types that represent each of its values exactly
 _EXACT = {
@@ -31,28 +31,17 @@ def _target(node) -> str | None:
         return None
 
 
-class CastNoop(Rule):
-    name = "cast_noop"
-    anchors = ("Cast",)
-
-    def check(self, node, ctx):
+class CastNoop(RemoveNode, name="cast_noop", anchors=("Cast",)):
+    def why_not(self, node, ctx):
         src, to = dtype(node.inputs[0]), _target(node)
         if src is None or to is None or str(src) != to:
             return "the Cast changes the type (or the input type is unknown)"
-        return replace_check(node.outputs[0], node.inputs[0], ctx) or {}
-
-    def rewrite(self, node, match, ctx):
-        bypass(node, node.inputs[0], ctx)
+        return None
 
 
-class CastChain(Rule):
-    name = "cast_chain"
-    anchors = ("Cast",)
-
+class CastChain(Rule, name="cast_chain", anchors=("Cast",)):
     def check(self, node, ctx):
-        first = producer(node.inputs[0], "Cast")
-        if first is None:
-            return "input is not produced by a Cast"
+        first = produced_by(node.inputs[0], "Cast")
         src, mid = dtype(first.inputs[0]), _target(first)
         if _target(node) in (None, "object"):
             return "the last Cast's target is not numeric (strings print each type differently)"

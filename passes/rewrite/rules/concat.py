@@ -2,8 +2,8 @@
 it (one node instead of two)."""
 from __future__ import annotations
 
-from ..engine import Rule
-from ..util import bypass, only_consumer, producer, rank, replace_check
+from ..engine import RemoveNode, Rule
+from ..util import only_consumer, producer, rank
 
 
 def _axis(node, r):
@@ -11,23 +11,12 @@ def _axis(node, r):
     return a + r if a < 0 and r is not None else a
 
 
-class ConcatSingle(Rule):
-    name = "concat_single"
-    anchors = ("Concat",)
-
-    def check(self, node, ctx):
-        if len(node.inputs) != 1:
-            return "more than one input"
-        return replace_check(node.outputs[0], node.inputs[0], ctx) or {}
-
-    def rewrite(self, node, match, ctx):
-        bypass(node, node.inputs[0], ctx)
+class ConcatSingle(RemoveNode, name="concat_single", anchors=("Concat",)):
+    def why_not(self, node, ctx):
+        return "more than one input" if len(node.inputs) != 1 else None
 
 
-class ConcatFlatten(Rule):
-    name = "concat_flatten"
-    anchors = ("Concat",)
-
+class ConcatFlatten(Rule, name="concat_flatten", anchors=("Concat",)):
     def check(self, node, ctx):
         r = rank(node.outputs[0])
         for i, t in enumerate(node.inputs):

@@ -85,10 +85,7 @@ def _runs(pieces) -> list[tuple[int, int, object, list[int]]]:
     return runs
 
 
-class ConcatReassemble(Rule):
-    name = "concat_reassemble"
-    anchors = ("Concat",)
-
+class ConcatReassemble(Rule, name="concat_reassemble", anchors=("Concat",)):
     def check(self, node, ctx):
         if int(node.attrs.get("axis", 0)) not in (0, -1):
             return "not a Concat of 1-D pieces on axis 0"

@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 from ..engine import Rule
-from ._conv import bias_of, conv_channel_constant, set_bias, take_output
+from ..util import take_output
+from ._conv import bias_of, conv_channel_constant, set_bias
 
 
-class ConvAdd(Rule):
-    name = "conv_add"
-    anchors = ("Add", "Sub")
-
+class ConvAdd(Rule, name="conv_add", anchors=("Add", "Sub")):
     def check(self, node, ctx):
-        found = conv_channel_constant(node, node.op == "Add", ctx)
-        if isinstance(found, str):
-            return found
-        conv, vec = found
+        conv, vec = conv_channel_constant(node, node.op == "Add", ctx)
         return {"conv": conv, "vec": vec if node.op == "Add" else -vec}
 
     def rewrite(self, node, match, ctx):

@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Rule
-from ._conv import bias_of, conv_channel_constant, scale_weight, set_bias, take_output
+from ..util import take_output
+from ._conv import bias_of, conv_channel_constant, scale_weight, set_bias
 
 
-class ConvMul(Rule):
-    name = "conv_mul"
-    anchors = ("Mul", "Div")
-
+class ConvMul(Rule, name="conv_mul", anchors=("Mul", "Div")):
     def check(self, node, ctx):
-        found = conv_channel_constant(node, node.op == "Mul", ctx)
-        if isinstance(found, str):
-            return found
-        conv, vec = found
+        conv, vec = conv_channel_constant(node, node.op == "Mul", ctx)
         if node.op == "Div":
             if np.any(vec == 0):
                 return "division by zero"

@@ -5,22 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Rule
-from ..util import const
-from ._conv import bias_of, conv_producer, out_channels, scale_weight, set_bias, take_output
+from ..util import const, take_output
+from ._conv import bias_of, conv_producer, out_channels, scale_weight, set_bias
 
 
-class ConvTransposeBN(Rule):
-    name = "convtranspose_bn"
-    anchors = ("BatchNormalization",)
-
+class ConvTransposeBN(Rule, name="convtranspose_bn", anchors=("BatchNormalization",)):
     def check(self, node, ctx):
         if int(node.attrs.get("training_mode", 0)):
             return "training mode normalizes by batch statistics"
         if any(o.outputs or id(o) in ctx.output_ids() for o in node.outputs[1:]):
             return "running statistics outputs are used"
         conv = conv_producer(node.inputs[0], ctx)
-        if isinstance(conv, str):
-            return conv
         if conv.op != "ConvTranspose":
             return "Conv+BN is cleanup's fold"
         params = [const(t) for t in node.inputs[1:5]]

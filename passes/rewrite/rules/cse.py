@@ -52,9 +52,7 @@ def node_key(node: gs.Node):
     return key
 
 
-class CommonSubexpression(Rule):
-    name = "cse"
-
+class CommonSubexpression(Rule, name="cse"):
     def apply(self, ctx) -> int:
         ctx.graph.toposort()  # the kept copy is the earlier one: every consumer of the later sees it computed
         seen: dict = {}

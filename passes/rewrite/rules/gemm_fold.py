@@ -6,44 +6,25 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..engine import Rule
-from ..util import const, dtype, static_dims
+from ..util import NoMatch, const, dtype, static_dims, take_output
 from ._conv import const_operand
 
 
-def gemm_producer(x, ctx):
-    if not isinstance(x, gs.Variable) or len(x.inputs) != 1 or x.inputs[0].op != "Gemm":
-        return "input is not produced by a Gemm"
-    if len(x.outputs) != 1 or id(x) in ctx.output_ids():
-        return "the Gemm output has other consumers"
-    return x.inputs[0]
-
-
 def gemm_and_constant(node, ctx):
-    """(gemm, its output, the constant) when `node` combines a Gemm's sole output with a constant; else why not."""
+    """(gemm, its output, the constant) when `node` combines a Gemm's sole output with a constant; else NoMatch."""
     x, c = const_operand(node, commutative=True)
     if x is None:
-        return "no constant operand"
-    gemm = gemm_producer(x, ctx)
-    return gemm if isinstance(gemm, str) else (gemm, x, c)
+        raise NoMatch("no constant operand")
+    if not isinstance(x, gs.Variable) or len(x.inputs) != 1 or x.inputs[0].op != "Gemm":
+        raise NoMatch("input is not produced by a Gemm")
+    if len(x.outputs) != 1 or id(x) in ctx.output_ids():
+        raise NoMatch("the Gemm output has other consumers")
+    return x.inputs[0], x, c
 
 
-def _bypass(node, gemm) -> None:
-    """The Gemm takes over `node`'s output; `node` is disconnected."""
-    y = node.outputs[0]
-    node.outputs.clear()
-    node.inputs.clear()
-    gemm.outputs[0] = y
-
-
-class GemmMul(Rule):
-    name = "gemm_mul"
-    anchors = ("Mul",)
-
+class GemmMul(Rule, name="gemm_mul", anchors=("Mul",)):
     def check(self, node, ctx):
-        found = gemm_and_constant(node, ctx)
-        if isinstance(found, str):
-            return found
-        gemm, x, c = found
+        gemm, x, c = gemm_and_constant(node, ctx)
         if c.size != 1 or c.ndim > 2 or c.dtype != dtype(x) or c.dtype.kind != "f":
             return "the factor is not a scalar of the Gemm's float type"
         s = float(c.reshape(-1)[0])
@@ -55,18 +36,12 @@ class GemmMul(Rule):
         gemm, s = match["gemm"], match["s"]
         gemm.attrs["alpha"] = float(gemm.attrs.get("alpha", 1.0)) * s
         gemm.attrs["beta"] = float(gemm.attrs.get("beta", 1.0)) * s
-        _bypass(node, gemm)
+        take_output(gemm, node)
 
 
-class GemmAdd(Rule):
-    name = "gemm_add"
-    anchors = ("Add",)
-
+class GemmAdd(Rule, name="gemm_add", anchors=("Add",)):
     def check(self, node, ctx):
-        found = gemm_and_constant(node, ctx)
-        if isinstance(found, str):
-            return found
-        gemm, x, c = found
+        gemm, x, c = gemm_and_constant(node, ctx)
         old = const(gemm.inputs[2]) if len(gemm.inputs) > 2 and gemm.inputs[2].name else None
         if len(gemm.inputs) > 2 and gemm.inputs[2].name and old is None:
             return "the Gemm's C is not constant"
@@ -87,4 +62,4 @@ class GemmAdd(Rule):
         else:
             gemm.inputs.append(cst)
         gemm.attrs["beta"] = 1.0
-        _bypass(node, gemm)
+        take_output(gemm, node)

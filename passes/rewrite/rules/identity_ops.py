@@ -2,15 +2,12 @@
 with a single output (it must cover the whole axis), are removed."""
 from __future__ import annotations
 
-from ..engine import Rule
-from ..util import bypass, const, replace_check
+from ..engine import RemoveNode
+from ..util import const
 
 
-class PadNoop(Rule):
-    name = "pad_noop"
-    anchors = ("Pad",)
-
-    def check(self, node, ctx):
+class PadNoop(RemoveNode, name="pad_noop", anchors=("Pad",)):
+    def why_not(self, node, ctx):
         if "pads" in node.attrs:  # opset < 11
             pads = list(node.attrs["pads"])
         else:
@@ -18,22 +15,9 @@ class PadNoop(Rule):
             if value is None:
                 return "the pads are computed at run time"
             pads = value.reshape(-1).tolist()
-        if any(int(p) != 0 for p in pads):
-            return "a pad is not 0"
-        return replace_check(node.outputs[0], node.inputs[0], ctx) or {}
-
-    def rewrite(self, node, match, ctx):
-        bypass(node, node.inputs[0], ctx)
+        return "a pad is not 0" if any(int(p) != 0 for p in pads) else None
 
 
-class SplitSingle(Rule):
-    name = "split_single"
-    anchors = ("Split",)
-
-    def check(self, node, ctx):
-        if len(node.outputs) != 1:
-            return "more than one output"
-        return replace_check(node.outputs[0], node.inputs[0], ctx) or {}
-
-    def rewrite(self, node, match, ctx):
-        bypass(node, node.inputs[0], ctx)
+class SplitSingle(RemoveNode, name="split_single", anchors=("Split",)):
+    def why_not(self, node, ctx):
+        return "more than one output" if len(node.outputs) != 1 else None

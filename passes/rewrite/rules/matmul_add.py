@@ -10,10 +10,7 @@ from ..util import const, dtype, only_consumer, producer, rank, static_dims
 GEMM_TYPES = ("float16", "float32", "float64", "bfloat16")
 
 
-class MatMulAdd(Rule):
-    name = "matmul_add_gemm"
-    anchors = ("Add",)
-
+class MatMulAdd(Rule, name="matmul_add_gemm", anchors=("Add",)):
     def check(self, node, ctx):
         for i in (0, 1):
             mm = producer(node.inputs[i], "MatMul")

@@ -10,10 +10,7 @@ from ..util import broadcast_keeps_shape, bypass, const, dtype, replace_check
 _NEUTRAL = {"Mul": (1, True), "Add": (0, True), "Sub": (0, False), "Div": (1, False)}  # value, commutative
 
 
-class NeutralElement(Rule):
-    name = "neutral_element"
-    anchors = tuple(_NEUTRAL)
-
+class NeutralElement(Rule, name="neutral_element", anchors=tuple(_NEUTRAL)):
     def check(self, node, ctx):
         value, commutative = _NEUTRAL[node.op]
         a, b = node.inputs[0], node.inputs[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Rule
-from ..util import const, only_consumer, producer
+from ..util import const, only_consumer, produced_by
 
 
 def _pad_amounts(pad, r, ctx) -> list[int] | str:
@@ -39,14 +39,9 @@ def _pad_amounts(pad, r, ctx) -> list[int] | str:
     return pads
 
 
-class PadConv(Rule):
-    name = "pad_conv"
-    anchors = ("Conv",)
-
+class PadConv(Rule, name="pad_conv", anchors=("Conv",)):
     def check(self, node, ctx):
-        pad = producer(node.inputs[0], "Pad")
-        if pad is None:
-            return "input is not produced by a Pad"
+        pad = produced_by(node.inputs[0], "Pad")
         if pad.attrs.get("mode", "constant") not in ("constant", b"constant"):
             return "the pad mode is not constant"
         if not only_consumer(node.inputs[0], ctx):

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 from ..engine import Rule
-from ..util import axes_of, normalize_axes, only_consumer, producer, rank
+from ..util import axes_of, normalize_axes, only_consumer, producer, rank, take_output
 
 REDUCES = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
            "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin")
 
 
-class ReduceUnsqueeze(Rule):
-    name = "reduce_unsqueeze"
-    anchors = ("Unsqueeze",)
-
+class ReduceUnsqueeze(Rule, name="reduce_unsqueeze", anchors=("Unsqueeze",)):
     def check(self, node, ctx):
         red = producer(node.inputs[0], REDUCES)
         if red is None:
@@ -38,7 +35,4 @@ class ReduceUnsqueeze(Rule):
     def rewrite(self, node, match, ctx):
         red = match["red"]
         red.attrs["keepdims"] = 1
-        y = node.outputs[0]
-        node.outputs.clear()
-        node.inputs.clear()
-        red.outputs[0] = y
+        take_output(red, node)

@@ -10,18 +10,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..engine import Rule
-from ..util import bypass, const, producer, replace_check, static_dims
+from ..engine import RemoveNode, Rule
+from ..util import const, produced_by, static_dims
 
 
-class ReshapeChain(Rule):
-    name = "reshape_chain"
-    anchors = ("Reshape",)
-
+class ReshapeChain(Rule, name="reshape_chain", anchors=("Reshape",)):
     def check(self, node, ctx):
-        first = producer(node.inputs[0], "Reshape")
-        if first is None:
-            return "input is not produced by a Reshape"
+        first = produced_by(node.inputs[0], "Reshape")
         shape = const(node.inputs[1])
         if shape is None:
             return "the target shape is computed at run time"
@@ -56,11 +51,8 @@ def _resolve_copies(shape: list[int], first) -> list[int] | None:
     return out
 
 
-class ReshapeNoop(Rule):
-    name = "reshape_noop"
-    anchors = ("Reshape",)
-
-    def check(self, node, ctx):
+class ReshapeNoop(RemoveNode, name="reshape_noop", anchors=("Reshape",)):
+    def why_not(self, node, ctx):
         shape = const(node.inputs[1])
         dims = static_dims(node.inputs[0])
         if shape is None or dims is None:
@@ -75,8 +67,4 @@ class ReshapeNoop(Rule):
             copies = s == 0 and not allowzero
             if not (copies or s == -1 or (d is not None and s == d)):
                 return "a target dim is neither a copy nor the input's static dim"
-        reason = replace_check(node.outputs[0], node.inputs[0], ctx)
-        return reason or {}
-
-    def rewrite(self, node, match, ctx):
-        bypass(node, node.inputs[0], ctx)
+        return None

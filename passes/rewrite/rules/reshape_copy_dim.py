@@ -22,10 +22,7 @@ def _pieces(target) -> list:
     return [target]
 
 
-class ReshapeCopyDim(Rule):
-    name = "reshape_copy_dim"
-    anchors = ("Reshape",)
-
+class ReshapeCopyDim(Rule, name="reshape_copy_dim", anchors=("Reshape",)):
     def check(self, node, ctx):
         if int(node.attrs.get("allowzero", 0)):
             return "allowzero: a 0 entry means size 0"

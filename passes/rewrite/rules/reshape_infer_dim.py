@@ -14,10 +14,7 @@ from ..engine import Rule
 from ..util import const, producer, static_dims
 
 
-class ReshapeInferDim(Rule):
-    name = "reshape_infer_dim"
-    anchors = ("Reshape",)
-
+class ReshapeInferDim(Rule, name="reshape_infer_dim", anchors=("Reshape",)):
     def check(self, node, ctx):
         if int(node.attrs.get("allowzero", 0)):
             return "allowzero: a 0 entry means size 0"

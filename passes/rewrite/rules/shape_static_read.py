@@ -24,10 +24,7 @@ def _dims(node) -> list | None:
     return dims[start:None if end is None else int(end)]  # Python slicing clamps like the spec
 
 
-class ShapeStaticRead(Rule):
-    name = "shape_static_read"
-    anchors = ("Shape",)
-
+class ShapeStaticRead(Rule, name="shape_static_read", anchors=("Shape",)):
     def check(self, node, ctx):
         dims = _dims(node)
         if dims is None:

@@ -9,44 +9,28 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..engine import Rule
-from ..util import const, producer, rank
+from ..util import NoMatch, produced_by, rank
+from .slice_noop import slice_params
 
 
 def _inputs(node, r):
-    """(starts, ends, axes with negatives resolved, steps) as int lists, or a reason."""
+    """(starts, ends, axes with negatives resolved, steps) as int lists."""
     if "starts" in node.attrs:
-        return "slice parameters are attributes (opset < 10)"
-    vals = []
-    for i in range(1, 5):
-        if len(node.inputs) > i and node.inputs[i].name:
-            v = const(node.inputs[i])
-            if v is None:
-                return "slice parameters are computed at run time"
-            vals.append([int(x) for x in v.reshape(-1)])
-        else:
-            vals.append(None)
-    starts, ends, axes, steps = vals
+        raise NoMatch("slice parameters are attributes (opset < 10)")
+    starts, ends, axes, steps = slice_params(node)
     axes = list(range(len(starts))) if axes is None else axes
     if any(a < 0 for a in axes):
         if r is None:
-            return "a negative axis and the rank is unknown"
+            raise NoMatch("a negative axis and the rank is unknown")
         axes = [a + r for a in axes]
     return starts, ends, axes, steps or [1] * len(starts)
 
 
-class SliceChain(Rule):
-    name = "slice_chain"
-    anchors = ("Slice",)
-
+class SliceChain(Rule, name="slice_chain", anchors=("Slice",)):
     def check(self, node, ctx):
-        first = producer(node.inputs[0], "Slice")
-        if first is None:
-            return "input is not produced by a Slice"
+        first = produced_by(node.inputs[0], "Slice")
         r = rank(first.inputs[0])
         outer, inner = _inputs(node, r), _inputs(first, r)
-        for params in (outer, inner):
-            if isinstance(params, str):
-                return params
         if set(outer[2]) & set(inner[2]) or len(set(outer[2])) != len(outer[2]):
             return "the two Slices share an axis"
         return {"src": first.inputs[0], "params": [a + b for a, b in zip(inner, outer)]}

@@ -1,38 +1,32 @@
 """A Slice that keeps every element (start 0, step 1, end at or past the dim) is removed."""
 from __future__ import annotations
 
-from ..engine import Rule
-from ..util import bypass, const, replace_check, static_dims
+from ..engine import RemoveNode
+from ..util import NoMatch, const, static_dims
 
 BIG = 2**31 - 1  # exporters write INT_MAX or INT64_MAX for "to the end"
 
 
-def _params(node):
-    """(starts, ends, axes, steps) as lists, or a reason."""
+def slice_params(node) -> tuple:
+    """(starts, ends, axes, steps) as int lists, axes and steps None when not given; NoMatch when any is
+    computed at run time."""
     if "starts" in node.attrs:  # opset < 10
-        starts, ends = node.attrs["starts"], node.attrs["ends"]
-        return list(starts), list(ends), node.attrs.get("axes"), None
+        return list(node.attrs["starts"]), list(node.attrs["ends"]), node.attrs.get("axes"), None
     vals = []
     for i in range(1, 5):
         if len(node.inputs) > i and node.inputs[i].name:
             v = const(node.inputs[i])
             if v is None:
-                return "slice parameters are computed at run time"
+                raise NoMatch("slice parameters are computed at run time")
             vals.append([int(x) for x in v.reshape(-1)])
         else:
             vals.append(None)
     return tuple(vals)
 
 
-class SliceNoop(Rule):
-    name = "slice_noop"
-    anchors = ("Slice",)
-
-    def check(self, node, ctx):
-        params = _params(node)
-        if isinstance(params, str):
-            return params
-        starts, ends, axes, steps = params
+class SliceNoop(RemoveNode, name="slice_noop", anchors=("Slice",)):
+    def why_not(self, node, ctx):
+        starts, ends, axes, steps = slice_params(node)
         dims = static_dims(node.inputs[0])
         if axes is None:
             axes = list(range(len(starts)))
@@ -47,7 +41,4 @@ class SliceNoop(Rule):
                 return "a start is not at the beginning"
             if not (e >= BIG or (known is not None and e >= known)):
                 return "an end is not at or past the end"
-        return replace_check(node.outputs[0], node.inputs[0], ctx) or {}
-
-    def rewrite(self, node, match, ctx):
-        bypass(node, node.inputs[0], ctx)
+        return None

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..engine import Rule
-from ..util import axes_of, bypass, normalize_axes, producer, rank, replace_check
+from ..util import axes_of, bypass, normalize_axes, produced_by, rank, replace_check
 
 
 def _nth_free(taken: set[int], n: int) -> int:
@@ -26,63 +26,47 @@ def _axes(node, r_norm, ctx):
     return normalize_axes(axes, r_norm)
 
 
-def _set_axes(node, axes: list[int], ctx) -> None:
-    if "axes" in node.attrs:
-        node.attrs["axes"] = axes
-    else:
-        node.inputs[1] = gs.Constant(ctx.fresh(f"{node.name or node.op}_axes_merged"), np.array(axes, dtype=np.int64))
+def _own_axes(node, ctx):
+    """The node's axes made non-negative: an Unsqueeze's index its output, a Squeeze's its input."""
+    r = rank(node.inputs[0])
+    if node.op == "Unsqueeze" and r is not None:
+        r += len(axes_of(node, 1, ctx) or [])
+    return _axes(node, r, ctx)
 
 
-class UnsqueezeChain(Rule):
-    name = "unsqueeze_chain"
-    anchors = ("Unsqueeze",)
+class _AxesChain(Rule):
+    """X -> X of one op: the second node reads the first's input with the combined axes."""
+    unknown = ""  # the reason when an axis is not known
 
     def check(self, node, ctx):
-        first = producer(node.inputs[0], "Unsqueeze")
-        if first is None:
-            return "input is not produced by an Unsqueeze"
-        r = rank(first.inputs[0])
-        a1 = _axes(first, None if r is None else r + len(axes_of(first, 1, ctx) or []), ctx)
-        r1 = rank(node.inputs[0])
-        a2 = _axes(node, None if r1 is None else r1 + len(axes_of(node, 1, ctx) or []), ctx)
+        first = produced_by(node.inputs[0], node.op)
+        a1, a2 = _own_axes(first, ctx), _own_axes(node, ctx)
         if a1 is None or a2 is None:
-            return "axes unknown or negative with unknown rank"
-        taken = set(a2)  # the first's axes land on the final positions not taken by the second's
-        return {"src": first.inputs[0], "axes": sorted(taken | {_nth_free(taken, p) for p in a1})}
+            return self.unknown
+        # Unsqueeze: the first's axes land on the final positions the second's leave free; Squeeze: the
+        # second's axes index what the first left, mapped back to the input's axes
+        taken, placed = (set(a2), a1) if node.op == "Unsqueeze" else (set(a1), a2)
+        return {"src": first.inputs[0], "axes": sorted(taken | {_nth_free(taken, p) for p in placed})}
 
     def rewrite(self, node, match, ctx):
         node.inputs[0] = match["src"]
-        _set_axes(node, match["axes"], ctx)
+        if "axes" in node.attrs:
+            node.attrs["axes"] = match["axes"]
+        else:
+            node.inputs[1] = gs.Constant(ctx.fresh(f"{node.name or node.op}_axes_merged"), np.array(match["axes"], dtype=np.int64))
 
 
-class SqueezeChain(Rule):
-    name = "squeeze_chain"
-    anchors = ("Squeeze",)
+class UnsqueezeChain(_AxesChain, name="unsqueeze_chain", anchors=("Unsqueeze",)):
+    unknown = "axes unknown or negative with unknown rank"
 
+
+class SqueezeChain(_AxesChain, name="squeeze_chain", anchors=("Squeeze",)):
+    unknown = "axes unknown (squeeze-all needs static shapes) or negative with unknown rank"
+
+
+class UnsqueezeSqueeze(Rule, name="unsqueeze_squeeze", anchors=("Squeeze",)):
     def check(self, node, ctx):
-        first = producer(node.inputs[0], "Squeeze")
-        if first is None:
-            return "input is not produced by a Squeeze"
-        a1 = _axes(first, rank(first.inputs[0]), ctx)
-        a2 = _axes(node, rank(node.inputs[0]), ctx)
-        if a1 is None or a2 is None:
-            return "axes unknown (squeeze-all needs static shapes) or negative with unknown rank"
-        taken = set(a1)  # the second's axes index what the first left: map back to the input's axes
-        return {"src": first.inputs[0], "axes": sorted(taken | {_nth_free(taken, p) for p in a2})}
-
-    def rewrite(self, node, match, ctx):
-        node.inputs[0] = match["src"]
-        _set_axes(node, match["axes"], ctx)
-
-
-class UnsqueezeSqueeze(Rule):
-    name = "unsqueeze_squeeze"
-    anchors = ("Squeeze",)
-
-    def check(self, node, ctx):
-        first = producer(node.inputs[0], "Unsqueeze")
-        if first is None:
-            return "input is not produced by an Unsqueeze"
+        first = produced_by(node.inputs[0], "Unsqueeze")
         r = rank(node.inputs[0])
         a1, a2 = _axes(first, r, ctx), _axes(node, r, ctx)
         if a1 is None or a2 is None or a1 != a2:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..engine import Rule
-from ..util import bypass, producer, rank, replace_check, static_dims
+from ..engine import RemoveNode, Rule
+from ..util import bypass, produced_by, rank, replace_check, static_dims
 
 
 def perm_of(node) -> list[int] | None:
@@ -17,14 +17,9 @@ def perm_of(node) -> list[int] | None:
     return None if r is None else list(range(r))[::-1]  # no perm: reverse the axes
 
 
-class TransposePair(Rule):
-    name = "transpose_pair"
-    anchors = ("Transpose",)
-
+class TransposePair(Rule, name="transpose_pair", anchors=("Transpose",)):
     def check(self, node, ctx):
-        first = producer(node.inputs[0], "Transpose")
-        if first is None:
-            return "input is not produced by a Transpose"
+        first = produced_by(node.inputs[0], "Transpose")
         p1, p2 = perm_of(first), perm_of(node)
         if p1 is None or p2 is None or len(p1) != len(p2):
             return "a perm is unknown"
@@ -42,24 +37,13 @@ class TransposePair(Rule):
         node.attrs["perm"] = match["perm"]
 
 
-class TransposeIdentity(Rule):
-    name = "transpose_identity"
-    anchors = ("Transpose",)
-
-    def check(self, node, ctx):
+class TransposeIdentity(RemoveNode, name="transpose_identity", anchors=("Transpose",)):
+    def why_not(self, node, ctx):
         perm = perm_of(node)
-        if perm is None or perm != list(range(len(perm))):
-            return "the perm moves axes"
-        return replace_check(node.outputs[0], node.inputs[0], ctx) or {}
-
-    def rewrite(self, node, match, ctx):
-        bypass(node, node.inputs[0], ctx)
+        return "the perm moves axes" if perm is None or perm != list(range(len(perm))) else None
 
 
-class TransposeAsReshape(Rule):
-    name = "transpose_as_reshape"
-    anchors = ("Transpose",)
-
+class TransposeAsReshape(Rule, name="transpose_as_reshape", anchors=("Transpose",)):
     def check(self, node, ctx):
         perm, dims = perm_of(node), static_dims(node.inputs[0])
         if perm is None or dims is None or len(perm) != len(dims) or perm == list(range(len(perm))):

@@ -22,9 +22,7 @@ def _key(c: gs.Constant):
     return str(v.dtype), v.shape, hashlib.sha1(v.tobytes()).hexdigest()
 
 
-class WeightTying(Rule):
-    name = "weight_tying"
-
+class WeightTying(Rule, name="weight_tying"):
     def apply(self, ctx) -> int:
         outputs = ctx.output_ids()
         keep: dict = {}
