@@ -97,7 +97,7 @@ class Group:
         }
 
 
-Rewrite = Callable[[dict], None]  # receives {space id: kept positions}
+Rewrite = Callable[..., None]  # fix(keep, node=the node to edit): keep is {space id: kept positions}
 
 
 @dataclass

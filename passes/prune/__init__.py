@@ -16,7 +16,7 @@ from onnxslim.protocol import BATCHNORM, FLOAT32, NORMALIZED, Pass
 from onnxslim.report_text import prune_table
 
 from .allocate import Alignment, MacModel, budget_plan, uniform_plan
-from .apply import apply_plan, kept_positions
+from .apply import apply_plan
 from .choose import best_of, check_can_choose, describe
 from .config import DATA_CRITERIA, PruneConfig
 from .importance import WEIGHT_CRITERIA, weight_importance
@@ -54,12 +54,11 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     plan, state, allocation_trace = _plan(analysis, config, scores, latency_model or macs_model, calibrated)
     estimated = macs_model.fraction(plan)
     repair_report = calibrated.finish(plan, repair_on, start=state) if calibrated is not None else None
-    keep_positions = kept_positions(analysis, plan)
     pruned = apply_plan(analysis, plan, like=model)
     unrepaired = pruned
     if calibrated is not None and repair_on and calibrated.repaired_exits:
         from .plan_state import write_weights
-        pruned = infer_shapes(write_weights(pruned, calibrated.repaired_exits, calibrated.state, plan, keep_positions))
+        pruned = infer_shapes(write_weights(pruned, calibrated.repaired_exits, calibrated.state, plan, analysis))
     report = {
         "importance": config.importance,
         "allocation": "uniform" if config.ratio is not None else config.allocation,

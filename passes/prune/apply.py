@@ -27,40 +27,49 @@ def kept_positions(analysis: Analysis, plan: Plan) -> dict[int, np.ndarray]:
     return keep
 
 
+def _copy(analysis: Analysis) -> tuple[gs.Graph, dict[int, gs.Node]]:
+    """A copy of the analysis graph and {id(analysis node): its copy}: the plans edit the copy, so one
+    analysis serves any number of plans (the search, the oracle) and stays what it describes."""
+    graph = analysis.graph.copy()
+    graph.producer_name, graph.producer_version = analysis.graph.producer_name, analysis.graph.producer_version  # copy() drops them
+    return graph, {id(a): b for a, b in zip(analysis.graph.nodes, graph.nodes)}
+
+
 def apply_plan(analysis: Analysis, plan: Plan, like: onnx.ModelProto) -> onnx.ModelProto:
-    """Prune `analysis.graph` in place and return the new model (shapes re-inferred)."""
+    """The pruned model (shapes re-inferred), made on a copy of `analysis.graph`."""
     keep = kept_positions(analysis, plan)
     if not keep:
         return like
-    nodes = analysis.nodes
+    graph, twin = _copy(analysis)
     per_use: dict[tuple[str, int], list] = {}
     for space in analysis.spaces:
         if space.is_constant and space.id in keep:
             per_use.setdefault((space.node, space.input_index), []).append(space)
     for (node_name, index), spaces in per_use.items():
-        node = nodes[node_name]
+        node = twin[id(analysis.nodes[node_name])]
         values = node.inputs[index].values
         for space in spaces:
             values = np.take(values, keep[space.id], axis=space.axis)
         node.inputs[index] = gs.Constant(f"{node.inputs[index].name}__{node_name}_pruned", np.ascontiguousarray(values))
     for node, fix in analysis.rewrites:
-        fix(keep)
-    clear_intermediate_shapes(analysis.graph)
-    return infer_shapes(to_model(analysis.graph, like=like))
+        fix(keep, node=twin[id(node)])
+    clear_intermediate_shapes(graph)
+    return infer_shapes(to_model(graph, like=like))
 
 
 def masked_model(analysis: Analysis, plan: Plan, like: onnx.ModelProto) -> onnx.ModelProto:
-    """The original with the removed channels zeroed at every exit (the oracle the pruned model must match)."""
+    """The original with the removed channels zeroed at every exit (the oracle the pruned model must match),
+    made on a copy of `analysis.graph`."""
     keep = kept_positions(analysis, plan)
-    nodes = analysis.nodes
+    graph, twin = _copy(analysis)
     for space in analysis.spaces:
         if space.role != EXIT or space.id not in keep:
             continue
-        node = nodes[space.node]
+        node = twin[id(analysis.nodes[space.node])]
         values = node.inputs[space.input_index].values.copy()
         removed = np.setdiff1d(np.arange(space.size), keep[space.id])
         index = [slice(None)] * values.ndim
         index[space.axis] = removed
         values[tuple(index)] = 0
         node.inputs[space.input_index] = gs.Constant(f"{node.inputs[space.input_index].name}__{space.node}_masked", values)
-    return to_model(analysis.graph, like=like)
+    return to_model(graph, like=like)

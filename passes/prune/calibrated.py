@@ -12,7 +12,7 @@ from onnxslim.runtime import tapped_session
 
 from .evaluate import Evaluator, parametric_model
 from .exits import find_exits
-from .plan_state import kept_features, plan_state, pruned_exits
+from .plan_state import plan_state, pruned_exits
 from .repair import collect, repair
 from .sensitivity import sensitivity_plan
 from .allocate import budget_plan
@@ -151,7 +151,7 @@ class Calibrated:
             # model's statistics): exits repaired later in the same wave then see inputs close to final
             state = start.copy() if start is not None else plan_state(self.exits, plan, self.original_stats(), cfg.ridge, cfg.repair_prior)
             targets = pruned_exits(self.exits, plan)
-            exits_report = repair(self.model, targets, kept_features(self.exits, plan), state, self.dataset,
+            exits_report = repair(self.model, targets, plan, state, self.dataset,
                                   ridge=cfg.ridge, prior_rows=cfg.repair_prior, batch_size=cfg.calib_batch, per_sample=cfg.positions_per_sample,
                                   passes=cfg.repair_passes, seed=self.ctx.seed, progress=self.ctx.progress,
                                   loss=evaluator.loss, residual=cfg.residual_targets)

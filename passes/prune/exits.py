@@ -59,6 +59,11 @@ class Exit:
         """Feature indices kept by a bool mask over the group's classes."""
         return np.flatnonzero(keep_classes[self.feature_class])
 
+    def kept(self, plan: dict) -> np.ndarray:
+        """Feature indices a keep plan keeps (all when it leaves the exit's group whole)."""
+        mask = plan.get(self.group.id)
+        return np.arange(self.n_features) if mask is None else self.features_of(mask)
+
     def to_weight(self, w2: np.ndarray, shape: tuple | None = None) -> np.ndarray:
         """The ONNX layout of a [outputs, features] matrix (of the weight's shape unless `shape` is given)."""
         return linear.stored(_ONNX_OP[self.op], w2, shape or self.weight_shape, {"transB": int(self.trans_b)})

@@ -9,15 +9,6 @@ from .exits import Exit
 from .repair import ExitStats, solve
 
 
-def kept_features(exits: list[Exit], plan: dict) -> dict[str, np.ndarray]:
-    """Exit node -> kept feature indices (all features when its group is not in the plan)."""
-    out = {}
-    for e in exits:
-        mask = plan.get(e.group.id)
-        out[e.node] = np.arange(e.n_features) if mask is None else e.features_of(mask)
-    return out
-
-
 def pruned_exits(exits: list[Exit], plan: dict) -> list[Exit]:
     return [e for e in exits if e.group.id in plan and not plan[e.group.id].all()]
 
@@ -48,19 +39,22 @@ def plan_state(exits: list[Exit], plan: dict, stats: dict[str, ExitStats] | None
     return state
 
 
-def write_weights(pruned_model, exits: list[Exit], state: State, plan: dict, kept_positions: dict):
+def write_weights(pruned_model, exits: list[Exit], state: State, plan: dict, analysis):
     """Put `state`'s refit weights of `exits` into the pruned model (nodes keep their names through
     apply_plan), sliced to the kept inputs and, when the exit's output channels were pruned too, outputs."""
     import onnx_graphsurgeon as gs
 
     from onnxslim.graph import to_graph, to_model
 
+    from .apply import kept_positions
+
+    positions = kept_positions(analysis, plan)
     graph = to_graph(pruned_model)
     nodes = {n.name: n for n in graph.nodes}
     for e in exits:
         node = nodes[e.node]
-        keep_in = e.features_of(plan[e.group.id]) if e.group.id in plan else np.arange(e.n_features)
-        keep_out = kept_positions.get(e.source_space, np.arange(e.w2.shape[0])) if e.source_space is not None else np.arange(e.w2.shape[0])
+        keep_in = e.kept(plan)
+        keep_out = positions.get(e.source_space, np.arange(e.w2.shape[0])) if e.source_space is not None else np.arange(e.w2.shape[0])
         w2 = state.w2[e.node][np.ix_(keep_out, keep_in)]
         weight = e.to_weight(w2, (len(keep_out), -1, *e.kernel) if e.op == "conv" else (-1, len(keep_out)))
         dtype = node.inputs[1].values.dtype

@@ -142,12 +142,12 @@ def waves(exits: list[Exit], count: int) -> list[list[Exit]]:
     return [exits[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def repair(original_model, exits: list[Exit], keep: dict[str, np.ndarray], state: State, dataset, *,
+def repair(original_model, exits: list[Exit], plan: dict, state: State, dataset, *,
            ridge: float, batch_size: int, per_sample: int, passes: int, seed: int, progress, prior_rows: float = 1.0,
            loss=None, residual: bool = False) -> dict:
     """Refit every exit in `exits` in topological order, `passes` waves: each wave collects its exits'
-    inputs from the model with all earlier waves already repaired. `keep` maps exit node -> kept feature
-    indices. Mutates `state`; returns per-exit relative errors before/after."""
+    inputs from the model with all earlier waves already repaired; each keeps the features `plan` keeps.
+    Mutates `state`; returns per-exit relative errors before/after."""
     report = {}
     if not exits:
         return report
@@ -164,7 +164,7 @@ def repair(original_model, exits: list[Exit], keep: dict[str, np.ndarray], state
             for e in chunk:
                 s = stats[e.node]
                 before = s.relative_error(state.w2[e.node], state.bias[e.node])
-                w2, bias = solve(e, s, keep[e.node], ridge, prior_rows=prior_rows)
+                w2, bias = solve(e, s, e.kept(plan), ridge, prior_rows=prior_rows)
                 after = s.relative_error(w2, bias)
                 if after < before:  # in-sample LS never loses; the guard covers a degenerate solve
                     state.w2[e.node], state.bias[e.node] = w2, bias
