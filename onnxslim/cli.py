@@ -23,7 +23,7 @@ from .ort_format import ort_paths, write_ort
 from .passes import PASSES
 from .pipeline import optimize
 from .progress import progress, silent
-from .protocol import config_options, is_given
+from .protocol import Option, config_options, is_given
 from .report_files import json_default, write_report
 from .report_text import one_line
 from .summary import model_lines
@@ -121,12 +121,7 @@ def add_optimize_command(group: click.Group, passes) -> None:
 def float_options(passes) -> tuple:
     """Names of the float options (NaN passes every range check: options.check_options refuses it)."""
     core = [flags for flags, kw in CORE_OPTIONS if kw.get("type") is float]
-    return tuple(_dest(f) for f in core) + tuple(o.dest for o in pass_options(passes) if o.click.get("type") is float)
-
-
-def _dest(flags) -> str:
-    named = [f for f in flags if not f.startswith("-")]
-    return named[0] if named else max(flags, key=len).lstrip("-").replace("-", "_")
+    return tuple(Option(f, {}).dest for f in core) + tuple(o.dest for o in pass_options(passes) if o.click.get("type") is float)
 
 
 def _optimize(model, output, output_opt, o, passes):

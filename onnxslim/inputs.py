@@ -218,12 +218,6 @@ def _describe(resolved: dict) -> str:
     return ", ".join(f"{n}:{','.join(map(str, s))}" for n, s in resolved.items())
 
 
-def largest_activation_bytes(model: onnx.ModelProto, resolved: dict) -> int:
-    from .runcheck import infer_at, largest_tensor_bytes
-    inferred = infer_at(model, resolved)
-    return 0 if inferred is None else largest_tensor_bytes(inferred)
-
-
 def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Arrays from .npy (one-input models) or .npz (keys = input names), checked against the model's inputs.
 

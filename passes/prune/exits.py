@@ -24,7 +24,6 @@ class Exit:
     node: str
     op: str  # "conv" | "gemm" | "matmul"
     group: Group  # the pruned-channel group this exit contracts
-    exit_space: int  # space id of the weight's contracted axis
     source_space: int | None  # space id of the weight's output axis, when that axis is itself a group member
     input: str
     output: str
@@ -211,7 +210,7 @@ def find_exits(analysis: Analysis, groups: list[Group]) -> tuple[list[Exit], lis
             # with the bias Add inside the exit, the residual Add is found after it (and no offset is left)
             last = nodes[info["bias_add"][0]] if info.get("bias_add") else node
             info.setdefault("output", node.outputs[0].name)
-            found.append(Exit(node=node.name, group=group, exit_space=space.id, source_space=source,
+            found.append(Exit(node=node.name, group=group, source_space=source,
                               input=node.inputs[0].name,
                               weight_shape=tuple(node.inputs[1].values.shape), feature_class=feature_class,
                               **dict(zip(("residual", "residual_offset"), _residual(last, graph_outputs))), **info))

@@ -28,16 +28,10 @@ class TensorStats:
     channel_sum: np.ndarray | None = None
     count: int = 0                       # elements per channel summed so far (for channel means)
     mean_axis: int | None = None
-    sumsq: float = 0.0                   # sum of x^2 and element count: the signal power
-    elements: int = 0
 
     @property
     def absmax(self) -> float:
         return float(max(abs(self.lo), abs(self.hi)))
-
-    @property
-    def power(self) -> float:
-        return self.sumsq / max(self.elements, 1)
 
     @property
     def channel_mean(self) -> np.ndarray | None:
@@ -59,9 +53,6 @@ def collect(model, names: list[str], dataset, *, histogram: bool, bins: int = 20
                     continue
                 s = stats[name]
                 s.lo, s.hi = min(s.lo, float(x.min())), max(s.hi, float(x.max()))
-                flat = x.reshape(-1).astype(np.float64)
-                s.sumsq += float(flat @ flat)
-                s.elements += flat.size
                 if s.mean_axis is not None and x.ndim > s.mean_axis:
                     axis = s.mean_axis % x.ndim
                     part = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64)
