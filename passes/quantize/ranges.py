@@ -13,6 +13,7 @@ full range is tried, so the chosen T is below the max whenever clipping lowers t
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,7 @@ def collect(model, names: list[str], dataset, *, histogram: bool, bins: int = 20
     names = list(dict.fromkeys(names))
     stats = {n: TensorStats(mean_axis=mean_axes.get(n)) for n in names}
     batches = -(-len(dataset) // batch_size)
-    with progress("calibrating ranges", total=batches) if progress else _null() as bar:
+    with progress("calibrating ranges", total=batches) if progress else nullcontext() as bar:
         for values in stream_tensors(model, names, dataset.batches(batch_size), progress=bar):
             for name in names:
                 x = values[name]
@@ -59,7 +60,7 @@ def collect(model, names: list[str], dataset, *, histogram: bool, bins: int = 20
                     s.channel_sum = part.sum(axis=1) if s.channel_sum is None else s.channel_sum + part.sum(axis=1)
                     s.count += part.shape[1]
     if histogram:
-        with progress("calibrating histograms", total=batches) if progress else _null() as bar:
+        with progress("calibrating histograms", total=batches) if progress else nullcontext() as bar:
             for values in stream_tensors(model, names, dataset.batches(batch_size), progress=bar):
                 for name in names:
                     s = stats[name]
@@ -72,14 +73,6 @@ def collect(model, names: list[str], dataset, *, histogram: bool, bins: int = 20
                     counts, _ = np.histogram(magnitude, bins=bins, range=(0.0, s.absmax))
                     s.hist = counts.astype(np.float64) if s.hist is None else s.hist + counts
     return stats
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def percentile_threshold(hist: np.ndarray, absmax: float, percentile: float) -> float:
