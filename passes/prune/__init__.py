@@ -14,6 +14,7 @@ from onnxslim.errors import SlimError
 from onnxslim.graph import infer_shapes, to_graph
 from onnxslim.protocol import BATCHNORM, FLOAT32, NORMALIZED, Pass
 from onnxslim.report_text import prune_table
+from onnxslim.runtime import clear_tapped
 
 from .allocate import Alignment, MacModel, budget_plan, uniform_plan
 from .apply import apply_plan
@@ -23,6 +24,7 @@ from .importance import WEIGHT_CRITERIA, weight_importance
 from .explain import check_something_prunable
 from .latency import measured_latency_model
 from .calibrated import Calibrated
+from .plan_state import write_weights
 
 def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None) -> PassResult:
     config.check()
@@ -45,7 +47,6 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     repair_on = _repair_on(config, real, notes)
     calibrated = None
     if config.needs_data or repair_on:
-        from onnxslim.runtime import clear_tapped
         clear_tapped()  # a session of an earlier model of the same id must not be reused
         calibrated = Calibrated(model, analysis, analysis.prunable_groups, ctx, config, real)
         if not real:
@@ -57,7 +58,6 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     pruned = apply_plan(analysis, plan, like=model)
     unrepaired = pruned
     if calibrated is not None and repair_on and calibrated.repaired_exits:
-        from .plan_state import write_weights
         pruned = infer_shapes(write_weights(pruned, calibrated.repaired_exits, calibrated.state, plan, analysis))
     report = {
         "importance": config.importance,
@@ -132,7 +132,6 @@ def _pruned_groups(analysis, plan, used: dict, repair_report, calibrated) -> lis
 
 def _finish_report(report: dict, calibrated, repair_report, allocation_trace, notes: list[str]) -> None:
     if calibrated is not None:
-        from onnxslim.runtime import clear_tapped
         clear_tapped()
         report["calibration"] = calibrated.describe()
         if repair_report is not None:

@@ -3,7 +3,11 @@ refit the pruned groups' exits from accumulated statistics (one solve each, no d
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
+from onnxslim.graph import to_graph, to_model
+
+from .apply import kept_positions
 from .evaluate import State
 from .exits import Exit
 from .repair import ExitStats, solve
@@ -42,12 +46,6 @@ def plan_state(exits: list[Exit], plan: dict, stats: dict[str, ExitStats] | None
 def write_weights(pruned_model, exits: list[Exit], state: State, plan: dict, analysis):
     """Put `state`'s refit weights of `exits` into the pruned model (nodes keep their names through
     apply_plan), sliced to the kept inputs and, when the exit's output channels were pruned too, outputs."""
-    import onnx_graphsurgeon as gs
-
-    from onnxslim.graph import to_graph, to_model
-
-    from .apply import kept_positions
-
     positions = kept_positions(analysis, plan)
     graph = to_graph(pruned_model)
     nodes = {n.name: n for n in graph.nodes}
