@@ -431,3 +431,25 @@ def test_missing_file_and_folder(tmp_path):
     with pytest.raises(SlimError) as err:
         graph.load_model(tmp_path)
     assert "folder" in _one_line_error(err)
+
+
+def test_size_upper_bound_is_at_least_the_serialized_size_without_encoding_the_weights():
+    """fits_protobuf decides the >2 GB paths from this bound: it must never be below the exact size, whatever
+    holds the data (raw bytes, packed floats, varint int32/int64 with negatives that take 10 bytes each, a
+    Constant node's tensor nested in an attribute), and stay within a few bytes a tensor of it."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxslim.graph import fits_protobuf, model_bytes, size_upper_bound
+    rng = np.random.default_rng(0)
+    raw = numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "raw")
+    floats = helper.make_tensor("floats", TensorProto.FLOAT, [80, 80], rng.standard_normal(6400).tolist())
+    negative = helper.make_tensor("neg", TensorProto.INT64, [5000], (-rng.integers(1, 2**40, 5000)).tolist())
+    int8s = helper.make_tensor("int8s", TensorProto.INT8, [6000], (-rng.integers(1, 100, 6000)).tolist())
+    const = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones((70, 70), np.float32)))
+    graph = helper.make_graph(
+        [const, helper.make_node("Add", ["c", "c"], ["y"])], "g", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [70, 70])], [raw, floats, negative, int8s])
+    model = helper.make_model(graph)
+    exact = model.ByteSize()
+    assert model_bytes(model) == exact
+    assert exact <= size_upper_bound(model) <= exact + 4 * 6000 + 200  # int8 varints: 10 bytes bound, 2 used
+    assert fits_protobuf(model)
