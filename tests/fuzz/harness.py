@@ -38,6 +38,9 @@ import onnx
 from .mutations import COMMANDS, CWD_CANARY, PARENT_CANARY, Case
 
 STRACE = shutil.which("strace")
+# only the traced syscalls stop the process (strace >= 5.3 on Linux): about a third less CPU per traced run
+SECCOMP = ["--seccomp-bpf"] if STRACE and subprocess.run(
+    [STRACE, "--seccomp-bpf", "-f", "-qq", "-e", "trace=openat", "-o", os.devnull, "true"], capture_output=True).returncode == 0 else []
 CANARY = b"CANARY-must-never-be-read" * 4
 ALLOC_FAILURES = ("MemoryError", "bad_alloc", "Unable to allocate", "Failed to allocate", "BFCArena", "out of memory")
 
@@ -140,7 +143,7 @@ def _run_in(case: Case, root: Path, mem_bytes: int, timeout: float, nice: int) -
     argv = command_line(case, model_dir / "in.onnx", out)
     trace = root / "trace.txt"
     if STRACE:
-        argv = [STRACE, "-f", "-qq", "-e", "trace=open,openat,openat2", "-o", str(trace)] + argv
+        argv = [STRACE, *SECCOMP, "-f", "-qq", "-e", "trace=open,openat,openat2", "-o", str(trace)] + argv
 
     def limits():
         os.setsid()
