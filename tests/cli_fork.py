@@ -57,6 +57,8 @@ def _serve() -> None:
             os.close(replies)
             if req["setsid"]:
                 os.setsid()
+            if req["nice"]:
+                os.nice(req["nice"])
             if req["mem_bytes"]:
                 resource.setrlimit(resource.RLIMIT_AS, (req["mem_bytes"], req["mem_bytes"]))
             os.chdir(req["cwd"])
@@ -177,7 +179,7 @@ _server, _server_lock = None, threading.Lock()
 
 
 def run_cli(args, *, cwd, env: dict | None = None, timeout: float = 120, mem_bytes: int | None = None,
-            setsid: bool = False) -> subprocess.CompletedProcess:
+            setsid: bool = False, nice: int = 0) -> subprocess.CompletedProcess:
     """`onnxslim ARGS` in `cwd` as a forked child; returns its exit code (negative: killed by that signal),
     stdout and stderr (text), with `.maxrss` (peak RSS, bytes) and `.timed_out` (killed after `timeout`)."""
     global _server
@@ -187,7 +189,7 @@ def run_cli(args, *, cwd, env: dict | None = None, timeout: float = 120, mem_byt
     with tempfile.TemporaryDirectory(prefix="onnxslim-cli-") as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
         reply = _server.run({"args": [str(a) for a in args], "cwd": os.path.abspath(cwd), "env": dict(os.environ if env is None else env),
-                             "timeout": timeout, "mem_bytes": mem_bytes, "setsid": setsid, "stdout": str(out), "stderr": str(err)})
+                             "timeout": timeout, "mem_bytes": mem_bytes, "setsid": setsid, "nice": nice, "stdout": str(out), "stderr": str(err)})
         done = subprocess.CompletedProcess(args, reply["rc"], out.read_text(errors="replace"), err.read_text(errors="replace"))
     done.maxrss, done.timed_out = reply["maxrss"], reply["timed_out"]
     return done

@@ -1,5 +1,6 @@
-"""Small CLI defects, each checked in a real subprocess: a closed pipe, the README's lower-level API, the
-dynamic int8 warning, pruning a quantized model, and `inspect` on a transformer."""
+"""Small CLI defects, each checked in a process of its own: a closed pipe and the README's lower-level API in
+real subprocesses; the dynamic int8 warning, pruning a quantized model and `inspect` on a transformer
+forked by tests/cli_fork.py."""
 import json
 import os
 import re
@@ -11,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from cli_fork import run_cli
+
 REPO = Path(__file__).resolve().parent.parent
 TRANSFORMER = REPO / "models" / "families" / "transformer.onnx"
 CLI = [sys.executable, "-m", "onnxslim.cli"]
@@ -18,7 +21,7 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "ONNXSLIM_DEBUG"}, "OMP_NU
 
 
 def _run(args, cwd):
-    return subprocess.run(CLI + [str(a) for a in args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120)
+    return run_cli(args, cwd=cwd, env=ENV, timeout=120)
 
 
 def test_inspect_into_a_closed_pipe_exits_quietly():

@@ -16,12 +16,14 @@ from onnx import numpy_helper
 
 import hostile_models as H
 from cli_fork import run_cli
-from fuzz.harness import SECCOMP
 from onnxslim import SlimError, graph
 
 CLI = [sys.executable, "-m", "onnxslim.cli"]
 RUN = ["in.onnx", "out.onnx", "-q", "--no-latency"]
 GB = 2**30
+# strace stops the process only at the traced syscalls (strace >= 5.3): about a third less CPU
+SECCOMP = ["--seccomp-bpf"] if shutil.which("strace") and subprocess.run(
+    ["strace", "--seccomp-bpf", "-f", "-qq", "-e", "trace=openat", "-o", os.devnull, "true"], capture_output=True).returncode == 0 else []
 
 
 def _nan_calib(folder):
