@@ -462,6 +462,7 @@ def test_report_onto_the_inputs_external_data_is_refused(tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
+@pytest.mark.slow
 def test_console_script_when_installed(tmp_path):
     script = Path(sys.executable).with_name("onnxslim")
     if not script.exists():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cli_fork import run_cli
@@ -24,6 +25,7 @@ def _run(args, cwd):
     return run_cli(args, cwd=cwd, env=ENV, timeout=120)
 
 
+@pytest.mark.slow
 def test_inspect_into_a_closed_pipe_exits_quietly():
     # the reader is gone before the first write (like `| head -1` after its line): no error, exit 0
     proc = subprocess.Popen(CLI + ["inspect", str(TRANSFORMER)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
@@ -33,6 +35,7 @@ def test_inspect_into_a_closed_pipe_exits_quietly():
     assert err == ""
 
 
+@pytest.mark.slow
 def test_readme_lower_level_api_works_after_a_bare_import():
     readme = (REPO / "README.md").read_text()
     assert "onnxslim.channels.analyze(model)" in readme

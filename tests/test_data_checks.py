@@ -72,6 +72,7 @@ def test_scale_follows_a_mean_or_std_on_the_255_scale():
     assert given.describe()["scale_from"] == "given"
 
 
+@pytest.mark.slow
 def test_help_shows_every_preprocessing_default():
     out = subprocess.run(CLI + ["optimize", "--help"], capture_output=True, text=True, timeout=60).stdout
     flat = " ".join(out.split())

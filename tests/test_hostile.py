@@ -180,6 +180,7 @@ def test_external_data_outside_the_folder_is_refused(tmp_path, kind, where):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
 @pytest.mark.parametrize("kind", H.EXTERNAL_KINDS)
 def test_the_cli_never_opens_a_file_in_the_cwd(tmp_path, kind):
