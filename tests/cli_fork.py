@@ -37,6 +37,8 @@ def _serve() -> None:
     import signal
     import time
 
+    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]  # the tests' folder (this script's) is not on the CLI's import path
     requests, replies = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -188,9 +190,11 @@ def run_cli(args, *, cwd, env: dict | None = None, timeout: float = 120, mem_byt
             _server = _Server()
     with tempfile.TemporaryDirectory(prefix="onnxslim-cli-") as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        reply = _server.run({"args": [str(a) for a in args], "cwd": os.path.abspath(cwd), "env": dict(os.environ if env is None else env),
-                             "timeout": timeout, "mem_bytes": mem_bytes, "setsid": setsid, "nice": nice, "stdout": str(out), "stderr": str(err)})
-        done = subprocess.CompletedProcess(args, reply["rc"], out.read_text(errors="replace"), err.read_text(errors="replace"))
+        reply = _server.run({"args": [str(a) for a in args], "cwd": os.path.abspath(cwd),
+                             "env": dict(os.environ if env is None else env), "timeout": timeout,
+                             "mem_bytes": mem_bytes, "setsid": setsid, "nice": nice, "stdout": str(out), "stderr": str(err)})
+        done = subprocess.CompletedProcess(args, reply["rc"], out.read_text(errors="replace"),
+                                           err.read_text(errors="replace"))
     done.maxrss, done.timed_out = reply["maxrss"], reply["timed_out"]
     return done
 

@@ -1,8 +1,8 @@
 """Mutation fuzzing of the CLI in CI (issue 15): hypothesis draws structured and byte-level mutations of
 the repo's own models with a fixed seed (derandomize), each is run as a process of its own under a 2 GB
-address-space limit and a time limit, and any broken contract fails the test (see harness.py). Bounded
-to ~15 s of CPU: BATCHES x CASES runs, two at a time, each forked from a server that imported the CLI. `benchmarks/fuzz_hour.py` runs the same for
-an hour."""
+address-space limit and a time limit, and any broken contract fails the test (see harness.py). About 5 s
+of CPU: BATCHES x CASES runs, two at a time, each forked from a server that imported the CLI once
+(tests/cli_fork.py). `benchmarks/fuzz_hour.py` runs the same for an hour."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
