@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fuzz.harness import STRACE, run_case  # noqa: E402
+from fuzz.harness import read_check, run_case  # noqa: E402
 from fuzz.mutations import RandomChooser, draw_case  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def main() -> None:
                                      "last_line": outcome.last_line})
     totals["seconds"] = round(time.monotonic() - started, 1)
     report = {**totals, "seed": args.seed, "workers": args.workers, "mem_limit_gb": args.mem_gb,
-              "read_check": "strace" if STRACE else "unreadable canaries", **{k: dict(v) for k, v in counts.items()}}
+              "read_check": read_check(), **{k: dict(v) for k, v in counts.items()}}
     if args.failures:
         args.failures.write_text("".join(json.dumps(f) + "\n" for f in failures))
     print(json.dumps(report, indent=2, sort_keys=True))

@@ -1,8 +1,9 @@
-"""The CLI in real subprocesses (`python -m onnxslim.cli`, which works from any install; the console script
-is checked too when it is on the venv's bin path).
+"""The CLI in processes of its own: each command is a child forked from a server that imported the CLI once
+(tests/cli_fork.py: its own folder, environment, stdout/stderr and exit code); `python -m onnxslim.cli` and
+the console script (when it is on the venv's bin path) are checked as real subprocesses.
 
-Every command is started at once by a module fixture (a few at a time) so the ~25 interpreter start-ups
-overlap; each test then checks one command's exit code, stderr, written files and report numbers."""
+Every command is started at once by a module fixture (a few at a time); each test then checks one command's
+exit code, stderr, written files and report numbers."""
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
+
+from cli_fork import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
@@ -53,8 +56,7 @@ def _env():
 
 
 def _execute(run: Run) -> Run:
-    proc = subprocess.run(CLI + [str(a) for a in run.args], cwd=run.folder, env=_env(), capture_output=True,
-                          text=True, timeout=120)
+    proc = run_cli(run.args, cwd=run.folder, env=_env(), timeout=120)
     run.rc, run.out, run.err = proc.returncode, proc.stdout, proc.stderr
     return run
 
@@ -460,6 +462,7 @@ def test_report_onto_the_inputs_external_data_is_refused(tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
+@pytest.mark.slow
 def test_console_script_when_installed(tmp_path):
     script = Path(sys.executable).with_name("onnxslim")
     if not script.exists():

@@ -1,5 +1,6 @@
-"""Small CLI defects, each checked in a real subprocess: a closed pipe, the README's lower-level API, the
-dynamic int8 warning, pruning a quantized model, and `inspect` on a transformer."""
+"""Small CLI defects, each checked in a process of its own: a closed pipe and the README's lower-level API in
+real subprocesses; the dynamic int8 warning, pruning a quantized model and `inspect` on a transformer
+forked by tests/cli_fork.py."""
 import json
 import os
 import re
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from cli_fork import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 TRANSFORMER = REPO / "models" / "families" / "transformer.onnx"
@@ -18,9 +22,10 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "ONNXSLIM_DEBUG"}, "OMP_NU
 
 
 def _run(args, cwd):
-    return subprocess.run(CLI + [str(a) for a in args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120)
+    return run_cli(args, cwd=cwd, env=ENV, timeout=120)
 
 
+@pytest.mark.slow
 def test_inspect_into_a_closed_pipe_exits_quietly():
     # the reader is gone before the first write (like `| head -1` after its line): no error, exit 0
     proc = subprocess.Popen(CLI + ["inspect", str(TRANSFORMER)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
@@ -30,6 +35,7 @@ def test_inspect_into_a_closed_pipe_exits_quietly():
     assert err == ""
 
 
+@pytest.mark.slow
 def test_readme_lower_level_api_works_after_a_bare_import():
     readme = (REPO / "README.md").read_text()
     assert "onnxslim.channels.analyze(model)" in readme

@@ -13,6 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from cli_fork import run_cli
+
 from onnxslim.calibration import ArrayDataset, Preprocess, load_calibration
 from onnxslim.datacheck import check_data
 from onnxslim.errors import SlimError
@@ -70,6 +72,7 @@ def test_scale_follows_a_mean_or_std_on_the_255_scale():
     assert given.describe()["scale_from"] == "given"
 
 
+@pytest.mark.slow
 def test_help_shows_every_preprocessing_default():
     out = subprocess.run(CLI + ["optimize", "--help"], capture_output=True, text=True, timeout=60).stdout
     flat = " ".join(out.split())
@@ -96,16 +99,14 @@ def test_the_trap_stops_with_one_line_and_writes_nothing(tmp_path):
     onnx.save(classifier(), str(model))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     trap = ["--mean", "127", "--std", "128", "--scale", str(1 / 255)]
-    proc = subprocess.run(CLI + [str(model), str(tmp_path / "out.onnx"), "--prune", "0.25", "--calib", str(folder), *trap],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = run_cli([model, tmp_path / "out.onnx", "--prune", "0.25", "--calib", folder, *trap], cwd=tmp_path, env=env)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("onnxslim: error: --calib") and "near-constant" in lines[0] and "--scale" in lines[0]
     assert not (tmp_path / "out.onnx").exists()
     # without --scale the same mean/std mean 0..255 values: the run goes through
-    ok = subprocess.run(CLI + [str(model), str(tmp_path / "out.onnx"), "--prune", "0.25", "--calib", str(folder),
-                               "--mean", "127", "--std", "128", "--no-latency", "-q"],
-                        capture_output=True, text=True, timeout=120, env=env)
+    ok = run_cli([model, tmp_path / "out.onnx", "--prune", "0.25", "--calib", folder, "--mean", "127", "--std", "128",
+                  "--no-latency", "-q"], cwd=tmp_path, env=env)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "out.onnx").exists()
 

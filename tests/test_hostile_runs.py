@@ -1,12 +1,9 @@
 """Issue 15, the fuzzer's last findings: nothing reaches onnxruntime before onnx's shape inference at the
 run shapes says it fits the memory budget and puts no convolution or pooling window on an empty axis. The
 shape search, the fold after the rewrite rules, validation, the pipeline's passes and the ORT-format check
-are each guarded; the CLI cases run as subprocesses under a 2 GB address-space limit (onnxruntime's
+are each guarded; the CLI cases run as processes (forked by tests/cli_fork.py) under a 2 GB address-space limit (onnxruntime's
 allocator logs its failures on stderr, so "every stderr line is ours" means it never tried)."""
 import os
-import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,25 +12,20 @@ import pytest
 from onnx import helper
 
 import hostile_models as H
+from cli_fork import run_cli
 from onnxslim import SlimError, budget, runcheck, runshapes
 
-CLI = [sys.executable, "-m", "onnxslim.cli"]
 RUN = ["in.onnx", "out.onnx", "-q", "--no-latency"]
 GB = 2**30
 
 
 def _run(folder: Path, args, mem_bytes=2 * GB):
     """Exit code (negative: a signal), stderr lines and peak RSS (bytes) of a CLI run under RLIMIT_AS."""
-    def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
-
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("ONNXSLIM_DEBUG", None)
-    with open(folder / "stderr", "wb") as err:
-        proc = subprocess.Popen(CLI + list(args), cwd=folder, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=limit, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    lines = [line for line in (folder / "stderr").read_text().splitlines() if line.strip()]
-    return os.waitstatus_to_exitcode(status), lines, usage.ru_maxrss * 1024
+    proc = run_cli(args, cwd=folder, env=env, mem_bytes=mem_bytes)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return proc.returncode, lines, proc.maxrss
 
 
 NETWORK_BOMBS = {  # the three fuzz findings of the second run (seed 1)

@@ -85,6 +85,7 @@ def test_a_real_profile_maps_the_kernels_of_a_shipped_model():
     assert latency.constant / latency.total < latency.fraction(plan) < 1.0
 
 
+@pytest.mark.slow
 def test_target_latency_meets_its_estimated_budget_and_cuts_macs():
     model = cleanup.run(load_model(MODELS / "digits_resnet.onnx")).model
     calib = load_calibration(str(MODELS / "digits_calib.npz"), model, size=32)

@@ -83,12 +83,14 @@ def _prune_args(folder, out):
     return [folder / "in.onnx", out, "--prune", "0.25", "--no-validate", "-q"]
 
 
+@pytest.mark.slow
 def test_external_data_output_when_nothing_stops_it(folder):
     proc = _run(_prune_args(folder, folder / "out.onnx"))
     assert proc.returncode == 0, proc.stderr
     assert sorted(_digest(folder)) == ["in.onnx", "in.weights", "out.onnx", "out.onnx.data"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["writing", "between"])
 @pytest.mark.parametrize("existing", [False, True])
 def test_sigterm_while_writing_leaves_no_partial_output(folder, when, existing):
@@ -104,6 +106,7 @@ def test_sigterm_while_writing_leaves_no_partial_output(folder, when, existing):
         assert all(t.name for t in back.graph.initializer)
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_never_exposes_a_partial_output(folder):
     """A SIGKILL cannot be cleaned up after: the hidden temp files stay, but no output path holds a partial
     model and the input is untouched."""

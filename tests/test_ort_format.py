@@ -2,21 +2,20 @@
 loads in an InferenceSession and gives the .onnx's outputs."""
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from cli_fork import run_cli
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
-CLI = [sys.executable, "-m", "onnxslim.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _run(args, cwd):
-    return subprocess.run(CLI + [str(a) for a in args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    return run_cli(args, cwd=cwd, env=ENV, timeout=300)
 
 
 def _outputs(path, x):

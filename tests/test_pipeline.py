@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 import onnxslim
 from onnxslim.calibration import load_calibration
@@ -15,6 +16,7 @@ from onnxslim.passes.quantize import QuantizeConfig
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
+@pytest.mark.slow
 def test_prune_lowrank_quantize_in_one_run():
     model = onnx.load(MODELS / "digits_resnet_folded.onnx")
     calib = load_calibration(str(MODELS / "digits_calib.npz"), model)

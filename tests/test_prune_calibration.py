@@ -109,6 +109,7 @@ def digits():
     return model, load_calibration(MODELS / "digits_calib.npz", model)
 
 
+@pytest.mark.slow
 def test_default_allocation_is_sensitivity_with_real_data_and_global_without(digits):
     model, calib = digits
     with_data = run(model, PruneConfig(target_macs=0.7, round_to=4, sensitivity_step=0.05, fidelity_samples=16),
@@ -120,6 +121,7 @@ def test_default_allocation_is_sensitivity_with_real_data_and_global_without(dig
     assert run(model, PruneConfig(ratio=0.3), Context(calibration=calib, progress=silent)).report["allocation"] == "uniform"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("allocation", ["sensitivity", "search"])
 def test_calibrated_allocations_meet_the_budget(digits, allocation):
     model, calib = digits

@@ -35,6 +35,7 @@ def chosen(digits):
     return run(model, PruneConfig(target_macs=0.7, importance="auto", **FAST), Context(calibration=calib, progress=silent))
 
 
+@pytest.mark.slow
 def test_auto_builds_both_plans_and_keeps_the_lower_held_out_loss(digits, chosen):
     model, calib = digits
     choice = chosen.report["importance_choice"]
@@ -53,6 +54,7 @@ def test_auto_builds_both_plans_and_keeps_the_lower_held_out_loss(digits, chosen
     assert crit in line and "8 calibration samples" in line and "rebuilt on all 32" in line
 
 
+@pytest.mark.slow
 def test_the_kept_plan_is_the_one_its_criterion_builds_on_all_samples(digits, chosen):
     model, calib = digits
     crit = chosen.report["importance_choice"]["chosen"]
@@ -79,6 +81,7 @@ def test_auto_without_what_it_needs_is_one_clear_error(digits):
         run(model, PruneConfig(ratio=0.3, importance="auto"), Context(calibration=calib, progress=silent))
 
 
+@pytest.mark.slow
 def test_cli_auto_without_calib_is_one_line_exit_2(tmp_path):
     import subprocess
     import sys

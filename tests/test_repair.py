@@ -100,6 +100,7 @@ def _accuracy(model, ev) -> float:
     return float((logits.argmax(1) == ev["labels"]).mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("importance", ["l1", "reconstruction"])
 def test_repair_improves_calibration_fidelity_on_digits(digits, importance):
     model, calib, ev = digits
@@ -115,6 +116,7 @@ def test_repair_improves_calibration_fidelity_on_digits(digits, importance):
     assert [g["after"] for g in fixed.report["pruned_groups"]] == [g["after"] for g in plain.report["pruned_groups"]]
 
 
+@pytest.mark.slow
 def test_written_model_computes_what_the_evaluator_measured(digits):
     """The repaired weights written into the pruned graph give the loss the report measured on the
     fidelity subset (the parametric, masked evaluation and the sliced model agree)."""

@@ -182,6 +182,7 @@ def test_tolerance_keeps_the_most_damaging_layers_in_float(decoder):
     assert not quantized & floats
 
 
+@pytest.mark.slow
 def test_cli_int4_writes_a_runnable_model(tmp_path, decoder):
     model, data = decoder
     src, dst, report = tmp_path / "dec.onnx", tmp_path / "dec_int4.onnx", tmp_path / "r.json"

@@ -7,12 +7,14 @@ Layout of a run (a fresh temporary root each time):
     root/cwd/canary_cwd.bin    the process's working directory, also outside the model's folder
     root/out/out.onnx          where the output goes (must not exist after a failure)
 
-The child runs under RLIMIT_AS (address space, default 2 GB) and a wall-clock limit. Reads outside the
-model's folder are seen with strace (`-f -e trace=open,openat,openat2`): any open of a canary, by any
-process of the run, is a violation; every external-data mutation points at a canary when it points out of
-the folder, so a read of a wrong location cannot go unseen. Without strace the canaries are made unreadable
+The child (a process forked from a server that imported the CLI once, tests/cli_fork.py, in its own session)
+runs under RLIMIT_AS (address space, default 2 GB) and a wall-clock limit. Reads outside the model's folder
+are seen with inotify watches on the canaries (IN_OPEN, Linux): any open of a canary, through any path or
+symlink, by any process, is a violation; every external-data mutation points at a canary when it points out
+of the folder, so a read of a wrong location cannot go unseen. (Until session 6 this was strace on a fresh
+subprocess: the same opens seen, at 2-3x the CPU per run.) Without inotify the canaries are made unreadable
 (mode 000) and the check falls back to: the run never succeeds with a canary's bytes in its output -- weaker
-(a read error may be swallowed), which is why strace is used whenever it is installed.
+(a read error may be swallowed, and root reads a mode-000 file).
 
 Verdicts that fail a run: exit code not in {0, 1, 2} (3 is an internal error, negative a signal), a
 traceback anywhere in the output, an allocation failure (MemoryError, bad_alloc, "Unable to allocate": the
@@ -20,24 +22,24 @@ run went over the memory bound), a timeout, an output written by a failed run, a
 an open of a canary."""
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
-import re
-import resource
 import shutil
 import signal
-import subprocess
+import struct
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
+from cli_fork import run_cli
+
 from .mutations import COMMANDS, CWD_CANARY, PARENT_CANARY, Case
 
-STRACE = shutil.which("strace")
+_IN_OPEN = 0x20
 CANARY = b"CANARY-must-never-be-read" * 4
 ALLOC_FAILURES = ("MemoryError", "bad_alloc", "Unable to allocate", "Failed to allocate", "BFCArena", "out of memory")
 
@@ -82,9 +84,6 @@ def _materialize(case: Case, root: Path) -> Path:
     for name, target in case.symlinks.items():
         target = target.replace("@parent/", str(root) + "/").replace("@cwd/", str(root / "cwd") + "/")
         (model_dir / name).symlink_to(target)
-    if not STRACE:
-        for canary in (root / PARENT_CANARY, root / "cwd" / CWD_CANARY):
-            canary.chmod(0)
     return model_dir
 
 
@@ -98,22 +97,53 @@ def _absolute_locations(path: Path, target: str) -> None:
     path.write_bytes(model.SerializeToString())
 
 
-_OPEN = re.compile(r'open(?:at2?)?\((?:AT_FDCWD, |\d+, )?"((?:[^"\\]|\\.)*)"')
+class CanaryWatch:
+    """inotify IN_OPEN watches on the canary files (Linux; `ok` is False elsewhere)."""
+
+    def __init__(self, paths):
+        self.fd = -1
+        try:
+            self.libc = ctypes.CDLL(None, use_errno=True)
+            self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return
+        if self.fd >= 0 and any(self.libc.inotify_add_watch(self.fd, os.fsencode(p), _IN_OPEN) < 0 for p in paths):
+            self.close()
+
+    @property
+    def ok(self) -> bool:
+        return self.fd >= 0
+
+    def opened(self) -> bool:
+        """Whether a canary was opened since the watch began."""
+        seen = False
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return seen
+            for offset in _event_offsets(data):
+                seen |= bool(struct.unpack_from("iIII", data, offset)[1] & _IN_OPEN)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-def canary_opens(trace: str, root: Path) -> list:
-    """Opens (by any process of the run) of a path that is, after symlinks, one of the canaries."""
-    canaries = {os.path.realpath(root / PARENT_CANARY), os.path.realpath(root / "cwd" / CWD_CANARY)}
-    found = []
-    for line in trace.splitlines():
-        match = _OPEN.search(line)
-        if not match:
-            continue
-        path = match.group(1)
-        full = path if path.startswith("/") else str(root / "cwd" / path)  # children run in root/cwd
-        if os.path.realpath(full) in canaries:
-            found.append(line)
-    return found
+def read_check() -> str:
+    """How reads outside the model's folder are seen on this machine."""
+    watch = CanaryWatch([__file__])
+    ok = watch.ok
+    watch.close()
+    return "inotify on the canaries" if ok else "unreadable canaries"
+
+
+def _event_offsets(data: bytes):
+    offset = 0
+    while offset + 16 <= len(data):  # struct inotify_event: wd, mask, cookie, len, name[len]
+        yield offset
+        offset += 16 + struct.unpack_from("iIII", data, offset)[3]
 
 
 def _digest(folder: Path) -> dict:
@@ -135,36 +165,31 @@ def run_case(case: Case, *, mem_bytes: int = 2 * 2**30, timeout: float = 60.0, n
 def _run_in(case: Case, root: Path, mem_bytes: int, timeout: float, nice: int) -> Outcome:
     import time
     model_dir = _materialize(case, root)
-    before = _digest(model_dir)
+    before = _digest(model_dir)  # reads through the case's symlinks: before the canary watch begins
     out = root / "out" / "out.onnx"
-    argv = command_line(case, model_dir / "in.onnx", out)
-    trace = root / "trace.txt"
-    if STRACE:
-        argv = [STRACE, "-f", "-qq", "-e", "trace=open,openat,openat2", "-o", str(trace)] + argv
-
-    def limits():
-        os.setsid()
-        resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
-        if nice:
-            os.nice(nice)
-
+    args = command_line(case, model_dir / "in.onnx", out)[3:]  # after `python -m onnxslim.cli`
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     env.pop("ONNXSLIM_DEBUG", None)
+    watch = CanaryWatch([root / PARENT_CANARY, root / "cwd" / CWD_CANARY])
+    watched = watch.ok
+    if not watched:
+        for canary in (root / PARENT_CANARY, root / "cwd" / CWD_CANARY):
+            canary.chmod(0)
     started = time.perf_counter()
-    with open(root / "stdout", "wb") as so, open(root / "stderr", "wb") as se:
-        proc = subprocess.Popen(argv, cwd=root / "cwd", stdout=so, stderr=se, preexec_fn=limits, env=env)
-        timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
-        timer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    outcome = Outcome(case.describe(), proc.returncode, round(time.perf_counter() - started, 2), usage.ru_maxrss / 1024)
-    text = (root / "stdout").read_text(errors="replace") + (root / "stderr").read_text(errors="replace")
-    _judge(outcome, text, root, model_dir, before, out, trace)
+    try:
+        proc = run_cli(args, cwd=root / "cwd", env=env, timeout=timeout, mem_bytes=mem_bytes, setsid=True, nice=nice)
+        opened = watch.opened() if watched else None
+    finally:
+        watch.close()
+    (root / "stdout").write_text(proc.stdout)
+    (root / "stderr").write_text(proc.stderr)
+    outcome = Outcome(case.describe(), proc.returncode, round(time.perf_counter() - started, 2), proc.maxrss / 2**20)
+    _judge(outcome, proc.stdout + proc.stderr, root, model_dir, before, out, opened)
     return outcome
 
 
-def _judge(o: Outcome, text: str, root: Path, model_dir: Path, before: dict, out: Path, trace: Path) -> None:
+def _judge(o: Outcome, text: str, root: Path, model_dir: Path, before: dict, out: Path, opened: bool | None) -> None:
+    """`opened`: whether the canary watch saw an open (None: no watch, the canaries were unreadable)."""
     err_lines = [line for line in (root / "stderr").read_text(errors="replace").splitlines() if line.strip()]
     o.last_line = err_lines[-1][:300] if err_lines else ""
     o.stray_lines = sum(not line.startswith("onnxslim: ") for line in err_lines)
@@ -180,8 +205,7 @@ def _judge(o: Outcome, text: str, root: Path, model_dir: Path, before: dict, out
         o.problems.append("output on failure")
     if _digest(model_dir) != before:
         o.problems.append("input modified")
-    if STRACE and trace.exists():
-        if canary_opens(trace.read_text(errors="replace"), root):
-            o.problems.append("read outside the folder")
-    elif out.exists() and CANARY in out.read_bytes():
+    if opened:
+        o.problems.append("read outside the folder")
+    elif opened is None and out.exists() and CANARY in out.read_bytes():
         o.problems.append("read outside the folder")

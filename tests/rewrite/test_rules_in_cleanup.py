@@ -1,11 +1,11 @@
 """The rules inside the cleanup pass and the CLI: counts in the report, BN kept on request, --fp16."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+
+from cli_fork import run_cli
 
 from onnxslim.passes.cleanup import CleanupConfig, run
 from rewrite_case import _feeds, f32, model, ops
@@ -46,11 +46,11 @@ def test_cleanup_fp16_reports_and_keeps_io_types():
 def test_cli_fp16_and_refusal_with_pruning(tmp_path):
     src, dst, rep = tmp_path / "m.onnx", tmp_path / "o.onnx", tmp_path / "r.json"
     onnx.save(_convt_bn_mul(), src)
-    cmd = [sys.executable, "-m", "onnxslim.cli", str(src), str(dst), "--fp16", "--no-latency", "-q", "--report", str(rep)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [src, dst, "--fp16", "--no-latency", "-q", "--report", rep]
+    done = run_cli(cmd, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(rep.read_text())
     assert report["passes"]["cleanup"]["rules"]["conv_mul"] == 1
     assert min(o["cosine"] for o in report["validation"]["outputs"].values()) > 0.999
-    bad = subprocess.run(cmd[:5] + ["--fp16", "--prune", "0.5"], capture_output=True, text=True)
+    bad = run_cli(cmd[:2] + ["--fp16", "--prune", "0.5"], cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("onnxslim: error: --fp16")

@@ -26,6 +26,7 @@ def _same(a, b):
     return np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_rules_keep_node_case_outputs():
     ort.set_default_logger_severity(3)
     cases = collect_testcases(None)[::STEP]
