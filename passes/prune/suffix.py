@@ -87,7 +87,8 @@ class Slicer:
             [self.initializers[n] for n in read if n in self.initializers])
         part = onnx.helper.make_model(graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
         part.functions.extend(self.model.functions)
-        entry = (session(part), inputs, outputs)
+        # without the arena: ~40 sessions each keeping its peak activations doubled the pass's peak memory
+        entry = (session(part, arena=False), inputs, outputs)
         self._sessions[key] = entry
         while len(self._sessions) > _KEEP:
             self._sessions.popitem(last=False)
