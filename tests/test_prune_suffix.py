@@ -73,7 +73,7 @@ def test_sensitivity_plan_unchanged_by_slicing(digits, monkeypatch):
     """The same sensitivity + repair run with whole-model evaluation and with slices: the same model."""
     model = cleanup.run(onnx.load(str(MODELS / "digits_resnet_folded.onnx"))).model
     calib = load_calibration(MODELS / "digits_calib.npz", model, size=32)
-    config = PruneConfig(target_macs=0.6, round_to=4, sensitivity_step=0.05, repair_passes=2)
+    config = PruneConfig(target_macs=0.6, importance="l1", round_to=4, sensitivity_step=0.05, repair_passes=2)
     sliced = run(model, config, Context(calibration=calib, progress=silent))
     monkeypatch.setattr(Evaluator, "losses", lambda self, base, changes: [self.loss(base.with_changes(c)) for c in changes])
     whole = run(model, config, Context(calibration=calib, progress=silent))
