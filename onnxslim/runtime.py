@@ -19,12 +19,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from .errors import SlimError
-from .graph import TWO_GB, ExternalWriter, infer_shapes, light_copy, model_bytes
+from .lazy_import import lazy_module
+from .graph import TWO_GB, ExternalWriter, fits_protobuf, infer_shapes, light_copy
 from .progress import silent
 from .units import first_line
+
+ort = lazy_module("onnxruntime")
 
 LOAD_FAILED = "onnxruntime cannot load the model"
 # tensors at least this large go to the external data file when a model must be saved for onnxruntime
@@ -60,7 +62,7 @@ def session(model: onnx.ModelProto | str | os.PathLike, *, threads: int | None =
     try:
         if not isinstance(model, onnx.ModelProto):
             return ort.InferenceSession(os.fspath(model), opts, providers=providers)
-        if model_bytes(model) < TWO_GB:
+        if fits_protobuf(model):
             return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
         tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")
         sess = ort.InferenceSession(save_external(model, tmp.name), opts, providers=providers)
