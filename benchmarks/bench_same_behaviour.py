@@ -1,7 +1,7 @@
 """Issue 12 (a refactor, behaviour unchanged): the same fixed-seed runs with two checkouts, then the output
 models compared in onnxruntime and the terminal tables compared line by line (timings left out).
 
-    python benchmarks/bench_same_behaviour.py run OUT_DIR [--code CHECKOUT]   # once per checkout
+    python benchmarks/bench_same_behaviour.py run OUT_DIR [--code CHECKOUT] [--only NAME,NAME]   # once per checkout
     python benchmarks/bench_same_behaviour.py compare BASE_DIR NEW_DIR
     python benchmarks/bench_same_behaviour.py costs OUT.json                  # MACs/params/shapes per node
 
@@ -37,10 +37,12 @@ RUNS = {
 }
 
 
-def run(out: Path, code: str | None) -> None:
+def run(out: Path, code: str | None, only: str | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", **({"PYTHONPATH": code} if code else {}))
     for name, args in RUNS.items():
+        if only and name not in only.split(","):
+            continue
         cmd = [sys.executable, "-m", "onnxslim.cli", str(args[0]), str(out / f"{name}.onnx"), *map(str, args[1:])]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd="/")
         (out / f"{name}.txt").write_text(proc.stdout)
@@ -53,6 +55,8 @@ def compare(base: Path, new: Path) -> None:
     import onnxruntime as ort
     from onnxslim.inputs import random_feeds
     for name in RUNS:
+        if not (base / f"{name}.onnx").exists() and not (new / f"{name}.onnx").exists():
+            continue
         if not (base / f"{name}.onnx").exists() or not (new / f"{name}.onnx").exists():
             print(f"{name}: missing")
             continue
@@ -88,7 +92,8 @@ def costs(out: Path) -> None:
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "run":
-        run(Path(sys.argv[2]), sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--code" else None)
+        flags = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+        run(Path(sys.argv[2]), flags.get("--code"), flags.get("--only"))
     elif what == "compare":
         compare(Path(sys.argv[2]), Path(sys.argv[3]))
     else:

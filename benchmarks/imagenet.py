@@ -2,6 +2,7 @@
 with onnxslim's own image loader (EfficientNet-Lite0 preprocessing) and cached under benchmarks/out/."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,10 @@ from onnxslim.calibration import Preprocess, load_calibration
 from onnxslim.graph import load_model
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "imagenet-dev"
-MODELS = REPO.parent / "shared" / "models"
+# ../shared next to the checkout; ONNXSLIM_SHARED points elsewhere (e.g. from a git worktree)
+SHARED = Path(os.environ.get("ONNXSLIM_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data" / "imagenet-dev"
+MODELS = SHARED / "models"
 OUT = REPO / "benchmarks" / "out"
 EFFNET_PREPROCESS = Preprocess(resize=256, crop=224, mean=(127.0,), std=(128.0,), scale=1.0, layout="NCHW", channels="RGB")
 CALIB = 64  # the first 64 images (sorted file order) calibrate; the other 236 evaluate

@@ -37,14 +37,16 @@ _EXTERNAL_MIN_BYTES = 1024
 # -- sessions -----------------------------------------------------------------------------------------
 
 def session(model: onnx.ModelProto | str | os.PathLike, *, threads: int | None = None, basic: bool = False,
-            profile_prefix: str | None = None, optimized_path: str | None = None) -> ort.InferenceSession:
+            profile_prefix: str | None = None, optimized_path: str | None = None, arena: bool = True) -> ort.InferenceSession:
     """A CPU onnxruntime session of a model or a file (.onnx or .ort); models over 2 GB go through a temp
     folder with external data. `basic`:
     only basic graph optimizations (onnxruntime's Conv+Add fusion drops a tapped Conv output whose weight
     is a graph input; and basic does not fuse Q/DQ into int8 kernels, so a QDQ graph computes exact int32
     accumulation, what TensorRT computes). `profile_prefix`: write onnxruntime's per-node profile there
-    (end_profiling()). `optimized_path`: save the graph onnxruntime runs (after its fusions) there."""
+    (end_profiling()). `optimized_path`: save the graph onnxruntime runs (after its fusions) there. `arena`:
+    False returns activation memory after each run (for the many small sessions kept at once)."""
     opts = ort.SessionOptions()
+    opts.enable_cpu_mem_arena = arena
     opts.log_severity_level = 4  # errors come back as exceptions, said in one line; no log lines on stderr
     if profile_prefix:
         opts.enable_profiling = True

@@ -112,7 +112,7 @@ def digits():
 @pytest.mark.slow
 def test_default_allocation_is_sensitivity_with_real_data_and_global_without(digits):
     model, calib = digits
-    with_data = run(model, PruneConfig(target_macs=0.7, round_to=4, sensitivity_step=0.05, fidelity_samples=16),
+    with_data = run(model, PruneConfig(target_macs=0.7, importance="l1", round_to=4, sensitivity_step=0.05, fidelity_samples=16),
                     Context(calibration=calib, progress=silent))
     assert with_data.report["allocation"] == "sensitivity" and with_data.report["allocation_trace"]
     assert with_data.report["estimated_macs_fraction"] <= 0.7 + 1e-6

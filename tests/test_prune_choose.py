@@ -64,11 +64,18 @@ def test_the_kept_plan_is_the_one_its_criterion_builds_on_all_samples(digits, ch
     np.testing.assert_allclose(a[0]["logits"], b[0]["logits"], rtol=1e-5, atol=1e-5)
 
 
-def test_the_default_is_l1_and_makes_no_choice(digits):
+def test_the_default_is_auto_with_calibration_and_a_target_else_l1(digits, chosen):
     model, calib = digits
-    assert PruneConfig().importance == "l1"
+    assert PruneConfig().importance is None
     default = run(model, PruneConfig(target_macs=0.7, **FAST), Context(calibration=calib, progress=silent))
-    assert "importance_choice" not in default.report and default.report["importance"] == "l1"
+    assert default.report["importance_choice"] == chosen.report["importance_choice"]
+    assert default.report["importance"] == chosen.report["importance"]
+    few = calib.take(0, 8)  # too few to hold a quarter out: l1, not an error
+    assert run(model, PruneConfig(target_macs=0.7, **FAST), Context(calibration=few, progress=silent)).report["importance"] == "l1"
+    no_data = run(model, PruneConfig(target_macs=0.7, round_to=4), Context(progress=silent))
+    assert no_data.report["importance"] == "l1" and "importance_choice" not in no_data.report
+    no_target = run(model, PruneConfig(ratio=0.3), Context(calibration=calib, progress=silent))
+    assert no_target.report["importance"] == "l1"
 
 
 def test_auto_without_what_it_needs_is_one_clear_error(digits):

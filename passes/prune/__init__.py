@@ -18,7 +18,7 @@ from onnxslim.runtime import clear_tapped
 
 from .allocate import Alignment, MacModel, budget_plan, uniform_plan
 from .apply import apply_plan
-from .choose import best_of, check_can_choose, describe
+from .choose import best_of, can_choose, check_can_choose, describe
 from .config import DATA_CRITERIA, PruneConfig
 from .importance import WEIGHT_CRITERIA, weight_importance
 from .explain import check_something_prunable
@@ -30,7 +30,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     config.check()
     ctx = ctx or Context()
     real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
-    config = config.resolved(real)
+    config = config.resolved(real, can_choose(ctx.calibration))
     if config.importance == "auto":
         check_can_choose(ctx.calibration)
         return best_of(model, config, ctx, run)

@@ -25,15 +25,17 @@ class PruneConfig:
     target_latency: float | None = switch(
         "--target-latency", help="Prune until the latency estimated from onnxruntime's per-node profile (1 thread) <= this fraction.")
     latency_threads: int = 1  # onnxruntime threads the latency model is profiled with (1: stable on shared cores)
-    # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction; auto: with real
-    # calibration data and a target, the better of l1 and reconstruction on held-out samples, rebuilt on all
-    # samples (choose.py; ~3 plan builds). Not the default: its first version (winner fitted on 75% of the
-    # samples) scored below both criteria on EfficientNet-Lite0 at 70% MACs (benchmarks/RESULTS.md, issue 11)
-    importance: str = field(default="l1", metadata=option(
-        "--importance", default="l1", show_default=True,
+    # weight: l1 | l2 | bn | random; data: activation | apoz | hrank | reconstruction; auto: the better of l1
+    # and reconstruction on held-out calibration samples, rebuilt on all samples (choose.py; ~3 plan builds).
+    # None: auto with real calibration data (>= 16 samples) and a target, else l1. Measured on EfficientNet-Lite0
+    # (64 calibration images, 236 others): auto matched the better criterion at 80% and 70% of the MACs
+    # (benchmarks/RESULTS.md, issue 11), where l1 alone lost 12 points at 70% and reconstruction alone 7 at 80%
+    importance: str | None = field(default=None, metadata=option(
+        "--importance", default=None,
         help="Channel importance: l1, l2, bn, random; with --calib also activation, apoz, hrank, reconstruction, "
              "or auto (with a target: plans from l1 and reconstruction compared on held-out calibration samples, "
-             "the better rebuilt on all; costs ~3 plan builds)."))
+             "the better rebuilt on all; costs ~3 plan builds). Default: auto with --calib data (16+ samples) and "
+             "a target, else l1."))
     # for a target: global | uniform | sensitivity | search; None: sensitivity with real calibration data
     # (EfficientNet-Lite0 at 90% MACs: 82.6% top-1 against global's 55.9%), else global
     allocation: str | None = field(default=None, metadata=option(
@@ -62,12 +64,16 @@ class PruneConfig:
     sensitivity_step: float = 0.02  # fraction of the total MACs removed per sensitivity step
     sensitivity_candidates: int = 8  # tries per sensitivity step measured through the network (4 -> 8: 69.9 -> 73.3% at 80% MACs)
 
-    def resolved(self, real_data: bool) -> "PruneConfig":
-        """This config with the default allocation (see `allocation`) made concrete."""
-        if self.allocation is not None:
-            return self
+    def resolved(self, real_data: bool, can_choose: bool = False) -> "PruneConfig":
+        """This config with the default importance and allocation (see their fields) made concrete;
+        `can_choose`: the calibration data is real and large enough for `auto` (choose.can_choose)."""
         data_driven = real_data and self.target is not None
-        return dataclasses.replace(self, allocation="sensitivity" if data_driven else "global")
+        resolved = self
+        if self.importance is None:
+            resolved = dataclasses.replace(resolved, importance="auto" if data_driven and can_choose else "l1")
+        if self.allocation is None:
+            resolved = dataclasses.replace(resolved, allocation="sensitivity" if data_driven else "global")
+        return resolved
 
     def check(self) -> None:
         if sum(x is not None for x in (self.ratio, self.target_macs, self.target_latency)) != 1:
@@ -87,7 +93,7 @@ class PruneConfig:
             raise SlimError("--search-time must be >= 0, the sensitivity step in (0, 1), candidates >= 1")
 
     def _check_criteria(self) -> None:
-        if self.importance not in WEIGHT_CRITERIA + DATA_CRITERIA + ("auto",):
+        if self.importance is not None and self.importance not in WEIGHT_CRITERIA + DATA_CRITERIA + ("auto",):
             raise SlimError(f"unknown importance '{self.importance}' (choose from {', '.join(WEIGHT_CRITERIA + DATA_CRITERIA)}, auto)")
         if self.importance == "auto" and self.target is None:
             raise SlimError("--importance auto needs --target-macs or --target-latency (it compares plans at one budget)")

@@ -17,6 +17,7 @@ from onnxslim.metrics import plan_fidelity, plan_loss
 from onnxslim.runtime import run_once, session, weights_as_inputs
 
 from .exits import Exit
+from .suffix import Slicer, suffix_outputs
 
 
 def weight_name(exit: Exit) -> str:
@@ -41,6 +42,14 @@ def parametric_model(model: onnx.ModelProto, exits: list[Exit]) -> onnx.ModelPro
     return weights_as_inputs(model, slots)
 
 
+def exit_feeds(exit: Exit, w2: np.ndarray, bias: np.ndarray) -> dict:
+    """The parametric model's inputs for one exit's [outputs, features] weights and bias."""
+    out = {weight_name(exit): np.ascontiguousarray(exit.to_weight(w2), dtype=np.float32)}
+    if exit.has_bias:
+        out[bias_name(exit)] = bias.astype(np.float32)
+    return out
+
+
 class State:
     """Current weights of every exit ([outputs, features] float64 and bias), starting from the original."""
 
@@ -59,10 +68,15 @@ class State:
     def feeds(self) -> dict:
         out = {}
         for e in self.exits:
-            out[weight_name(e)] = np.ascontiguousarray(e.to_weight(self.w2[e.node]), dtype=np.float32)
-            if e.has_bias:
-                out[bias_name(e)] = self.bias[e.node].astype(np.float32)
+            out.update(exit_feeds(e, self.w2[e.node], self.bias[e.node]))
         return out
+
+    def with_changes(self, change: dict) -> "State":
+        """A copy with `change` = {exit node: (w2, bias)} applied."""
+        other = self.copy()
+        for node, (w2, bias) in change.items():
+            other.w2[node], other.bias[node] = w2, bias
+        return other
 
 
 class Evaluator:
@@ -78,6 +92,7 @@ class Evaluator:
         original = session(model)
         self.reference = [dict(zip(self.output_names, original.run(self.output_names, feed))) for feed in batches]
         self.evaluations = 0
+        self._slicer = None
 
     def outputs(self, state: State) -> list[dict]:
         weights = state.feeds()
@@ -90,6 +105,21 @@ class Evaluator:
 
     def loss(self, state: State) -> float:
         return plan_loss(self.reference, self.outputs(state))
+
+    def losses(self, base: State, changes: list[dict]) -> list[float]:
+        """The loss of `base` with each change ({exit node: (w2, bias)}) applied, running per change only the
+        network after its first changed exit (suffix.py); equal to loss(base.with_changes(change))."""
+        if self._slicer is None:
+            names = {weight_name(e) for e in self.exits} | {bias_name(e) for e in self.exits if e.has_bias}
+            self._slicer = Slicer(self.model, names)
+        if not self._slicer.sliceable:
+            return [self.loss(base.with_changes(c)) for c in changes]
+        by_node = {e.node: e for e in self.exits}
+        overrides = [{k: v for node, (w2, bias) in c.items() for k, v in exit_feeds(by_node[node], w2, bias).items()}
+                     for c in changes]
+        outputs = suffix_outputs(self._slicer, self.batches, base.feeds(), overrides)
+        self.evaluations += len(changes)
+        return [plan_loss(self.reference, o) for o in outputs]
 
     def fidelity(self, state: State) -> dict:
         return plan_fidelity(self.reference, self.outputs(state))

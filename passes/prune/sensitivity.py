@@ -84,15 +84,14 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
             if not tries:
                 break
             tries.sort(key=lambda t: t[0])
+            changes = [_change(state, group_exits, mask, stats, ridge, prior_rows) for _, _, mask, _, group_exits in tries[:candidates]]
             best = None
-            for proxy, g, mask, saved, group_exits in tries[:candidates]:
-                trial = state.copy()
-                set_group(trial, group_exits, mask, stats, ridge, prior_rows)
-                loss = evaluator.loss(trial)
+            for (proxy, g, mask, saved, _), change, loss in zip(tries, changes, evaluator.losses(state, changes)):
                 rate = (loss - loss_now) / min(saved, remaining)
                 if best is None or rate < best[0]:
-                    best = (rate, g, mask, saved, trial, loss)
-            _, g, mask, saved, state, loss_now = best
+                    best = (rate, g, mask, saved, change, loss)
+            _, g, mask, saved, change, loss_now = best
+            state = state.with_changes(change)
             plan[g.id] = mask
             now = macs.cost(plan)
             steps += 1
@@ -102,6 +101,16 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
             if steps % refresh == 0:
                 stats = collect_stats(state)
     return plan, state, trace
+
+
+def _change(state: State, group_exits: list[Exit], mask, stats, ridge: float, prior_rows: float) -> dict:
+    """{exit node: (w2, bias)}: the group's exits given `mask` (refit from `stats`), as set_group sets them."""
+    trial = State.__new__(State)
+    trial.exits = group_exits
+    trial.w2 = {e.node: state.w2[e.node] for e in group_exits}
+    trial.bias = {e.node: state.bias[e.node] for e in group_exits}
+    set_group(trial, group_exits, mask, stats, ridge, prior_rows)
+    return {e.node: (trial.w2[e.node], trial.bias[e.node]) for e in group_exits}
 
 
 def _solved(e, mask, stats, ridge, prior_rows):
