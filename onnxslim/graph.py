@@ -13,15 +13,17 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
-from . import check, external, sparse
+from . import check, external, ondisk, sparse
 from .errors import SlimError
-from .light import dataless_tensor, is_repeated as _is_repeated, light_copy
+from .light import SMALL_TENSOR, dataless_tensor, is_repeated as _is_repeated, light_copy
 
 TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
 
 
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Load a model with its external data, refusing anything that is not a readable ONNX model."""
+def load_model(path: str | os.PathLike, *, lazy: bool = False) -> onnx.ModelProto:
+    """Load a model with its external data, refusing anything that is not a readable ONNX model.
+
+    lazy: large external tensors stay on disk as checked references (onnxslim.ondisk), not read."""
     path = Path(path)
     if not path.exists():
         raise SlimError(f"{path}: no such file")
@@ -38,10 +40,10 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     bad_string = _invalid_string_field(model)
     if bad_string:
         raise SlimError(f"{path}: the file is corrupt (field {bad_string} is not valid UTF-8)")
-    _load_external_data(model, path.parent)
+    _load_external_data(model, path.parent, lazy)
     check.check_tensors(model)  # before anything sizes or copies a tensor by its dims
     try:
-        onnx.checker.check_model(model, full_check=False) if model_bytes(model) < TWO_GB else None
+        ondisk.check_onnx(model) if model_bytes(model, structure=True) < TWO_GB else None
     except Exception as err:  # ValidationError, or a UnicodeDecodeError of its message on corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
         raise SlimError(f"{path}: invalid ONNX model: {first}") from None
@@ -74,8 +76,27 @@ def _external_tensors(model: onnx.ModelProto):
     return external.external_tensors(model)
 
 
-def _load_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
-    external.load_external_data(model, base_dir, _dims_bytes)
+def _load_external_data(model: onnx.ModelProto, base_dir: Path, lazy: bool) -> None:
+    # the wrappers are held in `kept`: an id is only stable while its protobuf wrapper lives
+    kept = [t for t in _main_tensors(model) if _stays_on_disk(t)] if lazy else []
+    external.load_external_data(model, base_dir, _dims_bytes, {id(t) for t in kept})
+
+
+def _main_tensors(model: onnx.ModelProto):
+    """The tensors light_copy sees: the main graph's initializers and Constant values."""
+    yield from model.graph.initializer
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            yield from (a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
+
+
+def _stays_on_disk(tensor: onnx.TensorProto) -> bool:
+    """Large, numeric, and its `length` what its dims call for (else it is read, and checked as before)."""
+    if tensor.data_location != onnx.TensorProto.EXTERNAL or math.prod(int(d) for d in tensor.dims) <= SMALL_TENSOR:
+        return False
+    length = next((e.value for e in tensor.external_data if e.key == "length"), None)
+    want = _dims_bytes(tensor)
+    return want is not None and (length is None or length == str(want))
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
@@ -161,18 +182,23 @@ class ExternalWriter:
         self.fh, self.location, self.min_bytes = fh, location, min_bytes
 
     def __call__(self, tensor: onnx.TensorProto) -> onnx.TensorProto:
-        if (tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data")
-                or _data_bytes(tensor) < self.min_bytes):
+        lazy = ondisk.is_lazy(tensor)
+        if not lazy and (tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data")
+                         or _data_bytes(tensor) < self.min_bytes):
             return tensor
         self.fh.write(b"\0" * (-self.fh.tell() % self.ALIGN))
         offset = self.fh.tell()
-        data = tensor.raw_data
-        self.fh.write(data)
+        if lazy:  # file to file, a chunk at a time
+            length = ondisk.copy_into(tensor, self.fh)
+        else:
+            data = tensor.raw_data
+            self.fh.write(data)
+            length = len(data)
         out = onnx.TensorProto()
         out.name, out.data_type, out.doc_string = tensor.name, tensor.data_type, tensor.doc_string
         out.dims.extend(tensor.dims)
         out.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(len(data)))):
+        for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(length))):
             out.external_data.add(key=key, value=value)
         return out
 
@@ -226,22 +252,25 @@ def _same_file(a: Path, b: Path) -> bool:
 EXACT_SIZE_LIMIT = 64 * 2**20  # below this, model_bytes asks protobuf for the exact size
 
 
-def model_bytes(model: onnx.ModelProto) -> int:
-    """Serialized size: weights plus graph.
+def model_bytes(model: onnx.ModelProto, *, structure: bool = False) -> int:
+    """Serialized size: weights plus graph, the weights left on disk (onnxslim.ondisk) included unless
+    `structure` (what the checker's copy of such a model serializes).
 
     upb's ByteSize() encodes the whole message to measure it (a transient copy of every weight: peak memory
     measured at 3x the model), and refuses past 2 GB. So large models are measured as a copy without their
     large tensors' data plus those tensors' data sizes (a few bytes of framing per tensor short)."""
-    data = []
+    data, lazy = [], []
 
     def drop(tensor):
+        if ondisk.is_lazy(tensor):
+            lazy.append(0 if structure else ondisk.lazy_bytes(tensor))
         light = dataless_tensor(tensor)
         if light is not tensor:
             data.append(_data_bytes(tensor))
         return light
 
-    estimate = light_copy(model, convert=drop).ByteSize() + sum(data)
-    if estimate < EXACT_SIZE_LIMIT:
+    estimate = light_copy(model, convert=drop).ByteSize() + sum(data) + sum(lazy)
+    if estimate < EXACT_SIZE_LIMIT and not lazy:
         return model.ByteSize()
     return estimate + 8 * len(data)
 
@@ -300,7 +329,21 @@ def infer_shapes(model: onnx.ModelProto, *, inplace: bool = False) -> onnx.Model
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    return gs.import_onnx(model)
+    graph = gs.import_onnx(model)
+    for tensor in graph.tensors().values():
+        values = getattr(tensor, "_values", None)  # gs keeps a Constant's lazily read values there
+        if type(values) is gs.ir.tensor.LazyValues and ondisk.is_lazy(values.tensor):
+            tensor._values = DiskValues(values.tensor)
+    return graph
+
+
+class DiskValues(gs.ir.tensor.LazyValues):
+    """The values of a tensor left on disk (onnxslim.ondisk): read by `load` (onnx's reader refuses the
+    absolute location), exported as the same reference (gs's exporter reuses a LazyValues' proto unread).
+    Read a Constant's values with passes/rewrite/util.const: `Constant.values` would keep them in memory."""
+
+    def load(self):
+        return ondisk.read_array(self.tensor)
 
 
 def to_model(graph: gs.Graph, like: onnx.ModelProto | None = None) -> onnx.ModelProto:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from . import check, runshapes
+from . import check, ondisk, runshapes
 from . import inputs as inputs_mod
 from .calibration import Dataset, load_calibration
 from .context import Context
@@ -110,6 +110,7 @@ def _load(model, edits: bool, input_shapes: dict) -> onnx.ModelProto:
         original = model
         check.check_model(original)  # a proto from the caller: the same checks as a file gets
     if edits:
+        ondisk.materialize(original)  # these passes read and write weights in the proto
         check.check_tensor_io(original, "pruning, low-rank and quantization")
     if input_shapes:
         inputs_mod.check_overrides(original, input_shapes)  # names and fixed dims; dynamic dims need no size here
@@ -209,8 +210,8 @@ def _shapes_for_run(original, input_shapes, data, calibration, shape_hints, vali
 
 def _check_valid(model: onnx.ModelProto) -> None:
     try:
-        if model_bytes(model) < TWO_GB:
-            onnx.checker.check_model(model)
+        if model_bytes(model, structure=True) < TWO_GB:
+            ondisk.check_onnx(model)
     except onnx.checker.ValidationError as err:
         first = str(err).strip().splitlines()[0]
         raise SlimError(f"internal error: the optimized model fails onnx.checker ({first}); nothing written") from None

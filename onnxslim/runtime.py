@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from . import ondisk
 from .errors import SlimError
 from .graph import TWO_GB, ExternalWriter, infer_shapes, light_copy, model_bytes
 from .progress import silent
@@ -58,7 +59,11 @@ def session(model: onnx.ModelProto | str | os.PathLike, *, threads: int | None =
     try:
         if not isinstance(model, onnx.ModelProto):
             return ort.InferenceSession(os.fspath(model), opts, providers=providers)
-        if model_bytes(model) < TWO_GB:
+        on_disk = ondisk.session_source(model)
+        if on_disk is not None and len(on_disk[0]) < TWO_GB:  # weights read from the input's data file
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", on_disk[1])
+            return ort.InferenceSession(on_disk[0], opts, providers=providers)
+        if model_bytes(model) < TWO_GB and not ondisk.lazy_tensors(model):
             return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
         tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")
         sess = ort.InferenceSession(save_external(model, tmp.name), opts, providers=providers)

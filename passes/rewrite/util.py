@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxslim.graph import DiskValues
+
 FLOATS = (np.float16, np.float32, np.float64)
 
 
 def const(t) -> np.ndarray | None:
     """The value of a constant tensor, else None."""
     if isinstance(t, gs.Constant):
+        if isinstance(t._values, DiskValues):  # read, not kept: an unchanged weight stays a reference on disk
+            return t._values.load()
         v = t.values
         return v.load() if hasattr(v, "load") else np.asarray(v)  # LazyValues: initializers read on demand
     return None

@@ -1,0 +1,141 @@
+"""Weights left on disk: the large external tensors of a model file are referenced, not read, while it is edited.
+
+`external.reference_external_data` (at load) leaves each large external tensor as a reference whose `location`
+is the resolved absolute path of its data file (checked inside the model's folder first) with an explicit
+offset and length: a *lazy* tensor. Passes see its dims and type; its bytes are read only where a step needs
+its values (a weight a pass changes is then inline, as before), copied file to file when the model is saved
+(`copy_into`) and read by onnxruntime from the data file itself (`session_source`).
+
+Why references in the onnx proto rather than onnx-ir's memory-mapped tensors throughout (benchmarks/RESULTS.md,
+issue 14): every pass edits onnx protos and onnx-graphsurgeon graphs; both carry an external TensorProto they
+never read as it is (onnx-ir's folder keeps it an `ExternalTensor`, gs's exporter reuses the proto of a
+`LazyValues`), so only the places that read values or hand the model to onnx's checker and onnxruntime needed
+to change. And a memory map counts its touched pages in the process's RSS; plain reads in chunks do not.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .external import all_tensors, location_of
+from .light import light_copy
+
+CHUNK = 64 * 2**20  # bytes read at a time when copying or scanning a lazy tensor
+PLACEHOLDER = "weights.data"
+
+
+def is_lazy(tensor: onnx.TensorProto) -> bool:
+    # only load_model writes absolute locations (a model file's own are refused as outside its folder)
+    return tensor.data_location == onnx.TensorProto.EXTERNAL and os.path.isabs(location_of(tensor))
+
+
+def lazy_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return [t for t in all_tensors(model) if is_lazy(t)]
+
+
+def source(tensor: onnx.TensorProto) -> tuple[str, int, int]:
+    """(file, offset, length) of a lazy tensor (load_model wrote all three)."""
+    info = {e.key: e.value for e in tensor.external_data}
+    return info["location"], int(info.get("offset") or 0), int(info["length"])
+
+
+def lazy_bytes(tensor: onnx.TensorProto) -> int:
+    return source(tensor)[2]
+
+
+def chunks(tensor: onnx.TensorProto, size: int = CHUNK):
+    """The tensor's bytes, `size` at a time (plain reads: the page cache holds them, not our RSS)."""
+    path, offset, length = source(tensor)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while length > 0:
+            block = fh.read(min(size, length))
+            if not block:
+                raise OSError(f"external data file {path} is shorter than tensor '{tensor.name}' needs")
+            length -= len(block)
+            yield block
+
+
+def read(tensor: onnx.TensorProto) -> bytes:
+    return b"".join(chunks(tensor))
+
+
+def read_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """A lazy tensor as a writable numpy array, read straight into it (one copy of the data in memory)."""
+    array = np.empty(tuple(int(d) for d in tensor.dims), onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    at = 0
+    for block in chunks(tensor):
+        view[at:at + len(block)] = block
+        at += len(block)
+    return array
+
+
+def copy_into(tensor: onnx.TensorProto, fh) -> int:
+    """Append a lazy tensor's bytes to an open file; the number of bytes written."""
+    written = 0
+    for block in chunks(tensor):
+        fh.write(block)
+        written += len(block)
+    return written
+
+
+def materialize(model: onnx.ModelProto) -> None:
+    """Read every lazy tensor into the proto (the steps not yet written for references: pruning, low-rank,
+    quantization, a caller's proto)."""
+    for tensor in lazy_tensors(model):
+        data = read(tensor)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = data
+
+
+def all_finite(tensor: onnx.TensorProto, dtype) -> bool:
+    item = np.dtype(dtype).itemsize
+    return all(bool(np.isfinite(np.frombuffer(b, dtype=dtype)).all()) for b in chunks(tensor, CHUNK // item * item))
+
+
+def _relative(folder: str):
+    """A convert for light_copy: lazy tensors become references relative to `folder`."""
+    def convert(tensor: onnx.TensorProto) -> onnx.TensorProto:
+        if not is_lazy(tensor):
+            return tensor
+        out = onnx.TensorProto()
+        out.CopyFrom(tensor)
+        for entry in out.external_data:
+            if entry.key == "location":
+                entry.value = os.path.relpath(entry.value, folder) if folder else PLACEHOLDER
+        return out
+    return convert
+
+
+def check_onnx(model: onnx.ModelProto, *, full_check: bool = False) -> None:
+    """onnx.checker on the model; one with lazy tensors is checked as a file whose references name an empty
+    placeholder (the checker checks structure and that the data file exists, never the weights), so
+    the weights are neither read nor serialized (in memory the checker copies the whole model twice)."""
+    if not lazy_tensors(model):
+        onnx.checker.check_model(model, full_check=full_check)
+        return
+    light = light_copy(model, convert=_relative(""))
+    with tempfile.TemporaryDirectory(prefix="onnxslim-check-") as folder:
+        Path(folder, PLACEHOLDER).touch()
+        path = os.path.join(folder, "model.onnx")
+        with open(path, "wb") as fh:
+            fh.write(light.SerializeToString())
+        onnx.checker.check_model(path, full_check=full_check)
+
+
+def session_source(model: onnx.ModelProto) -> tuple[bytes, str] | None:
+    """(serialized model, folder) for an onnxruntime session that reads the lazy tensors from their own data
+    file (`session.model_external_initializers_file_folder_path`): no copy of the weights in memory or on
+    disk. None when the model has no lazy tensors, or they sit in several folders."""
+    lazy = lazy_tensors(model)
+    folders = {os.path.dirname(source(t)[0]) for t in lazy}
+    if len(folders) != 1:
+        return None
+    folder = folders.pop()
+    return light_copy(model, convert=_relative(folder)).SerializeToString(), folder
