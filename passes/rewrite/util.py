@@ -3,6 +3,7 @@ depends on the opset), static shapes, and rewiring a tensor's consumers safely a
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.graph import DiskValues
@@ -36,14 +37,14 @@ def only_consumer(t, ctx) -> bool:
 def rank(t) -> int | None:
     shape = getattr(t, "shape", None)
     if isinstance(t, gs.Constant):
-        return t.values.ndim
+        return len(static_dims(t))
     return len(shape) if shape is not None else None
 
 
 def static_dims(t) -> list | None:
     """Shape with ints for known dims and None for symbolic or unknown ones; None when the rank is unknown."""
-    if isinstance(t, gs.Constant):
-        return list(t.values.shape)
+    if isinstance(t, gs.Constant):  # a weight left on disk: its dims from the proto, not its loaded values
+        return [int(d) for d in t._values.tensor.dims] if isinstance(t._values, DiskValues) else list(t.values.shape)
     shape = getattr(t, "shape", None)
     if shape is None:
         return None
@@ -53,6 +54,8 @@ def static_dims(t) -> list | None:
 def dtype(t):
     """numpy dtype, or None when unknown or numpy has none (bfloat16 and float8 arrive as onnx type ints)."""
     if isinstance(t, gs.Constant):
+        if isinstance(t._values, DiskValues):  # from the proto: reading `values` would load the weight
+            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t._values.tensor.data_type))
         return t.values.dtype
     try:
         return np.dtype(t.dtype) if getattr(t, "dtype", None) is not None else None
