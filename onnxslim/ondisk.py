@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 
 from .external import all_tensors, location_of
 from .light import light_copy
@@ -73,6 +74,11 @@ def read_array(tensor: onnx.TensorProto) -> np.ndarray:
         view[at:at + len(block)] = block
         at += len(block)
     return array
+
+
+def to_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """numpy_helper.to_array that also reads a lazy tensor (onnx's reader refuses its absolute location)."""
+    return read_array(tensor) if is_lazy(tensor) else onnx.numpy_helper.to_array(tensor)
 
 
 def copy_into(tensor: onnx.TensorProto, fh) -> int:

@@ -74,6 +74,8 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     edits = any(not p.always for p, _ in steps)  # a pass beyond the lossless cleanup
     input_shapes = dict(input_shapes or {})
     original = _load(model, edits, input_shapes)
+    if not all(p.weights_on_disk(c) for p, c in steps):
+        ondisk.materialize(original)  # a pass that reads and writes weights in the proto
     if isinstance(calibration, (str, Path)):
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
     val = _validation_data(data, original, input_shapes, val_size, labels, seed) if validate else (None, None)
@@ -110,7 +112,6 @@ def _load(model, edits: bool, input_shapes: dict) -> onnx.ModelProto:
         original = model
         check.check_model(original)  # a proto from the caller: the same checks as a file gets
     if edits:
-        ondisk.materialize(original)  # these passes read and write weights in the proto
         check.check_tensor_io(original, "pruning, low-rank and quantization")
     if input_shapes:
         inputs_mod.check_overrides(original, input_shapes)  # names and fixed dims; dynamic dims need no size here

@@ -108,3 +108,27 @@ def test_bare_cli_output_is_self_contained_and_equal(tmp_path):
     ref = _outputs(path, x)
     (tmp_path / "in.weights").unlink()  # the output must not read the input's data
     np.testing.assert_allclose(_outputs(out, x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("configs", [{"prune": "ratio"}, {"quantize": "int4"}])
+def test_prune_and_int4_on_disk_equal_the_in_memory_run(tmp_path, configs):
+    """Pruning and weight-only quantization take the model with its weights on disk (Pass.weights_on_disk):
+    the result computes exactly what the run on the fully loaded model computes; untouched weights stay
+    references."""
+    from onnxslim import pipeline
+    from onnxslim.passes.prune.config import PruneConfig
+    from onnxslim.passes.quantize import QuantizeConfig
+    from onnxslim.progress import silent
+
+    path = _model(tmp_path)
+    kwargs = ({"prune": PruneConfig(ratio=0.25)} if "prune" in configs
+              else {"quantize": QuantizeConfig(mode="int4", min_elements=1024)})
+    run = dict(validate=False, progress=silent, input_shapes={"x": [2, N]}, **kwargs)
+    eager = pipeline.optimize(graph.load_model(path), **run).model
+    lazy_in = graph.load_model(path, lazy=True)
+    lazy = pipeline.optimize(lazy_in, **run).model
+    assert len(ondisk.lazy_tensors(lazy_in)) == 2  # not read into the caller's model
+    x = np.random.default_rng(3).standard_normal((2, N)).astype(np.float32)
+    want = runtime.session(eager).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(runtime.session(lazy).run(None, {"x": x})[0], want)
+    assert graph.model_bytes(lazy) < graph.model_bytes(lazy_in)

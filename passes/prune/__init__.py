@@ -137,6 +137,9 @@ class PrunePass(Pass):
     def wants_calibration(self, config) -> bool:
         return config.importance in DATA_CRITERIA
 
+    def weights_on_disk(self, config) -> bool:
+        return True  # reads weights through gs Constants (graph.DiskValues); only the pruned ones are rewritten
+
     def run(self, model, config, ctx):
         return run(model, config, ctx)
 

@@ -293,6 +293,9 @@ class QuantizePass(Pass):
     def wants_calibration(self, config) -> bool:
         return config.mode == "int8"  # dynamic int8 and weight-only need none (ranges at run time, weights alone)
 
+    def weights_on_disk(self, config) -> bool:
+        return config.mode in WEIGHT_ONLY  # reads one weight at a time (weight_only.py)
+
     def run(self, model, config, ctx):
         return run(model, config, ctx)
 
