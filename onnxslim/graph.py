@@ -334,6 +334,8 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
         values = getattr(tensor, "_values", None)  # gs keeps a Constant's lazily read values there
         if type(values) is gs.ir.tensor.LazyValues and ondisk.is_lazy(values.tensor):
             tensor._values = DiskValues(values.tensor)
+            # gs stamps this on a Constant whose values a pass loaded: it would export raw data marked external
+            tensor.data_location = None
     return graph
 
 

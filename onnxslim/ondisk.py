@@ -135,13 +135,34 @@ def check_onnx(model: onnx.ModelProto, *, full_check: bool = False) -> None:
         onnx.checker.check_model(path, full_check=full_check)
 
 
-def session_source(model: onnx.ModelProto) -> tuple[bytes, str] | None:
-    """(serialized model, folder) for an onnxruntime session that reads the lazy tensors from their own data
-    file (`session.model_external_initializers_file_folder_path`): no copy of the weights in memory or on
-    disk. None when the model has no lazy tensors, or they sit in several folders."""
+IN_MEMORY = "onnxslim-in-memory.bin"  # the stand-in location of a weight handed to onnxruntime as an array
+HAND_OVER_BYTES = 2**16
+
+
+def session_source(model: onnx.ModelProto) -> tuple[bytes, str, dict] | None:
+    """(serialized model, folder, {name: array}) for an onnxruntime session that reads the lazy tensors from
+    their own data file (`session.model_external_initializers_file_folder_path`) and takes the large inline
+    initializers (weights a pass rewrote) as arrays over their bytes (`add_external_initializers`, which
+    wants them declared external): no copy of either in the serialized model. None when the model has no
+    lazy tensors, or they sit in several folders."""
     lazy = lazy_tensors(model)
     folders = {os.path.dirname(source(t)[0]) for t in lazy}
     if len(folders) != 1:
         return None
     folder = folders.pop()
-    return light_copy(model, convert=_relative(folder)).SerializeToString(), folder
+    relative, arrays = _relative(folder), {}
+    initializers = list(model.graph.initializer)  # held: a wrapper's id is only stable while it lives
+    handed = {id(t) for t in initializers if not is_lazy(t) and t.HasField("raw_data") and t.ByteSize() >= HAND_OVER_BYTES}
+
+    def convert(tensor: onnx.TensorProto) -> onnx.TensorProto:
+        if id(tensor) not in handed:  # a Constant's value cannot be handed over: it stays inline
+            return relative(tensor)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        arrays[tensor.name] = np.frombuffer(tensor.raw_data, dtype).reshape(tuple(int(d) for d in tensor.dims))
+        out = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                               data_location=onnx.TensorProto.EXTERNAL)
+        for key, value in (("location", IN_MEMORY), ("offset", "0"), ("length", str(arrays[tensor.name].nbytes))):
+            out.external_data.add(key=key, value=value)
+        return out
+
+    return light_copy(model, convert=convert).SerializeToString(), folder, arrays

@@ -61,8 +61,14 @@ def session(model: onnx.ModelProto | str | os.PathLike, *, threads: int | None =
             return ort.InferenceSession(os.fspath(model), opts, providers=providers)
         on_disk = ondisk.session_source(model)
         if on_disk is not None and len(on_disk[0]) < TWO_GB:  # weights read from the input's data file
-            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", on_disk[1])
-            return ort.InferenceSession(on_disk[0], opts, providers=providers)
+            serialized, folder, arrays = on_disk
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
+            if arrays:
+                opts.add_external_initializers(list(arrays), values)
+            sess = ort.InferenceSession(serialized, opts, providers=providers)
+            sess._onnxslim_arrays = values  # onnxruntime uses their memory: they must live as long as it
+            return sess
         if model_bytes(model) < TWO_GB and not ondisk.lazy_tensors(model):
             return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
         tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")

@@ -132,3 +132,30 @@ def test_prune_and_int4_on_disk_equal_the_in_memory_run(tmp_path, configs):
     want = runtime.session(eager).run(None, {"x": x})[0]
     np.testing.assert_array_equal(runtime.session(lazy).run(None, {"x": x})[0], want)
     assert graph.model_bytes(lazy) < graph.model_bytes(lazy_in)
+
+
+@pytest.mark.parametrize("args", [[], ["--prune", "0.3"], ["--quantize", "int4"]])
+def test_cli_on_a_decoder_with_external_data(tmp_path, args):
+    """The tiny decoder of models/build_decoder.py written with external data: every command writes a model
+    onnxruntime runs from its own data file; the bare one computes the same logits, pruning keeps the
+    (unread) embeddings and the attention weights it only read for importance unchanged."""
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+    import build_decoder
+
+    spec = build_decoder.Spec(layers=2, hidden=64, heads=4, ffn=256, vocab=512, max_seq=32)
+    path = build_decoder.save(spec, tmp_path / "dec.onnx", external=True)
+    out = tmp_path / "out.onnx"
+    proc = subprocess.run([sys.executable, "-m", "onnxslim.cli", str(path), str(out), "--input-shape", "input_ids:1,16",
+                           "--no-latency", "-q", *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    ids = {"input_ids": np.random.default_rng(4).integers(0, 512, (1, 16)).astype(np.int64)}
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, ids)[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, ids)[0]
+    assert got.shape == want.shape
+    if not args:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    saved = {t.name: t for t in onnx.load(str(out)).graph.initializer}
+    original = {t.name: t for t in onnx.load(str(path)).graph.initializer}
+    for name in ("tok_embed", "lm_head.weight") if "--prune" in args else ():
+        np.testing.assert_array_equal(numpy_helper.to_array(saved[name]), numpy_helper.to_array(original[name]))
