@@ -9,6 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
@@ -333,10 +334,19 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
     for tensor in graph.tensors().values():
         values = getattr(tensor, "_values", None)  # gs keeps a Constant's lazily read values there
         if type(values) is gs.ir.tensor.LazyValues and ondisk.is_lazy(values.tensor):
-            tensor._values = DiskValues(values.tensor)
+            tensor._values = tensor._onnxslim_disk = DiskValues(values.tensor)
             # gs stamps this on a Constant whose values a pass loaded: it would export raw data marked external
             tensor.data_location = None
     return graph
+
+
+def _back_on_disk(graph: gs.Graph) -> None:
+    """A weight a pass read (gs keeps the array in the Constant) but left as it was goes back to its reference
+    on disk, so the export neither copies it nor holds it in memory (compared chunk by chunk with the file)."""
+    for tensor in graph.tensors().values():
+        disk = getattr(tensor, "_onnxslim_disk", None)
+        if disk is not None and isinstance(tensor._values, np.ndarray) and ondisk.same_values(disk.tensor, tensor._values):
+            tensor._values = disk
 
 
 class DiskValues(gs.ir.tensor.LazyValues):
@@ -351,6 +361,7 @@ class DiskValues(gs.ir.tensor.LazyValues):
 def to_model(graph: gs.Graph, like: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """Export a gs.Graph, keeping the original's opset imports and metadata."""
     graph.cleanup().toposort()
+    _back_on_disk(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     if like is not None:
         del model.opset_import[:]

@@ -27,6 +27,8 @@ from .light import light_copy
 
 CHUNK = 64 * 2**20  # bytes read at a time when copying or scanning a lazy tensor
 PLACEHOLDER = "weights.data"
+IN_MEMORY = "onnxslim-in-memory.bin"  # the stand-in location of a weight handed to onnxruntime as an array
+HAND_OVER_BYTES = 2**16  # inline tensors from this size are handed over (sessions) or left out (checker)
 
 
 def is_lazy(tensor: onnx.TensorProto) -> bool:
@@ -81,6 +83,19 @@ def to_array(tensor: onnx.TensorProto) -> np.ndarray:
     return read_array(tensor) if is_lazy(tensor) else onnx.numpy_helper.to_array(tensor)
 
 
+def same_values(tensor: onnx.TensorProto, array: np.ndarray) -> bool:
+    """Whether `array` holds exactly the lazy tensor's bytes (dtype and dims too)."""
+    if array.dtype != onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type) or array.shape != tuple(int(d) for d in tensor.dims):
+        return False
+    flat = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    at = 0
+    for block in chunks(tensor):
+        if flat[at:at + len(block)] != block:
+            return False
+        at += len(block)
+    return at == len(flat)
+
+
 def copy_into(tensor: onnx.TensorProto, fh) -> int:
     """Append a lazy tensor's bytes to an open file; the number of bytes written."""
     written = 0
@@ -114,9 +129,19 @@ def _relative(folder: str):
         out.CopyFrom(tensor)
         for entry in out.external_data:
             if entry.key == "location":
-                entry.value = os.path.relpath(entry.value, folder) if folder else PLACEHOLDER
+                entry.value = os.path.relpath(entry.value, folder)
         return out
     return convert
+
+
+def _placeholder(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    """A large tensor, lazy or inline, as a reference to the checker's empty placeholder file."""
+    if not is_lazy(tensor) and not (tensor.HasField("raw_data") and tensor.ByteSize() >= HAND_OVER_BYTES):
+        return tensor
+    out = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims, doc_string=tensor.doc_string,
+                           data_location=onnx.TensorProto.EXTERNAL)
+    out.external_data.add(key="location", value=PLACEHOLDER)
+    return out
 
 
 def check_onnx(model: onnx.ModelProto, *, full_check: bool = False) -> None:
@@ -126,7 +151,7 @@ def check_onnx(model: onnx.ModelProto, *, full_check: bool = False) -> None:
     if not lazy_tensors(model):
         onnx.checker.check_model(model, full_check=full_check)
         return
-    light = light_copy(model, convert=_relative(""))
+    light = light_copy(model, convert=_placeholder)
     with tempfile.TemporaryDirectory(prefix="onnxslim-check-") as folder:
         Path(folder, PLACEHOLDER).touch()
         path = os.path.join(folder, "model.onnx")
@@ -135,8 +160,6 @@ def check_onnx(model: onnx.ModelProto, *, full_check: bool = False) -> None:
         onnx.checker.check_model(path, full_check=full_check)
 
 
-IN_MEMORY = "onnxslim-in-memory.bin"  # the stand-in location of a weight handed to onnxruntime as an array
-HAND_OVER_BYTES = 2**16
 
 
 def session_source(model: onnx.ModelProto) -> tuple[bytes, str, dict] | None:
