@@ -340,6 +340,13 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
     return graph
 
 
+def values_of(constant: gs.Constant) -> np.ndarray:
+    """A Constant's values; a weight on disk is read, not kept in the Constant (gs's `values` keeps it)."""
+    if isinstance(constant._values, DiskValues):
+        return constant._values.load()
+    return constant.values
+
+
 def _back_on_disk(graph: gs.Graph) -> None:
     """A weight a pass read (gs keeps the array in the Constant) but left as it was goes back to its reference
     on disk, so the export neither copies it nor holds it in memory (compared chunk by chunk with the file)."""

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxslim.graph import DiskValues
+from onnxslim.graph import DiskValues, values_of
 
 FLOATS = (np.float16, np.float32, np.float64)
 
@@ -14,9 +14,7 @@ FLOATS = (np.float16, np.float32, np.float64)
 def const(t) -> np.ndarray | None:
     """The value of a constant tensor, else None."""
     if isinstance(t, gs.Constant):
-        if isinstance(t._values, DiskValues):  # read, not kept: an unchanged weight stays a reference on disk
-            return t._values.load()
-        v = t.values
+        v = values_of(t)  # a weight on disk is read, not kept: unchanged, it stays a reference on disk
         return v.load() if hasattr(v, "load") else np.asarray(v)  # LazyValues: initializers read on demand
     return None
 
