@@ -141,9 +141,10 @@ def _optimize(model, output, output_opt, o, passes):
     original = graph.load_model(src, lazy=True)  # weights stay on disk (onnxslim.ondisk)
     shapes = inputs.parse_input_shapes(o["input_shape"])
     configs = {p.name: p.config_from_options(o) for p in passes}
-    if not _requested(passes, o):
+    if not _requested(passes, o) and not o["quiet"]:
         flags = ", ".join(opt.flags[0] for p in passes if not p.always for _, opt in config_options(p.config) if opt.enables)
-        click.echo(f"onnxslim: no pass requested ({flags}): cleanup and validation only", err=True)
+        only = "lossless cleanup" + ("" if o["no_validate"] else " and validation")
+        click.echo(f"onnxslim: no pass requested ({flags}): {only} only", err=True)
     # a pass that calibrates asks for data even without --calib (the random-data warning); dynamic int8 and
     # the weight-only modes do not
     need_calib = bool(o["calib"]) or any(c is not None and p.wants_calibration(c) for p, c in zip(passes, configs.values()))

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 
 from . import check, external, ondisk, sparse
 from .errors import SlimError
-from .light import SMALL_TENSOR, dataless_tensor, is_repeated as _is_repeated, light_copy
+from .light import SMALL_TENSOR, copy_fields, dataless_tensor, is_repeated as _is_repeated, light_copy
 
 TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
 
@@ -44,7 +44,7 @@ def load_model(path: str | os.PathLike, *, lazy: bool = False) -> onnx.ModelProt
     _load_external_data(model, path.parent, lazy)
     check.check_tensors(model)  # before anything sizes or copies a tensor by its dims
     try:
-        ondisk.check_onnx(model) if model_bytes(model, structure=True) < TWO_GB else None
+        ondisk.check_onnx(model) if fits_protobuf(model) else None  # weights on disk count for nothing here
     except Exception as err:  # ValidationError, or a UnicodeDecodeError of its message on corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
         raise SlimError(f"{path}: invalid ONNX model: {first}") from None
@@ -111,7 +111,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: s
         raise SlimError(f"output {path} is the input model; refusing to overwrite it")
     if path.is_dir():
         raise SlimError(f"output {path} is a folder; give a file name")
-    large = external_data or (model_bytes(model) >= TWO_GB if _all_inline(model) else True)
+    large = external_data or (not fits_protobuf(model) if _all_inline(model) else True)
     data_path = path.parent / (path.name + ".data")
     targets = [path] + ([data_path] if large else [])
     if input_path is not None and any(t.exists() for t in targets):
@@ -250,36 +250,93 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-EXACT_SIZE_LIMIT = 64 * 2**20  # below this, model_bytes asks protobuf for the exact size
+EXACT_SIZE_LIMIT = TWO_GB  # below this, model_bytes is exact (_exact_size); above, an estimate
 
 
-def model_bytes(model: onnx.ModelProto, *, structure: bool = False) -> int:
-    """Serialized size: weights plus graph, the weights left on disk (onnxslim.ondisk) included unless
-    `structure` (what the checker's copy of such a model serializes).
+def model_bytes(model: onnx.ModelProto) -> int:
+    """Serialized size: weights plus graph, the weights left on disk (onnxslim.ondisk) included.
 
     upb's ByteSize() encodes the whole message to measure it (a transient copy of every weight: peak memory
-    measured at 3x the model), and refuses past 2 GB. So large models are measured as a copy without their
-    large tensors' data plus those tensors' data sizes (a few bytes of framing per tensor short)."""
-    data, lazy = [], []
+    measured at 3x the model, and 0.2-1 s on a 50-170 MB model), and refuses past 2 GB. So the size is
+    computed from the initializers' dims and the framing of their data (_exact_size), and past 2 GB estimated
+    from a copy without the large tensors' data (a few bytes of framing per tensor short)."""
+    estimate, dropped = _size_without_large_data(model)
+    if estimate < EXACT_SIZE_LIMIT:  # (sizes an initializer on disk as if inline; a Constant's value adds its data)
+        on_disk = sum(ondisk.lazy_bytes(t) for t in model.graph.initializer if ondisk.is_lazy(t))
+        return _exact_size(model) + ondisk.disk_bytes(model) - on_disk
+    return estimate + 8 * dropped + ondisk.disk_bytes(model)
+
+
+def _varint_len(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+def _field_len(payload: int) -> int:
+    """A length-delimited field with a one-byte tag: tag, length, payload."""
+    return 1 + _varint_len(payload) + payload
+
+
+def _exact_size(model: onnx.ModelProto) -> int:
+    """model.ByteSize() without encoding the raw data of the initializers (upb encodes a message to size
+    it): the model without its initializers, plus each initializer sized without its raw_data (whose length
+    its dims give) and that field's framing. The tags involved (graph 7, initializer 5, raw_data 9) are one
+    byte each."""
+    rest = onnx.ModelProto()
+    copy_fields(model, rest, skip="graph")
+    copy_fields(model.graph, rest.graph, skip="initializer")
+    graph = rest.graph.ByteSize()
+    for tensor in model.graph.initializer:
+        lazy = ondisk.is_lazy(tensor)
+        raw = ondisk.lazy_bytes(tensor) if lazy else _dims_bytes(tensor) if tensor.HasField("raw_data") else None
+        if raw is None:
+            graph += _field_len(tensor.ByteSize())
+            continue
+        header = onnx.TensorProto()
+        copy_fields(tensor, header, skip="raw_data", skip_also="external_data" if lazy else "")
+        if lazy:
+            header.ClearField("data_location")
+        graph += _field_len(header.ByteSize() + _field_len(raw))
+    return rest.ByteSize() - _field_len(rest.graph.ByteSize()) + _field_len(graph)
+
+
+# framing a tensor's data adds when it is put back: the data field's tag and length (<= 6 bytes), and the
+# length prefixes of the messages that hold the tensor growing by up to 4 bytes each (attribute, node, graph)
+_FRAMING_BOUND = 6 + 4 * 4
+
+
+def fits_protobuf(model: onnx.ModelProto) -> bool:
+    """Whether the model serializes under protobuf's 2 GB limit. An upper bound of its size from a copy
+    without its large tensors' data: the exact size (model_bytes) costs an encoding of every weight, and
+    this is asked on every load, save and check."""
+    return size_upper_bound(model) < TWO_GB
+
+
+def size_upper_bound(model: onnx.ModelProto) -> int:
+    """At least the serialized size, within a few bytes a large tensor (no encoding of the weights)."""
+    estimate, dropped = _size_without_large_data(model)
+    return estimate + _FRAMING_BOUND * (dropped + 1)
+
+
+def _size_without_large_data(model: onnx.ModelProto) -> tuple[int, int]:
+    """(size of the model without its large tensors' data + those data sizes, number of tensors dropped)."""
+    data = []
 
     def drop(tensor):
-        if ondisk.is_lazy(tensor):
-            lazy.append(0 if structure else ondisk.lazy_bytes(tensor))
         light = dataless_tensor(tensor)
         if light is not tensor:
             data.append(_data_bytes(tensor))
         return light
 
-    estimate = light_copy(model, convert=drop).ByteSize() + sum(data) + sum(lazy)
-    if estimate < EXACT_SIZE_LIMIT and not lazy:
-        return model.ByteSize()
-    return estimate + 8 * len(data)
+    return light_copy(model, convert=drop).ByteSize() + sum(data), len(data)
 
 
 def _data_bytes(tensor: onnx.TensorProto) -> int:
     """Bytes of a tensor's data held in the proto, without reading it (reading raw_data copies it)."""
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return 0
+    varints = len(tensor.int32_data) + len(tensor.int64_data) + len(tensor.uint64_data)
+    if varints:  # varint-encoded: up to 10 bytes a value (a negative int32 is sign-extended)
+        return 10 * varints
     size = _dims_bytes(tensor)
     return tensor.ByteSize() if size is None else size
 

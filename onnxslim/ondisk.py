@@ -50,6 +50,11 @@ def lazy_bytes(tensor: onnx.TensorProto) -> int:
     return source(tensor)[2]
 
 
+def disk_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the model's weights left on disk."""
+    return sum(lazy_bytes(t) for t in lazy_tensors(model))
+
+
 def chunks(tensor: onnx.TensorProto, size: int = CHUNK):
     """The tensor's bytes, `size` at a time (plain reads: the page cache holds them, not our RSS)."""
     path, offset, length = source(tensor)

@@ -18,7 +18,7 @@ import onnx
 
 
 from .errors import SlimError
-from .graph import TWO_GB, model_bytes
+from .graph import fits_protobuf
 from .runtime import LOAD_FAILED, session
 from .inputs import check_run_memory, model_inputs, random_feeds, symbolic_shapes
 
@@ -120,7 +120,7 @@ def _search(model: onnx.ModelProto, shapes: dict, free: set, sources: dict) -> R
 
 def _session(model: onnx.ModelProto):
     """A session of the original, or why there is none (a custom op onnxruntime lacks, an invalid model...)."""
-    if model_bytes(model) >= TWO_GB:
+    if not fits_protobuf(model):
         return "the model is over 2 GB; give --input-shape for its dynamic dims"
     try:
         return session(model)

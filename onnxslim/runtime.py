@@ -19,13 +19,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from . import ondisk
 from .errors import SlimError
-from .graph import TWO_GB, ExternalWriter, infer_shapes, light_copy, model_bytes
+from .lazy_import import lazy_module
+from .graph import TWO_GB, ExternalWriter, fits_protobuf, infer_shapes, light_copy
 from .progress import silent
 from .units import first_line
+
+ort = lazy_module("onnxruntime")
 
 LOAD_FAILED = "onnxruntime cannot load the model"
 # tensors at least this large go to the external data file when a model must be saved for onnxruntime
@@ -69,7 +71,7 @@ def session(model: onnx.ModelProto | str | os.PathLike, *, threads: int | None =
             sess = ort.InferenceSession(serialized, opts, providers=providers)
             sess._onnxslim_arrays = values  # onnxruntime uses their memory: they must live as long as it
             return sess
-        if model_bytes(model) < TWO_GB and not ondisk.lazy_tensors(model):
+        if fits_protobuf(model) and not ondisk.lazy_tensors(model):
             return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
         tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")
         sess = ort.InferenceSession(save_external(model, tmp.name), opts, providers=providers)

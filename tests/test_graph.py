@@ -431,3 +431,46 @@ def test_missing_file_and_folder(tmp_path):
     with pytest.raises(SlimError) as err:
         graph.load_model(tmp_path)
     assert "folder" in _one_line_error(err)
+
+
+def test_size_upper_bound_is_at_least_the_serialized_size_without_encoding_the_weights():
+    """fits_protobuf decides the >2 GB paths from this bound: it must never be below the exact size, whatever
+    holds the data (raw bytes, packed floats, varint int32/int64 with negatives that take 10 bytes each, a
+    Constant node's tensor nested in an attribute), and stay within a few bytes a tensor of it."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxslim.graph import fits_protobuf, model_bytes, size_upper_bound
+    rng = np.random.default_rng(0)
+    raw = numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "raw")
+    floats = helper.make_tensor("floats", TensorProto.FLOAT, [80, 80], rng.standard_normal(6400).tolist())
+    negative = helper.make_tensor("neg", TensorProto.INT64, [5000], (-rng.integers(1, 2**40, 5000)).tolist())
+    int8s = helper.make_tensor("int8s", TensorProto.INT8, [6000], (-rng.integers(1, 100, 6000)).tolist())
+    const = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones((70, 70), np.float32)))
+    graph = helper.make_graph(
+        [const, helper.make_node("Add", ["c", "c"], ["y"])], "g", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [70, 70])], [raw, floats, negative, int8s])
+    model = helper.make_model(graph)
+    exact = model.ByteSize()
+    assert model_bytes(model) == exact
+    assert exact <= size_upper_bound(model) <= exact + 4 * 6000 + 200  # int8 varints: 10 bytes bound, 2 used
+    assert fits_protobuf(model)
+
+
+def test_model_bytes_is_exact_without_encoding_the_weights():
+    """The size from dims and framing equals the serialized length, whatever the initializers carry: raw
+    data of every length class of the varint (1-3 bytes of length), packed floats, doc strings, an external
+    reference, Constant nodes; and a model over the old 64 MB exact-size limit."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), f"w{n}") for n in (1, 31, 32, 5000, 40000)]
+    inits[2].doc_string = "a weight with a doc string"
+    inits.append(helper.make_tensor("packed", TensorProto.FLOAT, [100], rng.standard_normal(100).tolist()))
+    external = TensorProto(name="ext", data_type=TensorProto.FLOAT, dims=[1000, 1000])
+    external.data_location = TensorProto.EXTERNAL
+    external.external_data.add(key="location", value="w.bin")
+    inits.append(external)
+    inits.append(numpy_helper.from_array(np.zeros(17 * 2**20, np.float32), "big"))  # 68 MB
+    const = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones((70, 70), np.float32)))
+    model = helper.make_model(helper.make_graph(
+        [const, helper.make_node("Add", ["c", "c"], ["y"])], "g", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [70, 70])], inits), doc_string="model")
+    assert graph.model_bytes(model) == len(model.SerializeToString())

@@ -12,7 +12,7 @@ from onnxslim.ops.heads import head_layout
 from onnxslim.passes import cleanup
 from onnxslim.passes.prune.apply import apply_plan
 
-from attention_blocks import encoder_block, feed
+from attention_blocks import attention_op_block, encoder_block, feed
 from oracle import run
 
 WIDTH, HEADS, FFN = 32, 4, 48
@@ -117,7 +117,6 @@ def test_channel_shuffle_reshape_keeps_the_widest_carrier():
 def test_attention_op_removes_heads_or_kv_groups(four_d, kv_heads):
     """ONNX Attention (opset 23): a unit is a KV head with its query heads; removing unit 0 equals zeroing the
     output projection's inputs of its query heads, and the head-count attributes follow."""
-    from attention_blocks import attention_op_block
     clean = cleanup.run(attention_op_block(kv_heads=kv_heads, four_d=four_d)).model
     analysis = analyze(clean)
     (g,) = head_groups(analysis)
@@ -135,8 +134,9 @@ def test_attention_op_removes_heads_or_kv_groups(four_d, kv_heads):
     if not four_d:
         assert attrs == {"q_num_heads": HEADS - HEADS // kv_heads, "kv_num_heads": kv_heads - 1}
     shapes = {"x": (2, 5, WIDTH)}
-    # K and V lose one head of D features, Q and the output projection the group's query heads
-    saved = 2 * 5 * WIDTH * (2 * DIM + 2 * len(query_heads) * DIM)
+    # K and V lose one head of D features, Q and the output projection the group's query heads, and the
+    # Attention op its query heads' scores and weighted sums (S x S x (D + D) each)
+    saved = 2 * 5 * WIDTH * (2 * DIM + 2 * len(query_heads) * DIM) + 2 * len(query_heads) * 5 * 5 * 2 * DIM
     assert model_cost(clean, shapes)["macs"] - model_cost(pruned, shapes)["macs"] == saved
 
 
@@ -162,3 +162,19 @@ def test_packed_qkv_heads(form):
     assert model_cost(pruned)["macs"] < model_cost(clean)["macs"]
     for seed in range(3):  # random keep-sets of every group against the masked model
         check_oracle(model, seed=seed, keep_prob=0.5)
+
+
+def test_attention_op_counts_its_own_macs_in_both_forms_and_with_grouped_kv():
+    """Q K^T and weights x V for every query head: B * Hq * S * Skv * (D + Dv); GQA shares K and V between
+    query heads, so it does not change the count; a past KV cache lengthens Skv."""
+    from onnx import helper
+    from onnxslim import ops
+    from onnxslim.cost import node_costs
+    expected = 2 * 4 * 6 * 6 * (8 + 8)
+    for four_d, kv_heads in [(False, 4), (False, 2), (True, 4)]:
+        costs = node_costs(attention_op_block(four_d=four_d, kv_heads=kv_heads), {"x": (2, 6, 32)})
+        assert [c.macs for c in costs if c.op_type == "Attention"] == [expected]
+    node = helper.make_node("Attention", ["q", "k", "v", "", "pk", "pv"], ["y"])
+    shapes = {"q": (1, 4, 1, 8), "k": (1, 2, 1, 8), "v": (1, 2, 1, 16), "pk": (1, 2, 9, 8)}
+    assert ops.node_macs(node, shapes) == 1 * 4 * 1 * 10 * (8 + 16)
+    assert ops.node_macs(node, {**shapes, "q": (1, 4, None, 8)}) is None

@@ -112,8 +112,8 @@ register("ConvTranspose", channels=conv_transpose, macs=mac.conv_transpose_macs,
 register("Gemm", channels=gemm, macs=mac.gemm_macs, kernels=("Gemm", "FusedGemm"), linear=True)
 register("MatMul", channels=matmul, macs=mac.matmul_counter(0, 1), kernels=("MatMul", "FusedMatMul"), linear=True)
 register("Einsum", macs=mac.einsum_macs)
-# -- attention: heads are channel groups (heads.py); the Attention op (opset 23) counts no MACs of its own yet
-register("Attention", channels=attention)
+# -- attention: heads are channel groups (heads.py)
+register("Attention", channels=attention, macs=mac.attention_macs)
 register("Gather", channels=heads.gather)
 # -- quantized forms: MACs and profile kernels only (pruning and the other passes work on float models)
 register("ConvInteger", macs=mac.conv_counter(0, 1), kernels=("ConvInteger",))

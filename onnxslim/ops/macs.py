@@ -64,6 +64,33 @@ def matmul_nbits_macs(node, shapes):
     return int(np.prod(a[:-1], dtype=np.int64)) * int(attrs["K"]) * int(attrs["N"]) if a else None
 
 
+def attention_macs(node, shapes):
+    """ONNX Attention (opset 23): Q K^T and the weights times V for every query head,
+    B * Hq * Sq * Skv * (D + Dv), with Skv including a past KV cache. Q, K, V in the 4-D form
+    [B, heads, S, D] or the 3-D form [B, S, heads * D] with the head-count attributes."""
+    attrs = attrs_of(node)
+    q, k, v = (_shape_at(node, shapes, i) for i in range(3))
+    past = _shape_at(node, shapes, 4)
+    if any(s is None or static_shape(tuple(s)) is None for s in (q, k, v)) or (past is not None and static_shape(tuple(past)) is None):
+        return None
+    if len(q) == 4:
+        batch, q_heads, q_seq, _ = q
+    elif len(q) == 3 and attrs.get("q_num_heads"):
+        batch, q_seq, _ = q
+        q_heads = int(attrs["q_num_heads"])
+    else:
+        return None
+    q_dim, kv_seq = q[-1] // (1 if len(q) == 4 else q_heads), k[-2]
+    if len(v) == 4:
+        v_dim = v[3]
+    elif attrs.get("kv_num_heads"):
+        v_dim = v[2] // int(attrs["kv_num_heads"])
+    else:
+        return None
+    kv_seq += past[-2] if past is not None else 0
+    return int(batch) * int(q_heads) * int(q_seq) * int(kv_seq) * (int(q_dim) + int(v_dim))
+
+
 def conv_output_spatial(in_spatial, kernel, *, strides=None, pads=None, dilations=None, auto_pad="NOTSET") -> tuple:
     """Output spatial dims of Conv per the ONNX spec (pads are [begin..., end...])."""
     n = len(in_spatial)

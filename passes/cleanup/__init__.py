@@ -17,7 +17,8 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
-from onnxslim.graph import infer_shapes, model_bytes, to_graph, to_model
+from onnxslim import ondisk
+from onnxslim.graph import infer_shapes, size_upper_bound, to_graph, to_model
 from onnxslim.protocol import BATCHNORM, FLOAT32, FOLDED, NORMALIZED, Pass, option
 from onnxslim.summary import cleanup_lines
 
@@ -81,7 +82,7 @@ class CleanupPass(Pass):
 
 def default_size_threshold(model: onnx.ModelProto) -> int:
     """Twice the model (a fold may not more than triple the file), within [64 MiB, 1 GiB]."""
-    return int(min(GIB, max(64 * 2**20, 2 * model_bytes(model))))
+    return int(min(GIB, max(64 * 2**20, 2 * (size_upper_bound(model) + ondisk.disk_bytes(model)))))
 
 
 def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Context | None = None) -> PassResult:
@@ -153,7 +154,12 @@ def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: in
         static += made
         if not made:
             return graph, static
-        model, more = fold(to_model(graph, like=model), threshold)
+        model = to_model(graph, like=model)  # drops the shape subgraphs the static shapes left dead
+        if not _reads_shapes(model.graph):
+            # only a Shape or Size node can fold once the dims after a Reshape are known; without one the
+            # fold would change nothing (and it is the larger part of the bare command's time)
+            continue
+        model, more = fold(model, threshold)
         folding.folded_nodes += more.folded_nodes
         folding.dead_nodes += more.dead_nodes
         folding.passthrough += more.passthrough
@@ -161,6 +167,17 @@ def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: in
         folding.shape_reads += more.shape_reads
         folding.too_large = more.too_large or folding.too_large
     return to_graph(infer_shapes(model)), static
+
+
+def _reads_shapes(graph: onnx.GraphProto) -> bool:
+    """A Shape or Size node anywhere, subgraphs included."""
+    for node in graph.node:
+        if node.op_type in ("Shape", "Size") and node.domain in ("", "ai.onnx"):
+            return True
+        for attr in node.attribute:
+            if any(_reads_shapes(g) for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)):
+                return True
+    return False
 
 
 def _rewrite_rules(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfig) -> dict[str, int]:

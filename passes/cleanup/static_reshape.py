@@ -6,6 +6,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.graph import infer_shapes, light_copy, to_graph, to_model
+from onnxslim.shape_folding import fold_small_constants
 
 
 def _concrete_shapes(model: onnx.ModelProto, sizes: list[int], need: tuple[str, ...] = ()) -> dict[str, tuple]:
@@ -28,6 +29,13 @@ def _concrete_shapes(model: onnx.ModelProto, sizes: list[int], need: tuple[str, 
     inferred = infer_shapes(probe)
     shapes = _known_shapes(inferred)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    # numpy first (the common shape ops on small tensors): the same values as the fold below at a fraction
+    # of its time (each round of it imports, folds and exports the whole probe through onnxruntime)
+    for _ in range(4 if opset < 15 else 0):
+        if all(name in shapes for name in need) or not fold_small_constants(inferred, shapes):
+            break
+        inferred = infer_shapes(inferred, inplace=True)
+        shapes.update(_known_shapes(inferred))
     # from opset 15 on, the rounds of _fold reach the same shapes more cheaply
     for _ in range(4 if opset < 15 else 0):
         if all(name in shapes for name in need):

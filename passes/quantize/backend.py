@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from onnxslim.errors import SlimError
-from onnxslim.graph import TWO_GB, model_bytes
+from onnxslim.graph import fits_protobuf
+from onnxslim.lazy_import import lazy_module
+
+ort = lazy_module("onnxruntime")
 
 
 @dataclass
@@ -36,7 +38,7 @@ class QdqSettings:
 
 def float_activations(model: onnx.ModelProto) -> list[str]:
     """Names of every float tensor produced by a node or fed as a graph input (shape-inferred types)."""
-    inferred = onnx.shape_inference.infer_shapes(model) if model_bytes(model) < TWO_GB else model
+    inferred = onnx.shape_inference.infer_shapes(model) if fits_protobuf(model) else model
     types = {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
     inits = {i.name for i in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in inits]
@@ -114,7 +116,7 @@ def quantize_dynamic_int8(model: onnx.ModelProto, *, per_channel: bool, op_types
     from onnxruntime.quantization import QuantType, quantize_dynamic
     with tempfile.TemporaryDirectory(prefix="onnxslim-qd-") as tmp:
         src, out = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "q.onnx")
-        onnx.save_model(model, src, save_as_external_data=model_bytes(model) >= TWO_GB)
+        onnx.save_model(model, src, save_as_external_data=not fits_protobuf(model))
         try:
             with quiet():
                 quantize_dynamic(src, out, op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
