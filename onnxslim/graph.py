@@ -9,14 +9,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from . import check, external, ondisk, sparse
 from .errors import SlimError
-from .light import SMALL_TENSOR, copy_fields, dataless_tensor, is_repeated as _is_repeated, light_copy
+from .light import copy_fields, dataless_tensor, is_repeated as _is_repeated, light_copy
 
 TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
 
@@ -79,25 +78,8 @@ def _external_tensors(model: onnx.ModelProto):
 
 def _load_external_data(model: onnx.ModelProto, base_dir: Path, lazy: bool) -> None:
     # the wrappers are held in `kept`: an id is only stable while its protobuf wrapper lives
-    kept = [t for t in _main_tensors(model) if _stays_on_disk(t)] if lazy else []
+    kept = [t for t in ondisk.main_tensors(model) if ondisk.stays_on_disk(t, _dims_bytes)] if lazy else []
     external.load_external_data(model, base_dir, _dims_bytes, {id(t) for t in kept})
-
-
-def _main_tensors(model: onnx.ModelProto):
-    """The tensors light_copy sees: the main graph's initializers and Constant values."""
-    yield from model.graph.initializer
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            yield from (a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
-
-
-def _stays_on_disk(tensor: onnx.TensorProto) -> bool:
-    """Large, numeric, and its `length` what its dims call for (else it is read, and checked as before)."""
-    if tensor.data_location != onnx.TensorProto.EXTERNAL or math.prod(int(d) for d in tensor.dims) <= SMALL_TENSOR:
-        return False
-    length = next((e.value for e in tensor.external_data if e.key == "length"), None)
-    want = _dims_bytes(tensor)
-    return want is not None and (length is None or length == str(want))
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
@@ -388,44 +370,14 @@ def infer_shapes(model: onnx.ModelProto, *, inplace: bool = False) -> onnx.Model
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
     graph = gs.import_onnx(model)
-    for tensor in graph.tensors().values():
-        values = getattr(tensor, "_values", None)  # gs keeps a Constant's lazily read values there
-        if type(values) is gs.ir.tensor.LazyValues and ondisk.is_lazy(values.tensor):
-            tensor._values = tensor._onnxslim_disk = DiskValues(values.tensor)
-            # gs stamps this on a Constant whose values a pass loaded: it would export raw data marked external
-            tensor.data_location = None
+    ondisk.attach(graph)  # its weights on disk become DiskValues
     return graph
-
-
-def values_of(constant: gs.Constant) -> np.ndarray:
-    """A Constant's values; a weight on disk is read, not kept in the Constant (gs's `values` keeps it)."""
-    if isinstance(constant._values, DiskValues):
-        return constant._values.load()
-    return constant.values
-
-
-def _back_on_disk(graph: gs.Graph) -> None:
-    """A weight a pass read (gs keeps the array in the Constant) but left as it was goes back to its reference
-    on disk, so the export neither copies it nor holds it in memory (compared chunk by chunk with the file)."""
-    for tensor in graph.tensors().values():
-        disk = getattr(tensor, "_onnxslim_disk", None)
-        if disk is not None and isinstance(tensor._values, np.ndarray) and ondisk.same_values(disk.tensor, tensor._values):
-            tensor._values = disk
-
-
-class DiskValues(gs.ir.tensor.LazyValues):
-    """The values of a tensor left on disk (onnxslim.ondisk): read by `load` (onnx's reader refuses the
-    absolute location), exported as the same reference (gs's exporter reuses a LazyValues' proto unread).
-    Read a Constant's values with passes/rewrite/util.const: `Constant.values` would keep them in memory."""
-
-    def load(self):
-        return ondisk.read_array(self.tensor)
 
 
 def to_model(graph: gs.Graph, like: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """Export a gs.Graph, keeping the original's opset imports and metadata."""
     graph.cleanup().toposort()
-    _back_on_disk(graph)
+    ondisk.back_on_disk(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     if like is not None:
         del model.opset_import[:]

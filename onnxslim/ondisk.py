@@ -14,16 +14,18 @@ to change. And a memory map counts its touched pages in the process's RSS; plain
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import onnx.numpy_helper
 
 from .external import all_tensors, location_of
-from .light import light_copy
+from .light import SMALL_TENSOR, light_copy
 
 CHUNK = 64 * 2**20  # bytes read at a time when copying or scanning a lazy tensor
 PLACEHOLDER = "weights.data"
@@ -34,6 +36,23 @@ HAND_OVER_BYTES = 2**16  # inline tensors from this size are handed over (sessio
 def is_lazy(tensor: onnx.TensorProto) -> bool:
     # only load_model writes absolute locations (a model file's own are refused as outside its folder)
     return tensor.data_location == onnx.TensorProto.EXTERNAL and os.path.isabs(location_of(tensor))
+
+
+def main_tensors(model: onnx.ModelProto):
+    """The tensors light_copy sees, the only ones left on disk: the main graph's initializers and Constant values."""
+    yield from model.graph.initializer
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            yield from (a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
+
+
+def stays_on_disk(tensor: onnx.TensorProto, dims_bytes) -> bool:
+    """Large, numeric, and its `length` what its dims call for (else it is read, and checked as before)."""
+    if tensor.data_location != onnx.TensorProto.EXTERNAL or math.prod(int(d) for d in tensor.dims) <= SMALL_TENSOR:
+        return False
+    length = next((e.value for e in tensor.external_data if e.key == "length"), None)
+    want = dims_bytes(tensor)
+    return want is not None and (length is None or length == str(want))
 
 
 def lazy_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -194,3 +213,40 @@ def session_source(model: onnx.ModelProto) -> tuple[bytes, str, dict] | None:
         return out
 
     return light_copy(model, convert=convert).SerializeToString(), folder, arrays
+
+
+# -- onnx-graphsurgeon ------------------------------------------------------------------------------
+
+class DiskValues(gs.ir.tensor.LazyValues):
+    """The values of a tensor left on disk: read by `load` (onnx's reader refuses the absolute location),
+    exported as the same reference (gs's exporter reuses a LazyValues' proto unread). Read a Constant's
+    values with `values_of`: gs's `Constant.values` would keep them in memory."""
+
+    def load(self):
+        return read_array(self.tensor)
+
+
+def attach(graph: gs.Graph) -> None:
+    """gs.import_onnx made LazyValues of the weights on disk (onnx's reader would refuse them): DiskValues."""
+    for tensor in graph.tensors().values():
+        values = getattr(tensor, "_values", None)  # gs keeps a Constant's lazily read values there
+        if type(values) is gs.ir.tensor.LazyValues and is_lazy(values.tensor):
+            tensor._values = tensor._onnxslim_disk = DiskValues(values.tensor)
+            # gs stamps this on a Constant whose values a pass loaded: it would export raw data marked external
+            tensor.data_location = None
+
+
+def values_of(constant: gs.Constant) -> np.ndarray:
+    """A Constant's values; a weight on disk is read, not kept in the Constant (gs's `values` keeps it)."""
+    if isinstance(constant._values, DiskValues):
+        return constant._values.load()
+    return constant.values
+
+
+def back_on_disk(graph: gs.Graph) -> None:
+    """A weight a pass read (gs keeps the array in the Constant) but left as it was goes back to its reference
+    on disk, so the export neither copies it nor holds it in memory (compared chunk by chunk with the file)."""
+    for tensor in graph.tensors().values():
+        disk = getattr(tensor, "_onnxslim_disk", None)
+        if disk is not None and isinstance(tensor._values, np.ndarray) and same_values(disk.tensor, tensor._values):
+            tensor._values = disk

@@ -138,7 +138,7 @@ class PrunePass(Pass):
         return config.importance in DATA_CRITERIA
 
     def weights_on_disk(self, config) -> bool:
-        return True  # reads weights through gs Constants (graph.DiskValues); only the pruned ones are rewritten
+        return True  # reads weights through gs Constants (ondisk.DiskValues); only the pruned ones are rewritten
 
     def run(self, model, config, ctx):
         return run(model, config, ctx)

@@ -8,7 +8,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxslim.channels import EXIT, Analysis
-from onnxslim.graph import clear_intermediate_shapes, infer_shapes, to_model, values_of
+from onnxslim.graph import clear_intermediate_shapes, infer_shapes, to_model
+from onnxslim.ondisk import values_of
 
 Plan = dict  # group id -> bool mask over the group's classes (True = keep)
 

@@ -9,7 +9,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.channels import BN_SCALE, EXIT, SOURCE, Analysis, Group
-from onnxslim.graph import values_of
+from onnxslim.ondisk import values_of
 
 WEIGHT_CRITERIA = ("l1", "l2", "bn", "random")
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxslim.graph import DiskValues, values_of
+from onnxslim.ondisk import DiskValues, values_of
 
 FLOATS = (np.float16, np.float32, np.float64)
 
