@@ -30,7 +30,7 @@ COMMANDS = {
 
 
 def run_child(argv: list[str], timeout: float) -> dict:
-    """Run argv; wall time, exit status and the child's own peak RSS (KiB on Linux)."""
+    """Run argv; wall and CPU time, exit status and the child's own peak RSS (KiB on Linux)."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = start + timeout
@@ -45,7 +45,9 @@ def run_child(argv: list[str], timeout: float) -> dict:
         time.sleep(0.2)
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().strip().splitlines()
+    # CPU seconds (user + sys) too: wall time on the shared machine says more about the other jobs
     return {"exit": proc.returncode, "seconds": round(time.perf_counter() - start, 1),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
             "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3), "stderr_last": err[-1] if err else ""}
 
 

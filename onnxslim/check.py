@@ -22,6 +22,7 @@ from onnx import numpy_helper
 
 from .attributes import check_node_attributes
 from .errors import SlimError, SlimWarning
+from . import ondisk
 from .external import all_tensors
 from .light import light_copy
 
@@ -52,6 +53,8 @@ def warn_values(model: onnx.ModelProto) -> None:
     floats = {T.FLOAT: np.float32, T.DOUBLE: np.float64, T.FLOAT16: np.float16}
 
     def finite(t):  # raw bytes viewed in place: no conversion copy of every weight
+        if ondisk.is_lazy(t):
+            return ondisk.all_finite(t, floats[t.data_type])
         if t.HasField("raw_data"):
             return bool(np.isfinite(np.frombuffer(t.raw_data, dtype=floats[t.data_type])).all())
         return bool(np.isfinite(numpy_helper.to_array(t)).all())

@@ -133,7 +133,7 @@ def _optimize(model, output, output_opt, o, passes):
     check_options(o, float_options(passes))
     if o["min_cosine"] is not None and o["no_validate"]:
         raise SlimError("--min-cosine needs validation; drop --no-validate")
-    original = graph.load_model(src)
+    original = graph.load_model(src, lazy=True)  # weights stay on disk (onnxslim.ondisk)
     shapes = inputs.parse_input_shapes(o["input_shape"])
     configs = {p.name: p.config_from_options(o) for p in passes}
     if not _requested(passes, o) and not o["quiet"]:

@@ -72,28 +72,42 @@ def resolve(base: Path, tensor: onnx.TensorProto) -> Path:
     return target
 
 
-def load_external_data(model: onnx.ModelProto, base_dir: Path, dims_bytes) -> None:
+def load_external_data(model: onnx.ModelProto, base_dir: Path, dims_bytes, keep=None) -> None:
     """Read every external tensor's bytes into the proto (`dims_bytes(tensor)` sizes a tensor without a
-    `length` entry), refusing locations outside `base_dir` and ranges past the end of the file."""
+    `length` entry), refusing locations outside `base_dir` and ranges past the end of the file.
+
+    `keep`: the tensors (by id) left on disk instead, as references to the resolved file with explicit
+    offset and length, after the same checks (onnxslim.ondisk)."""
     base = Path(base_dir).resolve()
+    keep = keep or set()
     for tensor in list(external_tensors(model)):
-        target = resolve(base, tensor)
-        info = {e.key: e.value for e in tensor.external_data}
-        try:
-            offset = int(info.get("offset") or 0)
-            length = int(info["length"]) if info.get("length") else None
-        except ValueError:
-            raise SlimError(f"external data of tensor '{tensor.name}' has a non-integer offset or length") from None
-        if length is None:  # the tensor's own size, not the rest of a maybe huge file
-            length = dims_bytes(tensor)
-        size = target.stat().st_size
-        # checked before reading: a corrupt length must not make us allocate it
-        if offset < 0 or (length is not None and (length < 0 or offset + length > size)) or offset > size:
-            raise SlimError(f"external data file '{location_of(tensor)}' is truncated (tensor '{tensor.name}' needs bytes "
-                            f"{offset}..{offset + (length or 0)}, the file has {size})")
+        target, offset, length = _checked_range(base, tensor, dims_bytes)
+        if id(tensor) in keep and length is not None:
+            del tensor.external_data[:]
+            for key, value in (("location", str(target)), ("offset", str(offset)), ("length", str(length))):
+                tensor.external_data.add(key=key, value=value)
+            continue
         with open(target, "rb") as fh:
             fh.seek(offset)
             data = fh.read(length) if length is not None else fh.read()
         tensor.raw_data = data
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _checked_range(base: Path, tensor: onnx.TensorProto, dims_bytes) -> tuple[Path, int, int | None]:
+    target = resolve(base, tensor)
+    info = {e.key: e.value for e in tensor.external_data}
+    try:
+        offset = int(info.get("offset") or 0)
+        length = int(info["length"]) if info.get("length") else None
+    except ValueError:
+        raise SlimError(f"external data of tensor '{tensor.name}' has a non-integer offset or length") from None
+    if length is None:  # the tensor's own size, not the rest of a maybe huge file
+        length = dims_bytes(tensor)
+    size = target.stat().st_size
+    # checked before reading: a corrupt length must not make us allocate it
+    if offset < 0 or (length is not None and (length < 0 or offset + length > size)) or offset > size:
+        raise SlimError(f"external data file '{location_of(tensor)}' is truncated (tensor '{tensor.name}' needs bytes "
+                        f"{offset}..{offset + (length or 0)}, the file has {size})")
+    return target, offset, length

@@ -13,15 +13,17 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
-from . import check, external, sparse
+from . import check, external, ondisk, sparse
 from .errors import SlimError
 from .light import copy_fields, dataless_tensor, is_repeated as _is_repeated, light_copy
 
 TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
 
 
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Load a model with its external data, refusing anything that is not a readable ONNX model."""
+def load_model(path: str | os.PathLike, *, lazy: bool = False) -> onnx.ModelProto:
+    """Load a model with its external data, refusing anything that is not a readable ONNX model.
+
+    lazy: large external tensors stay on disk as checked references (onnxslim.ondisk), not read."""
     path = Path(path)
     if not path.exists():
         raise SlimError(f"{path}: no such file")
@@ -38,10 +40,10 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     bad_string = _invalid_string_field(model)
     if bad_string:
         raise SlimError(f"{path}: the file is corrupt (field {bad_string} is not valid UTF-8)")
-    _load_external_data(model, path.parent)
+    _load_external_data(model, path.parent, lazy)
     check.check_tensors(model)  # before anything sizes or copies a tensor by its dims
     try:
-        onnx.checker.check_model(model, full_check=False) if fits_protobuf(model) else None
+        ondisk.check_onnx(model) if fits_protobuf(model) else None  # weights on disk count for nothing here
     except Exception as err:  # ValidationError, or a UnicodeDecodeError of its message on corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
         raise SlimError(f"{path}: invalid ONNX model: {first}") from None
@@ -74,8 +76,10 @@ def _external_tensors(model: onnx.ModelProto):
     return external.external_tensors(model)
 
 
-def _load_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
-    external.load_external_data(model, base_dir, _dims_bytes)
+def _load_external_data(model: onnx.ModelProto, base_dir: Path, lazy: bool) -> None:
+    # the wrappers are held in `kept`: an id is only stable while its protobuf wrapper lives
+    kept = [t for t in ondisk.main_tensors(model) if ondisk.stays_on_disk(t, _dims_bytes)] if lazy else []
+    external.load_external_data(model, base_dir, _dims_bytes, {id(t) for t in kept})
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, input_path: str | os.PathLike | None = None,
@@ -161,18 +165,23 @@ class ExternalWriter:
         self.fh, self.location, self.min_bytes = fh, location, min_bytes
 
     def __call__(self, tensor: onnx.TensorProto) -> onnx.TensorProto:
-        if (tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data")
-                or _data_bytes(tensor) < self.min_bytes):
+        lazy = ondisk.is_lazy(tensor)
+        if not lazy and (tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data")
+                         or _data_bytes(tensor) < self.min_bytes):
             return tensor
         self.fh.write(b"\0" * (-self.fh.tell() % self.ALIGN))
         offset = self.fh.tell()
-        data = tensor.raw_data
-        self.fh.write(data)
+        if lazy:  # file to file, a chunk at a time
+            length = ondisk.copy_into(tensor, self.fh)
+        else:
+            data = tensor.raw_data
+            self.fh.write(data)
+            length = len(data)
         out = onnx.TensorProto()
         out.name, out.data_type, out.doc_string = tensor.name, tensor.data_type, tensor.doc_string
         out.dims.extend(tensor.dims)
         out.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(len(data)))):
+        for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(length))):
             out.external_data.add(key=key, value=value)
         return out
 
@@ -227,16 +236,17 @@ EXACT_SIZE_LIMIT = TWO_GB  # below this, model_bytes is exact (_exact_size); abo
 
 
 def model_bytes(model: onnx.ModelProto) -> int:
-    """Serialized size: weights plus graph.
+    """Serialized size: weights plus graph, the weights left on disk (onnxslim.ondisk) included.
 
     upb's ByteSize() encodes the whole message to measure it (a transient copy of every weight: peak memory
     measured at 3x the model, and 0.2-1 s on a 50-170 MB model), and refuses past 2 GB. So the size is
     computed from the initializers' dims and the framing of their data (_exact_size), and past 2 GB estimated
     from a copy without the large tensors' data (a few bytes of framing per tensor short)."""
     estimate, dropped = _size_without_large_data(model)
-    if estimate < EXACT_SIZE_LIMIT:
-        return _exact_size(model)
-    return estimate + 8 * dropped
+    if estimate < EXACT_SIZE_LIMIT:  # (sizes an initializer on disk as if inline; a Constant's value adds its data)
+        on_disk = sum(ondisk.lazy_bytes(t) for t in model.graph.initializer if ondisk.is_lazy(t))
+        return _exact_size(model) + ondisk.disk_bytes(model) - on_disk
+    return estimate + 8 * dropped + ondisk.disk_bytes(model)
 
 
 def _varint_len(n: int) -> int:
@@ -258,12 +268,15 @@ def _exact_size(model: onnx.ModelProto) -> int:
     copy_fields(model.graph, rest.graph, skip="initializer")
     graph = rest.graph.ByteSize()
     for tensor in model.graph.initializer:
-        raw = _dims_bytes(tensor) if tensor.HasField("raw_data") else None
+        lazy = ondisk.is_lazy(tensor)
+        raw = ondisk.lazy_bytes(tensor) if lazy else _dims_bytes(tensor) if tensor.HasField("raw_data") else None
         if raw is None:
             graph += _field_len(tensor.ByteSize())
             continue
         header = onnx.TensorProto()
-        copy_fields(tensor, header, skip="raw_data")
+        copy_fields(tensor, header, skip="raw_data", skip_also="external_data" if lazy else "")
+        if lazy:
+            header.ClearField("data_location")
         graph += _field_len(header.ByteSize() + _field_len(raw))
     return rest.ByteSize() - _field_len(rest.graph.ByteSize()) + _field_len(graph)
 
@@ -356,12 +369,15 @@ def infer_shapes(model: onnx.ModelProto, *, inplace: bool = False) -> onnx.Model
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    return gs.import_onnx(model)
+    graph = gs.import_onnx(model)
+    ondisk.attach(graph)  # its weights on disk become DiskValues
+    return graph
 
 
 def to_model(graph: gs.Graph, like: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """Export a gs.Graph, keeping the original's opset imports and metadata."""
     graph.cleanup().toposort()
+    ondisk.back_on_disk(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     if like is not None:
         del model.opset_import[:]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from . import check, runshapes
+from . import check, ondisk, runshapes
 from . import inputs as inputs_mod
 from .calibration import Dataset, load_calibration
 from .context import Context
@@ -74,6 +74,8 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     edits = any(not p.always for p, _ in steps)  # a pass beyond the lossless cleanup
     input_shapes = dict(input_shapes or {})
     original = _load(model, edits, input_shapes)
+    if not all(p.weights_on_disk(c) for p, c in steps):
+        ondisk.materialize(original)  # a pass that reads and writes weights in the proto
     if isinstance(calibration, (str, Path)):
         calibration = load_calibration(calibration, original, input_shapes=input_shapes, seed=seed)
     val = _validation_data(data, original, input_shapes, val_size, labels, seed) if validate else (None, None)
@@ -209,8 +211,8 @@ def _shapes_for_run(original, input_shapes, data, calibration, shape_hints, vali
 
 def _check_valid(model: onnx.ModelProto) -> None:
     try:
-        if fits_protobuf(model):
-            onnx.checker.check_model(model)
+        if fits_protobuf(model):  # weights on disk count for nothing here (the checker reads none)
+            ondisk.check_onnx(model)
     except onnx.checker.ValidationError as err:
         first = str(err).strip().splitlines()[0]
         raise SlimError(f"internal error: the optimized model fails onnx.checker ({first}); nothing written") from None

@@ -111,6 +111,11 @@ class Pass:
         """Whether it uses real calibration data without `--calib` (the CLI warns about random data then)."""
         return False
 
+    def weights_on_disk(self, config) -> bool:
+        """Whether it takes a model whose large weights are references on disk (onnxslim.ondisk); the
+        pipeline reads them into the model first for a pass that does not."""
+        return self.always
+
     def run(self, model: onnx.ModelProto, config, ctx: Context) -> PassResult:
         raise NotImplementedError
 

@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import onnx
 
+from . import ondisk
 from .errors import SlimError
 from .lazy_import import lazy_module
 from .graph import TWO_GB, ExternalWriter, fits_protobuf, infer_shapes, light_copy
@@ -62,7 +63,17 @@ def session(model: onnx.ModelProto | str | os.PathLike, *, threads: int | None =
     try:
         if not isinstance(model, onnx.ModelProto):
             return ort.InferenceSession(os.fspath(model), opts, providers=providers)
-        if fits_protobuf(model):
+        on_disk = ondisk.session_source(model)
+        if on_disk is not None and len(on_disk[0]) < TWO_GB:  # weights read from the input's data file
+            serialized, folder, arrays = on_disk
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
+            if arrays:
+                opts.add_external_initializers(list(arrays), values)
+            sess = ort.InferenceSession(serialized, opts, providers=providers)
+            sess._onnxslim_arrays = values  # onnxruntime uses their memory: they must live as long as it
+            return sess
+        if fits_protobuf(model) and not ondisk.lazy_tensors(model):
             return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
         tmp = tempfile.TemporaryDirectory(prefix="onnxslim-")
         sess = ort.InferenceSession(save_external(model, tmp.name), opts, providers=providers)

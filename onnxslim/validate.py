@@ -104,6 +104,8 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
         ref = [run(sess_a, [feed])[0] for feed in feeds]
     except SlimError as err:
         raise ValidationSkipped(f"the original model: {err}") from None
+    if not latency:  # one session at a time: each holds the model's weights
+        del sess_a
     sess_b = session(optimized, threads=threads)
     new = run(sess_b, feeds, progress=progress, label="validating")
     report["outputs"] = compare_outputs(ref, new)

@@ -90,15 +90,21 @@ def test_external_data_output_when_nothing_stops_it(folder):
     assert sorted(_digest(folder)) == ["in.onnx", "in.weights", "out.onnx", "out.onnx.data"]
 
 
+def _bare_args(folder, out):  # the weights stay on disk and are copied file to file (onnxslim.ondisk)
+    return [folder / "in.onnx", out, "--no-validate", "-q"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["writing", "between"])
 @pytest.mark.parametrize("existing", [False, True])
-def test_sigterm_while_writing_leaves_no_partial_output(folder, when, existing):
+@pytest.mark.parametrize("command", ["prune", "bare"])
+def test_sigterm_while_writing_leaves_no_partial_output(folder, when, existing, command):
+    args = _prune_args if command == "prune" else _bare_args
     if existing:  # an earlier output (model + data) that must survive the stopped run byte for byte
-        first = _run(_prune_args(folder, folder / "out.onnx"))
+        first = _run(args(folder, folder / "out.onnx") + (["--prune", "0.5"] if command == "bare" else []))
         assert first.returncode == 0, first.stderr
     before = _digest(folder)
-    proc = _run(_prune_args(folder, folder / "out.onnx") + ["--prune", "0.5"], when=when)
+    proc = _run(args(folder, folder / "out.onnx") + (["--prune", "0.5"] if command == "prune" else []), when=when)
     assert proc.returncode == 130 and "interrupted; nothing written" in proc.stderr, proc.stderr
     assert _digest(folder) == before  # input untouched, no temp files, old output (if any) as it was
     if existing:

@@ -17,6 +17,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
+from onnxslim import ondisk
 from onnxslim.graph import infer_shapes, size_upper_bound, to_graph, to_model
 from onnxslim.protocol import BATCHNORM, FLOAT32, FOLDED, NORMALIZED, Pass, option
 from onnxslim.summary import cleanup_lines
@@ -81,7 +82,7 @@ class CleanupPass(Pass):
 
 def default_size_threshold(model: onnx.ModelProto) -> int:
     """Twice the model (a fold may not more than triple the file), within [64 MiB, 1 GiB]."""
-    return int(min(GIB, max(64 * 2**20, 2 * size_upper_bound(model))))
+    return int(min(GIB, max(64 * 2**20, 2 * (size_upper_bound(model) + ondisk.disk_bytes(model)))))
 
 
 def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Context | None = None) -> PassResult:

@@ -159,6 +159,9 @@ class PrunePass(Pass):
 
     run = staticmethod(run)  # the module's run(model, config, ctx)
 
+    def weights_on_disk(self, config) -> bool:
+        return True  # reads weights through gs Constants (ondisk.DiskValues); only the pruned ones are rewritten
+
     def summary(self, report: dict) -> list[str]:
         frozen = report.get("frozen", [])
         lines = [f"prune: {len(report.get('pruned_groups', []))} of {report.get('groups')} channel groups pruned "

@@ -9,6 +9,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxslim.channels import BN_SCALE, EXIT, SOURCE, Analysis, Group
+from onnxslim.ondisk import values_of
 
 WEIGHT_CRITERIA = ("l1", "l2", "bn", "random")
 
@@ -16,7 +17,7 @@ WEIGHT_CRITERIA = ("l1", "l2", "bn", "random")
 def _constant_values(analysis: Analysis, space) -> np.ndarray:
     tensor = analysis.nodes[space.node].inputs[space.input_index]
     assert isinstance(tensor, gs.Constant)
-    return tensor.values
+    return values_of(tensor)  # a weight on disk is read for its norms, not kept in memory
 
 
 def _per_channel_norm(values: np.ndarray, axis: int, p: int) -> np.ndarray:

@@ -19,6 +19,7 @@ import onnx
 
 from onnxslim.channels import Analysis
 from onnxslim.errors import SlimError
+from onnxslim import ondisk
 from onnxslim.graph import fits_protobuf
 from onnxslim.ops import compute_kernels, compute_ops
 
@@ -43,7 +44,8 @@ def profile(model: onnx.ModelProto, feed: dict, *, threads: int | None = None, r
 
     with tempfile.TemporaryDirectory(prefix="onnxslim-profile-") as tmp:
         # the optimized graph is only for naming; past 2 GB it cannot be saved inline, and names must do
-        optimized = os.path.join(tmp, "optimized.onnx") if fits_protobuf(model) else None
+        # (weights on disk would be written inline: onnxslim.ondisk)
+        optimized = os.path.join(tmp, "optimized.onnx") if fits_protobuf(model) and not ondisk.lazy_tensors(model) else None
         sess = session(model, threads=threads, profile_prefix=os.path.join(tmp, "run"), optimized_path=optimized)
         try:
             for _ in range(warmup + runs):

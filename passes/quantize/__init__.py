@@ -295,6 +295,9 @@ class QuantizePass(Pass):
 
     run = staticmethod(run)  # the module's run(model, config, ctx)
 
+    def weights_on_disk(self, config) -> bool:
+        return config.mode in WEIGHT_ONLY  # reads one weight at a time (weight_only.py)
+
     def summary(self, quantize: dict) -> list[str]:
         floats = quantize.get("left_in_float", [])
         method, target = quantize.get("config", {}).get("calib_method"), quantize.get("config", {}).get("target")

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxslim import ondisk
 from onnxslim.errors import SlimError
 
 from . import fidelity
@@ -52,7 +53,7 @@ def gemms_to_matmul(model: onnx.ModelProto) -> list[str]:
         if b is None or _attr(node, "transA", 0) or not c_ok or b.data_type != onnx.TensorProto.FLOAT:
             nodes.append(node)
             continue
-        w = numpy_helper.to_array(b)
+        w = ondisk.to_array(b)
         w = (w.T if _attr(node, "transB", 0) else w) * np.float32(_attr(node, "alpha", 1.0))
         wname = _fresh(inits, f"{node.name or node.output[0]}.weight_kn")
         inits[wname] = numpy_helper.from_array(np.ascontiguousarray(w, np.float32), wname)
@@ -61,7 +62,7 @@ def gemms_to_matmul(model: onnx.ModelProto) -> list[str]:
         mm_out = node.output[0] + ".matmul" if has_c else node.output[0]
         nodes.append(helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=node.name))
         if has_c:
-            c = numpy_helper.to_array(inits[node.input[2]]) * np.float32(_attr(node, "beta", 1.0))
+            c = ondisk.to_array(inits[node.input[2]]) * np.float32(_attr(node, "beta", 1.0))
             cname = _fresh(inits, f"{node.name or node.output[0]}.bias")
             inits[cname] = numpy_helper.from_array(c.astype(np.float32), cname)
             model.graph.initializer.append(inits[cname])
@@ -185,7 +186,7 @@ def quantize_gathers(model: onnx.ModelProto, names: set[str], bits: int, block_s
         if node.op_type != "Gather" or node.name not in names:
             nodes.append(node)
             continue
-        table = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+        table = ondisk.to_array(inits[node.input[0]]).astype(np.float32)
         codes, scale, zero = blockwise(table, bits, block_size, symmetric)
         base = node.input[0]
         qname, sname, zname = (_fresh(inits, f"{base}_Q{bits}"), _fresh(inits, f"{base}_scales"), _fresh(inits, f"{base}_zp"))

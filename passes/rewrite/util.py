@@ -3,7 +3,10 @@ depends on the opset), static shapes, and rewiring a tensor's consumers safely a
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
+
+from onnxslim.ondisk import DiskValues, values_of
 
 
 class NoMatch(Exception):
@@ -14,7 +17,7 @@ class NoMatch(Exception):
 def const(t) -> np.ndarray | None:
     """The value of a constant tensor, else None."""
     if isinstance(t, gs.Constant):
-        v = t.values
+        v = values_of(t)  # a weight on disk is read, not kept: unchanged, it stays a reference on disk
         return v.load() if hasattr(v, "load") else np.asarray(v)  # LazyValues: initializers read on demand
     return None
 
@@ -43,14 +46,14 @@ def only_consumer(t, ctx) -> bool:
 def rank(t) -> int | None:
     shape = getattr(t, "shape", None)
     if isinstance(t, gs.Constant):
-        return t.values.ndim
+        return len(static_dims(t))
     return len(shape) if shape is not None else None
 
 
 def static_dims(t) -> list | None:
     """Shape with ints for known dims and None for symbolic or unknown ones; None when the rank is unknown."""
-    if isinstance(t, gs.Constant):
-        return list(t.values.shape)
+    if isinstance(t, gs.Constant):  # a weight left on disk: its dims from the proto, not its loaded values
+        return [int(d) for d in t._values.tensor.dims] if isinstance(t._values, DiskValues) else list(t.values.shape)
     shape = getattr(t, "shape", None)
     if shape is None:
         return None
@@ -60,6 +63,8 @@ def static_dims(t) -> list | None:
 def dtype(t):
     """numpy dtype, or None when unknown or numpy has none (bfloat16 and float8 arrive as onnx type ints)."""
     if isinstance(t, gs.Constant):
+        if isinstance(t._values, DiskValues):  # from the proto: reading `values` would load the weight
+            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t._values.tensor.data_type))
         return t.values.dtype
     try:
         return np.dtype(t.dtype) if getattr(t, "dtype", None) is not None else None
