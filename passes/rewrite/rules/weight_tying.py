@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..engine import Rule
