@@ -4,8 +4,14 @@ Bad input prints one line and exits 2; a result that fails --min-cosine exits 1;
 """
 from __future__ import annotations
 
-import json
 import os
+
+# numpy's BLAS threads fight onnxruntime's for the cores: measured 3-20x slower Gram solves and SVDs on 2
+# busy cores (and 5x the CPU of a repair run). OpenBLAS reads this once, when numpy loads it, so it is set
+# before anything below imports numpy; a user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import json
 import shlex
 import signal
 import sys
@@ -290,9 +296,6 @@ def _quiet_broken_pipe():
 
 
 def main():
-    # numpy's BLAS threads fight onnxruntime's for the cores: measured 3-20x slower Gram solves and SVDs
-    # on 2 busy cores. A user's own setting wins.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # a SIGTERM (kill, a job scheduler's timeout) is an interrupt: the atomic save's clean-up runs
     signal.signal(signal.SIGTERM, _terminated)
     try:
