@@ -78,7 +78,7 @@ def test_help_shows_every_preprocessing_default():
     flat = " ".join(out.split())
     for fragment in ("1/255", "crop x 256/224", "the model's input size", "from the model's input shape",
                      "[default: 64]", "structure check, not accuracy", "l1 and reconstruction",
-                     "auto", "~3 plan builds", "[default: l1]"):
+                     "auto", "~3 plan builds", "Default: auto with --calib data (16+ samples) and a target, else l1"):
         assert fragment in flat, fragment
 
 
