@@ -157,8 +157,9 @@ def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: in
         model = to_model(graph, like=model)  # drops the shape subgraphs the static shapes left dead
         if not _reads_shapes(model.graph):
             # only a Shape or Size node can fold once the dims after a Reshape are known; without one the
-            # fold would change nothing (and it is the larger part of the bare command's time)
-            continue
+            # fold would change nothing (and it is the larger part of the bare command's time); nor would
+            # another round: the probes pin every dynamic dim, so a Reshape made static changes none of theirs
+            break
         model, more = fold(model, threshold)
         folding.folded_nodes += more.folded_nodes
         folding.dead_nodes += more.dead_nodes
