@@ -1,0 +1,134 @@
+"""Exit statistics of the sensitivity steps, recollected only where a step changed them (issue 11, run time).
+
+Each sensitivity step needs the statistics of every exit: inputs from the current (parametric) model,
+targets from the original model, at sampled output positions of the same fitting batches. Collected from
+scratch (repair.collect) that is two whole-network passes per step plus a Gram update per exit and batch.
+Two parts repeat exactly from step to step:
+
+- the original model's targets: the same batches through the same tapped session, sampled at the same
+  positions (the generator is seeded the same each step and its draws depend on shapes only, so the
+  positions are drawn once). They are kept, sampled, up to `cap_bytes`; batches past the cap run the
+  original model each time, as before.
+- the statistics of an exit whose tensors (input, and the residual skip) are computed before the first
+  node reading a weight that changed since the last collection: those tensors, and so the statistics,
+  are the last collection's.
+
+The current model still runs whole, through the same tapped session as before, so every number is computed
+by the same operations on the same values: the statistics, the plan and the model are those of
+repair.collect (tests/test_prune_stats_cache.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from onnxslim.errors import SlimError
+from onnxslim.runtime import tapped_session
+
+from .evaluate import State
+from .exits import Exit
+from .repair import ExitStats
+
+CAP_BYTES = 512 * 2**20  # sampled original targets kept (EfficientNet-Lite0, 32 fitting images: ~0.2 GB)
+
+
+class StepStats:
+    """`stats(state)` -> {exit node: ExitStats}, equal to repair.collect(original_model, current_model,
+    exits, state, batches, per_sample=, seed=, residual=) without `together`."""
+
+    def __init__(self, original_model, current_model, exits: list[Exit], batches: list[dict], *, per_sample: int,
+                 seed: int, residual: bool, cap_bytes: int = CAP_BYTES):
+        self.original_model, self.current_model = original_model, current_model
+        self.exits, self.batches = exits, batches
+        self.per_sample, self.seed, self.cap_bytes = per_sample, seed, cap_bytes
+        self.skips = {e.node: e.residual for e in exits if residual and e.residual is not None}
+        self.in_names = list(dict.fromkeys([e.input for e in exits] + [r[1] for r in self.skips.values()]))
+        self.out_names = list(dict.fromkeys(self.skips[e.node][0] if e.node in self.skips else e.output for e in exits))
+        nodes = current_model.graph.node
+        self.produced = {o: i for i, n in enumerate(nodes) for o in n.output}
+        self.first_use: dict[str, int] = {}
+        for i, n in enumerate(nodes):
+            for name in n.input:
+                self.first_use.setdefault(name, i)
+        self._rng = np.random.default_rng(seed)
+        self._where: list[dict] = []             # per batch: {exit node: sampled positions}
+        self._kept_bytes = 0
+        self._targets: list[dict | None] = []   # per batch: {exit node: sampled original rows}, None past the cap
+        self._feeds: dict | None = None          # the weights of the last collection
+        self._stats: dict[str, ExitStats] = {}
+
+    def stats(self, state: State, progress=None) -> dict[str, ExitStats]:
+        feeds = state.feeds()
+        fresh = self._changed_exits(feeds)
+        stats = {e.node: ExitStats(e) if e.node in fresh else self._stats[e.node] for e in self.exits}
+        if fresh:
+            self._collect(feeds, [e for e in self.exits if e.node in fresh], stats, progress)
+        elif progress is not None:
+            progress.update(len(self.batches))
+        self._feeds, self._stats = feeds, stats
+        return stats
+
+    def _changed_exits(self, feeds: dict) -> set[str]:
+        """Exits whose statistics may differ from the last collection's (all of them the first time)."""
+        if self._feeds is None:
+            return {e.node for e in self.exits}
+        changed = [name for name, value in feeds.items() if not np.array_equal(value, self._feeds[name])]
+        start = min((self.first_use.get(name, -1) for name in changed), default=None)
+        if start is None:
+            return set()
+        start = 0 if start < 0 else start  # a weight no node reads cannot change anything, but be safe
+        fresh = set()
+        for e in self.exits:
+            read = [e.input] + ([self.skips[e.node][1]] if e.node in self.skips else [])
+            if any(self.produced.get(name, -1) >= start for name in read):
+                fresh.add(e.node)
+        return fresh
+
+    def _collect(self, feeds: dict, exits: list[Exit], stats: dict, progress) -> None:
+        sess, names = tapped_session(self.current_model, self.in_names)
+        for b, feed in enumerate(self.batches):
+            got = _run(sess, names, {**feed, **feeds})
+            targets = self._remember(b, feed, got) if b == len(self._targets) else self._targets[b]
+            if targets is None:  # past the memory cap: the original model again, as repair.collect does
+                targets = self._sampled_targets(b, _run(*tapped_session(self.original_model, self.out_names), feed))
+            for e in exits:
+                where = self._where[b][e.node]
+                y = targets[e.node]
+                if e.node in self.skips:
+                    y = y - e.take_y(got[self.skips[e.node][1]], where)
+                    if e.residual_offset is not None:  # the bias Add between the exit and the sum
+                        full = got[self.skips[e.node][1]].shape
+                        y = y - e.take_y(np.broadcast_to(e.residual_offset, full), where)
+                stats[e.node].update(e.take_x(got[e.input], where), y.astype(np.float32))
+            del got
+            if progress is not None:
+                progress.update(1)
+
+    def _remember(self, b: int, feed: dict, got: dict) -> dict:
+        """Batch b's positions (drawn in repair.collect's order: batch by batch, exit by exit, from one
+        generator) and, under the cap, its sampled original targets."""
+        original = _run(*tapped_session(self.original_model, self.out_names), feed)
+        where = {}
+        for e in self.exits:
+            name = self.skips[e.node][0] if e.node in self.skips else e.output
+            where[e.node] = e.sample(got[e.input].shape, original[name].shape, self._rng, self.per_sample)
+        self._where.append(where)
+        targets = self._sampled_targets(b, original)
+        size = sum(y.nbytes for y in targets.values())
+        keep = self._kept_bytes + size <= self.cap_bytes
+        self._kept_bytes += size if keep else 0
+        self._targets.append(targets if keep else None)
+        return targets
+
+    def _sampled_targets(self, b: int, original: dict) -> dict:
+        out = {}
+        for e in self.exits:
+            name = self.skips[e.node][0] if e.node in self.skips else e.output
+            out[e.node] = np.ascontiguousarray(e.take_y(original[name], self._where[b][e.node]))
+        return out
+
+
+def _run(sess, names, feed) -> dict:
+    try:
+        return dict(zip(names, sess.run(names, feed)))
+    except Exception as err:
+        raise SlimError(f"onnxruntime failed on a calibration batch: {str(err).splitlines()[0]}") from None

@@ -1,0 +1,87 @@
+"""Sensitivity statistics recollected only where a step changed them (passes/prune/stats_cache.py, issue 11
+run time): the same numbers as collecting every exit from scratch (repair.collect), and so the same model."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxslim.calibration import load_calibration
+from onnxslim.channels import analyze_graph
+from onnxslim.context import Context
+from onnxslim.graph import infer_shapes, to_graph
+from onnxslim.passes import cleanup
+from onnxslim.passes.prune import PruneConfig, run
+from onnxslim.passes.prune import calibrated as calibrated_module
+from onnxslim.passes.prune.evaluate import State, parametric_model
+from onnxslim.passes.prune.exits import find_exits
+from onnxslim.passes.prune.repair import collect
+from onnxslim.passes.prune.stats_cache import StepStats
+from onnxslim.progress import silent
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model = infer_shapes(cleanup.run(onnx.load(str(MODELS / "digits_resnet_folded.onnx"))).model)
+    analysis = analyze_graph(to_graph(model), ())
+    exits, _ = find_exits(analysis, analysis.prunable_groups)
+    calib = load_calibration(MODELS / "digits_calib.npz", model, size=20)  # a short last batch
+    return model, exits, list(calib.batches(8))
+
+
+def _scaled(state: State, exits, rng) -> State:
+    """`state` with the weights of one exit changed."""
+    e = exits[int(rng.integers(len(exits)))]
+    return state.with_changes({e.node: (state.w2[e.node] * rng.uniform(0.5, 1.5, e.w2.shape), state.bias[e.node] + 0.1)})
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for node in a:
+        np.testing.assert_array_equal(a[node].gram, b[node].gram)
+        np.testing.assert_array_equal(a[node].cross, b[node].cross)
+        assert a[node].y_sq == b[node].y_sq and a[node].count == b[node].count
+
+
+@pytest.mark.parametrize("cap", [2**40, 0])  # targets kept, and none kept (the original model run each time)
+def test_step_stats_equal_collect_from_scratch(digits, cap):
+    model, exits, batches = digits
+    assert any(e.residual is not None for e in exits)
+    current = parametric_model(model, exits)
+    cache = StepStats(model, current, exits, batches, per_sample=16, seed=3, residual=True, cap_bytes=cap)
+    rng = np.random.default_rng(0)
+    state = State(exits)
+    reused = 0
+    for _ in range(5):
+        got = cache.stats(state)
+        want = collect(model, current, exits, state, batches, per_sample=16, seed=3, residual=True)
+        _assert_same(got, want)
+        before = dict(got)
+        state = _scaled(state, exits, rng)
+        after = cache.stats(state)
+        reused += sum(after[n] is before[n] for n in after)
+    assert reused > 0  # some exits read only tensors before the changed one
+
+
+def test_sensitivity_and_repair_unchanged_by_the_cache(digits, monkeypatch):
+    """A sensitivity + repair run with the cache and with every step collected from scratch: the same model."""
+    model = cleanup.run(onnx.load(str(MODELS / "digits_resnet_folded.onnx"))).model
+    calib = load_calibration(MODELS / "digits_calib.npz", model, size=32)
+    config = PruneConfig(target_macs=0.6, importance="l1", round_to=4, sensitivity_step=0.05, repair_passes=2)
+    cached = run(model, config, Context(calibration=calib, progress=silent))
+
+    class FromScratch(StepStats):
+        def stats(self, state, progress=None):
+            return collect(self.original_model, self.current_model, self.exits, state, self.batches,
+                           per_sample=self.per_sample, seed=self.seed, residual=bool(self.skips), progress=progress)
+    monkeypatch.setattr(calibrated_module, "StepStats", FromScratch)
+    scratch = run(model, config, Context(calibration=calib, progress=silent))
+    assert cached.report["allocation_trace"] == scratch.report["allocation_trace"]
+    assert cached.model.SerializeToString() == scratch.model.SerializeToString()
+    for a, b in itertools.zip_longest(cached.model.graph.initializer, scratch.model.graph.initializer):
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
