@@ -87,8 +87,9 @@ class Slicer:
             [self.initializers[n] for n in read if n in self.initializers])
         part = onnx.helper.make_model(graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
         part.functions.extend(self.model.functions)
-        # without the arena: ~40 sessions each keeping its peak activations doubled the pass's peak memory
-        entry = (session(part, arena=False), inputs, outputs)
+        # one arena shared by all: ~40 sessions each keeping its own peak activations doubled the pass's
+        # peak memory, and without an arena every run faulted its buffers in again
+        entry = (session(part, arena="shared"), inputs, outputs)
         self._sessions[key] = entry
         while len(self._sessions) > _KEEP:
             self._sessions.popitem(last=False)
