@@ -85,3 +85,24 @@ def test_sensitivity_and_repair_unchanged_by_the_cache(digits, monkeypatch):
     assert cached.model.SerializeToString() == scratch.model.SerializeToString()
     for a, b in itertools.zip_longest(cached.model.graph.initializer, scratch.model.graph.initializer):
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
+
+
+def test_prefix_sessions_give_the_whole_models_tensors(digits):
+    """A repair wave's tapped tensors from the network up to them only: bit for bit the whole model's."""
+    from onnxslim.passes.prune.prefix import prefix_model, prefix_session
+    from onnxslim.runtime import tapped_session
+    model, exits, batches = digits
+    current = parametric_model(model, exits)
+    state = _scaled(State(exits), exits, np.random.default_rng(1))
+    for chunk in (exits[:2], exits[2:4], exits[-2:]):
+        for m, names, feed in ((current, [e.input for e in chunk], {**batches[0], **state.feeds()}),
+                               (model, [e.output for e in chunk], batches[0])):
+            part = prefix_model(m, names)
+            assert part is None or len(part.graph.node) < len(m.graph.node)
+            whole, whole_names = tapped_session(m, names)
+            want = dict(zip(whole_names, whole.run(whole_names, {k: v for k, v in feed.items() if k in {i.name for i in m.graph.input}})))
+            sess, got_names = prefix_session(m, names)
+            got = dict(zip(names, sess.run(names, feed)))
+            for name in names:
+                np.testing.assert_array_equal(got[name], want[name])
+    assert prefix_model(model, [exits[0].input]) is not None
