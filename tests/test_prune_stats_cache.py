@@ -48,12 +48,16 @@ def _assert_same(a, b):
         assert a[node].y_sq == b[node].y_sq and a[node].count == b[node].count
 
 
-@pytest.mark.parametrize("cap", [2**40, 0])  # targets kept, and none kept (the original model run each time)
-def test_step_stats_equal_collect_from_scratch(digits, cap):
+# targets and tensors kept; none kept (the original model and the whole current model run each time)
+@pytest.mark.parametrize("cap", [2**40, 0])
+def test_step_stats_equal_collect_from_scratch(digits, cap, monkeypatch):
     model, exits, batches = digits
     assert any(e.residual is not None for e in exits)
     current = parametric_model(model, exits)
-    cache = StepStats(model, current, exits, batches, per_sample=16, seed=3, residual=True, cap_bytes=cap)
+    cache = StepStats(model, current, exits, batches, per_sample=16, seed=3, residual=True, cap_bytes=cap, tap_bytes=cap)
+    sliced = []
+    real_suffix = StepStats._suffix
+    monkeypatch.setattr(StepStats, "_suffix", lambda self, *a: sliced.append(real_suffix(self, *a)) or sliced[-1])
     rng = np.random.default_rng(0)
     state = State(exits)
     reused = 0
@@ -66,6 +70,7 @@ def test_step_stats_equal_collect_from_scratch(digits, cap):
         after = cache.stats(state)
         reused += sum(after[n] is before[n] for n in after)
     assert reused > 0  # some exits read only tensors before the changed one
+    assert any(p is not None for p in sliced) == bool(cap)  # the network after the changed exit only
 
 
 def test_sensitivity_and_repair_unchanged_by_the_cache(digits, monkeypatch):

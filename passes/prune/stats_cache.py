@@ -13,22 +13,29 @@ Two parts repeat exactly from step to step:
   node reading a weight that changed since the last collection: those tensors, and so the statistics,
   are the last collection's.
 
-The current model still runs whole, through the same tapped session as before, so every number is computed
-by the same operations on the same values: the statistics, the plan and the model are those of
-repair.collect (tests/test_prune_stats_cache.py).
+- the current model's tensors before that node: the last collection's are kept (the later, smaller ones
+  first, up to `tap_bytes`), and when they hold everything the network after that node reads, only that
+  part runs (a slice of the tapped model, suffix.py). Its inputs are tapped tensors, graph outputs of the
+  whole tapped model, which onnxruntime fuses with nothing; every node after them has the same consumers
+  and outputs as in the whole model and the same optimization level, so it computes the same values.
+
+So every number is computed by the same operations on the same values: the statistics, the plan and the
+model are those of repair.collect (tests/test_prune_stats_cache.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from onnxslim.errors import SlimError
-from onnxslim.runtime import tapped_session
+from onnxslim.runtime import _fusion_loses_tap, run_once, tapped_session, with_outputs
 
 from .evaluate import State
 from .exits import Exit
 from .repair import ExitStats
+from .suffix import Slicer
 
 CAP_BYTES = 512 * 2**20  # sampled original targets kept (EfficientNet-Lite0, 32 fitting images: ~0.2 GB)
+TAP_BYTES = 256 * 2**20  # current-model tensors kept to start the next collection after the changed node
 
 
 class StepStats:
@@ -36,14 +43,15 @@ class StepStats:
     exits, state, batches, per_sample=, seed=, residual=) without `together`."""
 
     def __init__(self, original_model, current_model, exits: list[Exit], batches: list[dict], *, per_sample: int,
-                 seed: int, residual: bool, cap_bytes: int = CAP_BYTES):
+                 seed: int, residual: bool, cap_bytes: int = CAP_BYTES, tap_bytes: int = TAP_BYTES):
         self.original_model, self.current_model = original_model, current_model
         self.exits, self.batches = exits, batches
-        self.per_sample, self.seed, self.cap_bytes = per_sample, seed, cap_bytes
+        self.per_sample, self.seed, self.cap_bytes, self.tap_bytes = per_sample, seed, cap_bytes, tap_bytes
         self.skips = {e.node: e.residual for e in exits if residual and e.residual is not None}
         self.in_names = list(dict.fromkeys([e.input for e in exits] + [r[1] for r in self.skips.values()]))
         self.out_names = list(dict.fromkeys(self.skips[e.node][0] if e.node in self.skips else e.output for e in exits))
         nodes = current_model.graph.node
+        self.data_inputs = [i.name for i in original_model.graph.input]
         self.produced = {o: i for i, n in enumerate(nodes) for o in n.output}
         self.first_use: dict[str, int] = {}
         for i, n in enumerate(nodes):
@@ -55,38 +63,41 @@ class StepStats:
         self._targets: list[dict | None] = []   # per batch: {exit node: sampled original rows}, None past the cap
         self._feeds: dict | None = None          # the weights of the last collection
         self._stats: dict[str, ExitStats] = {}
+        self._taps: list[dict] = []              # per batch: the kept current-model tensors
+        self._kept_taps: set[str] | None = None
+        self._slicer = None
 
     def stats(self, state: State, progress=None) -> dict[str, ExitStats]:
         feeds = state.feeds()
-        fresh = self._changed_exits(feeds)
+        fresh, start = self._changed_exits(feeds)
         stats = {e.node: ExitStats(e) if e.node in fresh else self._stats[e.node] for e in self.exits}
         if fresh:
-            self._collect(feeds, [e for e in self.exits if e.node in fresh], stats, progress)
+            self._collect(feeds, [e for e in self.exits if e.node in fresh], stats, progress, start)
         elif progress is not None:
             progress.update(len(self.batches))
         self._feeds, self._stats = feeds, stats
         return stats
 
-    def _changed_exits(self, feeds: dict) -> set[str]:
-        """Exits whose statistics may differ from the last collection's (all of them the first time)."""
+    def _changed_exits(self, feeds: dict) -> tuple[set[str], int | None]:
+        """(exits whose statistics may differ from the last collection's, the first node reading a changed
+        weight); all exits and None the first time."""
         if self._feeds is None:
-            return {e.node for e in self.exits}
+            return {e.node for e in self.exits}, None
         changed = [name for name, value in feeds.items() if not np.array_equal(value, self._feeds[name])]
         start = min((self.first_use.get(name, -1) for name in changed), default=None)
         if start is None:
-            return set()
-        start = 0 if start < 0 else start  # a weight no node reads cannot change anything, but be safe
-        fresh = set()
-        for e in self.exits:
-            read = [e.input] + ([self.skips[e.node][1]] if e.node in self.skips else [])
-            if any(self.produced.get(name, -1) >= start for name in read):
-                fresh.add(e.node)
-        return fresh
+            return set(), None
+        start = max(start, 0)  # a weight no node reads cannot change anything, but be safe
+        fresh = {e.node for e in self.exits if any(self.produced.get(name, -1) >= start for name in self._reads(e))}
+        return fresh, start
 
-    def _collect(self, feeds: dict, exits: list[Exit], stats: dict, progress) -> None:
-        sess, names = tapped_session(self.current_model, self.in_names)
+    def _reads(self, e: Exit) -> list[str]:
+        return [e.input] + ([self.skips[e.node][1]] if e.node in self.skips else [])
+
+    def _collect(self, feeds: dict, exits: list[Exit], stats: dict, progress, start: int | None) -> None:
+        part = self._suffix(start, exits)
         for b, feed in enumerate(self.batches):
-            got = _run(sess, names, {**feed, **feeds})
+            got = self._current(b, feed, feeds, part)
             targets = self._remember(b, feed, got) if b == len(self._targets) else self._targets[b]
             if targets is None:  # past the memory cap: the original model again, as repair.collect does
                 targets = self._sampled_targets(b, _run(*tapped_session(self.original_model, self.out_names), feed))
@@ -102,6 +113,53 @@ class StepStats:
             del got
             if progress is not None:
                 progress.update(1)
+
+    def _current(self, b: int, feed: dict, feeds: dict, part) -> dict:
+        """The tapped current-model tensors of batch b: from the kept ones and the slice `part` when given."""
+        if part is None or b >= len(self._taps):
+            got = _run(*tapped_session(self.current_model, self.in_names), {**feed, **feeds})
+        else:
+            sess, inputs, outputs = part
+            known = {**feed, **feeds, **self._taps[b]}
+            values = run_once(sess, {n: known[n] for n in inputs}, outputs, "onnxruntime failed on a calibration batch")
+            got = {**self._taps[b], **dict(zip(outputs, values))}
+        kept = {n: got[n] for n in self._kept_names(got)}
+        if b < len(self._taps):
+            self._taps[b] = kept
+        else:
+            self._taps.append(kept)
+        return got
+
+    def _kept_names(self, got: dict) -> set[str]:
+        """The tapped tensors kept between collections: the latest in the network first, up to tap_bytes."""
+        if self._kept_taps is None:
+            per_batch = self.tap_bytes / max(len(self.batches), 1)
+            self._kept_taps, used = set(), 0
+            for name in sorted(self.in_names, key=lambda n: -self.produced.get(n, -1)):
+                used += got[name].nbytes
+                if used > per_batch:
+                    break
+                self._kept_taps.add(name)
+        return self._kept_taps
+
+    def _suffix(self, start: int | None, exits: list[Exit]):
+        """(session, inputs, outputs) of the tapped model from node `start` on, when the kept tensors hold
+        every tensor it and `exits` read from before `start`; else None (the whole model runs)."""
+        if start is None or not self._taps or self._kept_taps is None:
+            return None
+        if self._slicer is None:
+            tapped = with_outputs(self.current_model, self.in_names)
+            weights = {i.name for i in self.current_model.graph.input} - set(self.data_inputs)
+            self._slicer = Slicer(tapped, weights, basic=_fusion_loses_tap(self.current_model, self.in_names))
+        if not self._slicer.sliceable:
+            return None
+        sess, inputs, outputs = self._slicer._session(start, len(self._slicer.nodes))
+        needed = {n for n in inputs if n not in self._slicer.weights and n not in self.data_inputs}
+        needed |= {n for e in exits for n in self._reads(e) if self.produced.get(n, -1) < start}
+        needed -= set(self.data_inputs)
+        if not needed <= self._kept_taps:
+            return None
+        return sess, inputs, outputs
 
     def _remember(self, b: int, feed: dict, got: dict) -> dict:
         """Batch b's positions (drawn in repair.collect's order: batch by batch, exit by exit, from one
