@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxslim.errors import SlimError
-from onnxslim.runtime import _fusion_loses_tap, run_once, tapped_session, with_outputs
+from onnxslim.runtime import _fusion_loses_tap, run_once, session, tapped_session, with_outputs
 
 from .evaluate import State
 from .exits import Exit
@@ -35,7 +35,10 @@ from .repair import ExitStats
 from .suffix import Slicer
 
 CAP_BYTES = 512 * 2**20  # sampled original targets kept (EfficientNet-Lite0, 32 fitting images: ~0.2 GB)
-TAP_BYTES = 256 * 2**20  # current-model tensors kept to start the next collection after the changed node
+# current-model tensors kept to start the next collection after the changed node: the latest first, which
+# are the smallest and the most useful (EfficientNet-Lite0: 30 of its 33 tapped tensors take 242 MB for 32
+# images, the last 25 about 60 MB; cutting early saves little of a pass anyway)
+TAP_BYTES = 96 * 2**20
 
 
 class StepStats:
@@ -66,6 +69,7 @@ class StepStats:
         self._taps: list[dict] = []              # per batch: the kept current-model tensors
         self._kept_taps: set[str] | None = None
         self._slicer = None
+        self._orig = None                        # the original model's tapped session, while needed
 
     def stats(self, state: State, progress=None) -> dict[str, ExitStats]:
         feeds = state.feeds()
@@ -100,7 +104,7 @@ class StepStats:
             got = self._current(b, feed, feeds, part)
             targets = self._remember(b, feed, got) if b == len(self._targets) else self._targets[b]
             if targets is None:  # past the memory cap: the original model again, as repair.collect does
-                targets = self._sampled_targets(b, _run(*tapped_session(self.original_model, self.out_names), feed))
+                targets = self._sampled_targets(b, _run(*self._original(), feed))
             for e in exits:
                 where = self._where[b][e.node]
                 y = targets[e.node]
@@ -113,11 +117,12 @@ class StepStats:
             del got
             if progress is not None:
                 progress.update(1)
-
+        if all(t is not None for t in self._targets):
+            self._orig = None
     def _current(self, b: int, feed: dict, feeds: dict, part) -> dict:
         """The tapped current-model tensors of batch b: from the kept ones and the slice `part` when given."""
         if part is None or b >= len(self._taps):
-            got = _run(*tapped_session(self.current_model, self.in_names), {**feed, **feeds})
+            got = self._whole(feed, feeds)
         else:
             sess, inputs, outputs = part
             known = {**feed, **feeds, **self._taps[b]}
@@ -145,13 +150,7 @@ class StepStats:
     def _suffix(self, start: int | None, exits: list[Exit]):
         """(session, inputs, outputs) of the tapped model from node `start` on, when the kept tensors hold
         every tensor it and `exits` read from before `start`; else None (the whole model runs)."""
-        if start is None or not self._taps or self._kept_taps is None:
-            return None
-        if self._slicer is None:
-            tapped = with_outputs(self.current_model, self.in_names)
-            weights = {i.name for i in self.current_model.graph.input} - set(self.data_inputs)
-            self._slicer = Slicer(tapped, weights, basic=_fusion_loses_tap(self.current_model, self.in_names))
-        if not self._slicer.sliceable:
+        if start is None or not self._taps or self._kept_taps is None or not self._tapped_slicer().sliceable:
             return None
         sess, inputs, outputs = self._slicer._session(start, len(self._slicer.nodes))
         needed = {n for n in inputs if n not in self._slicer.weights and n not in self.data_inputs}
@@ -161,10 +160,36 @@ class StepStats:
             return None
         return sess, inputs, outputs
 
+    def _tapped_slicer(self) -> Slicer:
+        if self._slicer is None:
+            tapped = with_outputs(self.current_model, self.in_names)
+            weights = {i.name for i in self.current_model.graph.input} - set(self.data_inputs)
+            self._slicer = Slicer(tapped, weights, basic=_fusion_loses_tap(self.current_model, self.in_names))
+        return self._slicer
+
+    def _whole(self, feed: dict, feeds: dict) -> dict:
+        """The whole tapped current model: as runtime.tapped_session's, but as the slice from node 0, whose
+        session shares the slices' arena instead of keeping one of its own."""
+        slicer = self._tapped_slicer()
+        if not slicer.sliceable:
+            return _run(*tapped_session(self.current_model, self.in_names), {**feed, **feeds})
+        sess, inputs, outputs = slicer._session(0, len(slicer.nodes))
+        known = {**feed, **feeds}
+        return dict(zip(outputs, run_once(sess, {n: known[n] for n in inputs}, outputs, "onnxruntime failed on a calibration batch")))
+
+    def _original(self):
+        """(session, names) of the original model tapped at the targets, as runtime.tapped_session builds it
+        but not kept there: once the targets are kept it is dropped with its arena."""
+        if self._orig is None:
+            tapped = with_outputs(self.original_model, self.out_names)
+            self._orig = (session(tapped, basic=_fusion_loses_tap(self.original_model, self.out_names)),
+                          [o.name for o in tapped.graph.output])
+        return self._orig
+
     def _remember(self, b: int, feed: dict, got: dict) -> dict:
         """Batch b's positions (drawn in repair.collect's order: batch by batch, exit by exit, from one
         generator) and, under the cap, its sampled original targets."""
-        original = _run(*tapped_session(self.original_model, self.out_names), feed)
+        original = _run(*self._original(), feed)
         where = {}
         for e in self.exits:
             name = self.skips[e.node][0] if e.node in self.skips else e.output
