@@ -99,3 +99,23 @@ def test_prefix_sessions_give_the_whole_models_tensors(digits):
             for name in names:
                 np.testing.assert_array_equal(got[name], want[name])
     assert prefix_model(model, [exits[0].input]) is not None
+
+
+def test_step_stats_equal_collect_on_matmul_exits():
+    """MatMul exits (sampled token rows, the residual target over a bias Add): the same numbers too."""
+    from onnxslim.channels import analyze_graph
+    from onnxslim.graph import infer_shapes, to_graph
+    from onnxslim.passes.prune.exits import find_exits
+    from test_repair import transformer_residual_toy
+    model = transformer_residual_toy(seq=7)
+    analysis = analyze_graph(to_graph(infer_shapes(model)))
+    exits = find_exits(analysis, analysis.prunable_groups)[0]
+    assert {e.op for e in exits} == {"matmul"} and any(e.residual for e in exits)
+    rng = np.random.default_rng(5)
+    batches = [{"x": rng.standard_normal((n, 7, 8)).astype(np.float32)} for n in (6, 6, 3)]
+    current = parametric_model(model, exits)
+    cache = StepStats(model, current, exits, batches, per_sample=4, seed=1, residual=True)
+    state = State(exits)
+    for _ in range(4):
+        _assert_same(cache.stats(state), collect(model, current, exits, state, batches, per_sample=4, seed=1, residual=True))
+        state = _scaled(state, exits, rng)

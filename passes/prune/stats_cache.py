@@ -119,6 +119,7 @@ class StepStats:
                 progress.update(1)
         if all(t is not None for t in self._targets):
             self._orig = None
+
     def _current(self, b: int, feed: dict, feeds: dict, part) -> dict:
         """The tapped current-model tensors of batch b: from the kept ones and the slice `part` when given."""
         if part is None or b >= len(self._taps):
