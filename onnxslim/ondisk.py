@@ -169,11 +169,11 @@ def one_folder(lazy: list) -> tuple[str | None, dict]:
     which refuses a location outside the folder it is given (through symlinks too): their own folder when
     they share one (the input's), else a temp folder of hard links to them (the input's data file and the
     temp weights file of `spill`). (None, {}) when a file cannot be linked (another file system): the
-    caller then writes a copy of the model."""
+    caller then writes a copy of the model), as when there is no lazy tensor."""
     files = {source(t)[0] for t in lazy}
     folders = {os.path.dirname(f) for f in files}
-    if len(folders) == 1:
-        return folders.pop(), {}
+    if len(folders) <= 1:
+        return (folders.pop() if folders else None), {}
     key = frozenset(files)
     if key not in _links:
         tmp = tempfile.TemporaryDirectory(prefix="onnxslim-links-")
@@ -258,7 +258,7 @@ def session_source(model: onnx.ModelProto) -> tuple[bytes, str, dict] | None:
     their own data file (`session.model_external_initializers_file_folder_path`) and takes the large inline
     initializers (weights a pass rewrote) as arrays over their bytes (`add_external_initializers`, which
     wants them declared external): no copy of either in the serialized model. None when the model has no
-    lazy tensors, or they sit in several folders."""
+    lazy tensors, or they sit in several folders that cannot be linked into one (`one_folder`)."""
     folder, names = one_folder(lazy_tensors(model))
     if folder is None:
         return None
@@ -327,7 +327,7 @@ def spill_computed(graph: gs.Graph) -> None:
     weights) go to disk before the export, one at a time, rather than being held as arrays and again as the
     exported protos' bytes. A graph with no weight on disk is left as it is."""
     constants = [t for t in graph.tensors().values() if isinstance(t, gs.Constant)]
-    if not any(getattr(t, "_onnxslim_disk", None) is not None for t in constants):
+    if not any(is_on_disk(t) for t in constants):
         return
     for tensor in constants:
         values = tensor._values
