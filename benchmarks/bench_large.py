@@ -25,6 +25,7 @@ COMMANDS = {
     "bare-default": [],  # the bare command as a user types it: validation with latency timing
     "bare": ["--no-latency"],
     "prune-0.3": ["--prune", "0.3", "--no-latency"],
+    "prune-0.3-default": ["--prune", "0.3"],  # with latency timing
     "int8-dynamic": ["--quantize", "int8-dynamic", "--no-latency"],
     "int4": ["--quantize", "int4", "--no-latency"],
 }
