@@ -7,6 +7,8 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 from onnxslim import graph, ondisk, pipeline, runtime, validate
@@ -130,3 +132,20 @@ def test_large_models_are_timed_one_session_at_a_time(decoder, monkeypatch, limi
     assert (latency.get("timing") == "sequential") == (sessions == 1)
     assert ("timed one model after the other" in format_report_table(report)) == (sessions == 1)
     assert all(o["cosine"] > 0.5 for o in report["outputs"].values())  # the comparison itself still ran
+
+
+def test_api_given_a_path_returns_a_self_contained_model(decoder, tmp_path):
+    """optimize(path) runs with the weights on disk, then reads them into the model it returns: no external
+    reference is left (to the input or a temp file of ours), and it equals the run on the loaded proto."""
+    import shutil
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in decoder.parent.glob(decoder.name + "*"):
+        shutil.copy(p, folder / p.name)
+    path = folder / decoder.name
+    want = _prune(graph.load_model(path))
+    got = _prune(str(path))
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in got.graph.initializer)
+    shutil.rmtree(folder)  # the returned model needs nothing from the input's folder
+    sess = ort.InferenceSession(got.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sess.run(None, _ids(5))[0], runtime.session(want).run(None, _ids(5))[0])
