@@ -69,6 +69,8 @@ def test_pruned_weights_are_written_to_disk_not_held(decoder, monkeypatch):
     assert len(pruned) >= 4 * SPEC.layers  # QKV, attention out, FFN up and down of every layer
     assert all(ondisk.is_lazy(t) for t in pruned)
     assert {os.path.basename(ondisk.source(t)[0]) for t in pruned} == {ondisk.SPILL_NAME}
+    untouched = {t.name: ondisk.source(t)[0] for t in lazy.graph.initializer if t.name in ("tok_embed", "lm_head.weight")}
+    assert set(untouched.values()) == {str(decoder.resolve()) + ".data"}  # still read from the input's file
     pruned_bytes = sum(ondisk.lazy_bytes(t) for t in pruned)
     assert peak < pruned_bytes / 4, (peak, pruned_bytes)
     assert sum(len(t.raw_data) for t in _pruned(eager)) == pruned_bytes  # the same weights, inline there
