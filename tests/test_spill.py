@@ -44,7 +44,7 @@ def _pruned(model):
 
 def test_pruned_weights_are_written_to_disk_not_held(decoder, monkeypatch):
     """Every large pruned weight is a reference into the temp weights file; while the plan is applied and the
-    pruned model exported, the Python-allocated memory rises by well under the pruned weights' bytes (before,
+    pruned model exported, the Python-allocated memory rises by under a third of the pruned weights' bytes (before,
     every pruned array lived in the graph until the export copied it: a rise of at least their bytes); and
     the model computes exactly what the same pruning of the fully loaded model computes."""
     eager = _prune(graph.load_model(decoder))
@@ -72,7 +72,7 @@ def test_pruned_weights_are_written_to_disk_not_held(decoder, monkeypatch):
     untouched = {t.name: ondisk.source(t)[0] for t in lazy.graph.initializer if t.name in ("tok_embed", "lm_head.weight")}
     assert set(untouched.values()) == {str(decoder.resolve()) + ".data"}  # still read from the input's file
     pruned_bytes = sum(ondisk.lazy_bytes(t) for t in pruned)
-    assert peak < pruned_bytes / 4, (peak, pruned_bytes)
+    assert peak < pruned_bytes / 3, (peak, pruned_bytes)  # measured: 0.22 here, 1.11 on main (arrays held)
     assert sum(len(t.raw_data) for t in _pruned(eager)) == pruned_bytes  # the same weights, inline there
     assert ondisk.session_source(eager) is None  # all inline: a session of its serialized bytes, as before
     want = runtime.session(eager).run(None, _ids())[0]
