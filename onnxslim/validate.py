@@ -91,8 +91,8 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
     {"macs": {"before", "after", "ratio"}, "params": {...}, "size_bytes": {...},
      "latency_ms": {"before", "after", "ratio", "ratio_iqr", "runs"} (only if `latency`; both models timed
      in alternating blocks on feeds[0], see paired_latency; past PAIRED_MAX_BYTES {"before", "after",
-     "ratio", "timing": "sequential"}: each timed alone), "outputs": compare_outputs(...)}. Ratios are after / before. MACs are at batch 1 unless
-    `input_shapes` say otherwise. `cost_reference` (an equivalent, normalized copy of the original) is what
+     "ratio", "timing": "sequential"}: each timed alone), "outputs": compare_outputs(...)}.
+    Ratios are after / before. MACs are at batch 1 unless `input_shapes` say otherwise. `cost_reference` (an equivalent, normalized copy of the original) is what
     the "before" MACs/params are counted on when given: shape inference sees more of it. `labels` (ints, one
     per sample of `feeds`) add top1_accuracy / top5_accuracy sections (see label_accuracy).
     Raises SlimError if the optimized model's input/output names differ.
