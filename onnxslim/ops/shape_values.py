@@ -70,7 +70,7 @@ def _is_one(producer, tensor, axis: int, depth: int) -> bool:
 def _operand_one(producer, t, out_rank: int, axis: int, depth: int) -> bool:
     """An operand of a broadcasting op: missing the axis (shorter rank) or 1 there."""
     if t.shape is None:
-        return isinstance(t, gs.Constant) and len(t.shape) + axis < out_rank  # shape: no read of a weight on disk
+        return isinstance(t, gs.Constant) and np.asarray(t.values).ndim + axis < out_rank
     ax = axis - (out_rank - len(t.shape))
     return ax < 0 or _is_one(producer, t, ax, depth + 1)
 
