@@ -106,7 +106,7 @@ def test_sigterm_while_writing_leaves_no_partial_output(folder, when, existing, 
     args = _prune_args if command == "prune" else _bare_args
     scratch = tmp_path_factory.mktemp("scratch")
     if existing:  # an earlier output (model + data) that must survive the stopped run byte for byte
-        first = _run(args(folder, folder / "out.onnx") + (["--prune", "0.5"] if command == "bare" else []))
+        first = _run(args(folder, folder / "out.onnx") + (["--prune", "0.5"] if command == "bare" else []), tmpdir=scratch)
         assert first.returncode == 0, first.stderr
     before = _digest(folder)
     proc = _run(args(folder, folder / "out.onnx") + (["--prune", "0.5"] if command == "prune" else []), when=when,
@@ -120,13 +120,15 @@ def test_sigterm_while_writing_leaves_no_partial_output(folder, when, existing, 
 
 
 @pytest.mark.slow
-def test_sigkill_while_writing_never_exposes_a_partial_output(folder):
-    """A SIGKILL cannot be cleaned up after: the hidden temp files stay, but no output path holds a partial
-    model and the input is untouched."""
-    first = _run(_prune_args(folder, folder / "out.onnx"))
+def test_sigkill_while_writing_never_exposes_a_partial_output(folder, tmp_path_factory):
+    """A SIGKILL cannot be cleaned up after: the hidden temp files stay (and the pruned weights' temp file,
+    kept out of the system's temp folder here), but no output path holds a partial model and the input is
+    untouched."""
+    scratch = tmp_path_factory.mktemp("scratch")
+    first = _run(_prune_args(folder, folder / "out.onnx"), tmpdir=scratch)
     assert first.returncode == 0, first.stderr
     before = _digest(folder)
-    proc = _run(_prune_args(folder, folder / "out.onnx") + ["--prune", "0.5"], when="writing", how="SIGKILL")
+    proc = _run(_prune_args(folder, folder / "out.onnx") + ["--prune", "0.5"], when="writing", how="SIGKILL", tmpdir=scratch)
     assert proc.returncode == -9
     after = _digest(folder)
     assert {k: v for k, v in after.items() if not k.startswith(".")} == before
