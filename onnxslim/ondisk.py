@@ -4,7 +4,9 @@
 is the resolved absolute path of its data file (checked inside the model's folder first) with an explicit
 offset and length: a *lazy* tensor. Passes see its dims and type; its bytes are read only where a step needs
 its values (a weight a pass changes is then inline, as before), copied file to file when the model is saved
-(`copy_into`) and read by onnxruntime from the data file itself (`session_source`).
+(`copy_into`) and read by onnxruntime from the data file itself (`session_source`). A weight a pass computes
+from one on disk (pruning, folding) is written to a temp file as it is produced (`spill`, `disk_constant`,
+`spill_computed`) and becomes a lazy tensor too, so the edited model is never held in memory either.
 
 Why references in the onnx proto rather than onnx-ir's memory-mapped tensors throughout (benchmarks/RESULTS.md,
 issue 14): every pass edits onnx protos and onnx-graphsurgeon graphs; both carry an external TensorProto they
