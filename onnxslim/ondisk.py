@@ -3,7 +3,7 @@
 `external.reference_external_data` (at load) leaves each large external tensor as a reference whose `location`
 is the resolved absolute path of its data file (checked inside the model's folder first) with an explicit
 offset and length: a *lazy* tensor. Passes see its dims and type; its bytes are read only where a step needs
-its values (a weight a pass changes is then inline, as before), copied file to file when the model is saved
+its values, copied file to file when the model is saved
 (`copy_into`) and read by onnxruntime from the data file itself (`session_source`). A weight a pass computes
 from one on disk (pruning, folding) is written to a temp file as it is produced (`spill`, `disk_constant`,
 `spill_computed`) and becomes a lazy tensor too, so the edited model is never held in memory either.
