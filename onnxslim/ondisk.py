@@ -186,17 +186,17 @@ def check_onnx(model: onnx.ModelProto, *, full_check: bool = False) -> None:
 
 
 
-def session_source(model: onnx.ModelProto) -> tuple[bytes, str, dict] | None:
+def session_source(model: onnx.ModelProto, inline: bool = False) -> tuple[bytes, str | None, dict] | None:
     """(serialized model, folder, {name: array}) for an onnxruntime session that reads the lazy tensors from
     their own data file (`session.model_external_initializers_file_folder_path`) and takes the large inline
     initializers (weights a pass rewrote) as arrays over their bytes (`add_external_initializers`, which
     wants them declared external): no copy of either in the serialized model. None when the model has no
-    lazy tensors, or they sit in several folders."""
+    lazy tensors (unless `inline`: then folder None, the inline ones handed over), or they sit in several folders."""
     lazy = lazy_tensors(model)
     folders = {os.path.dirname(source(t)[0]) for t in lazy}
-    if len(folders) != 1:
+    if len(folders) != 1 and (folders or not inline):
         return None
-    folder = folders.pop()
+    folder = folders.pop() if folders else None
     relative, arrays = _relative(folder), {}
     initializers = list(model.graph.initializer)  # held: a wrapper's id is only stable while it lives
     handed = {id(t) for t in initializers if not is_lazy(t) and t.HasField("raw_data") and t.ByteSize() >= HAND_OVER_BYTES}

@@ -49,8 +49,8 @@ class OpenModel:
         self.weights = OpenWeights(model, layers, keep)
         self.layers = self.weights.layers
         self.feeds = feeds
-        self.tap = TensorTap(self.weights.model, [])
-        reference = TensorTap(model, [])
+        self.tap = TensorTap(self.weights.model, [], hand_over=True)
+        reference = TensorTap(model, [], hand_over=True)
         self.reference = [{k: v.astype(np.float64) for k, v in reference(feed).items() if k in keep} for feed in feeds]
 
     def set(self, name: str, w: np.ndarray, bias: np.ndarray | None) -> dict:

@@ -37,7 +37,7 @@ def measure(model: onnx.ModelProto, opened: OpenWeights, probes: dict, arrays_of
     if unknown:
         raise SlimError(f"low-rank sensitivity: {unknown} are not outputs of the model; it has {known}")
     outputs = list(outputs) or known
-    base = TensorTap(model, [])
+    base = TensorTap(model, [], hand_over=True)
     reference = [{k: v for k, v in base(feed).items() if k in outputs} for feed in feeds]
     slicer = Slicer(opened.model, opened.names)
     weights = opened.base()

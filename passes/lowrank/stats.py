@@ -64,7 +64,7 @@ def _pre_bias(layer: Layer, array: np.ndarray) -> np.ndarray:
 def probe_shapes(model: onnx.ModelProto, layers: list[Layer], feed: dict) -> dict[str, dict]:
     """Per layer: per-sample input and output shapes measured on one batch (batch axis dropped)."""
     names = [n for layer in layers for n in (layer.node.input[0], layer.out_tensor)]
-    values = TensorTap(model, names)(feed)
+    values = TensorTap(model, names, hand_over=True)(feed)
     batch = int(next(iter(feed.values())).shape[0])
     shapes = {}
     for layer in layers:
@@ -93,7 +93,7 @@ def layer_shapes(model: onnx.ModelProto, layers: list[Layer], calib, ctx, batch_
 
 def _accumulate(model: onnx.ModelProto, layers: list[Layer], tensor_of, rows_of, axis_of, batches, progress=None) -> dict:
     """One streamed pass: per layer, a GramAccumulator over `rows_of(layer, tensor, feed)` -> update args."""
-    tap = TensorTap(model, [tensor_of(layer) for layer in layers])
+    tap = TensorTap(model, [tensor_of(layer) for layer in layers], hand_over=True)
     accs = {layer.name: GramAccumulator(axis_of(layer)) for layer in layers}
     for feed in batches:
         values = tap(feed)
@@ -127,7 +127,7 @@ class OriginalOutputs:
     rows are kept, each taken once."""
 
     def __init__(self, model: onnx.ModelProto, tapped: list[Layer], keep: list[Layer], batches, mask_name):
-        tap = TensorTap(model, [layer.out_tensor for layer in tapped])
+        tap = TensorTap(model, [layer.out_tensor for layer in tapped], hand_over=True)
         self.rows: dict[str, list] = {layer.name: [] for layer in keep}
         for feed in batches:
             values = tap(feed)
@@ -147,7 +147,7 @@ def paired_stats(original: OriginalOutputs, current: onnx.ModelProto, layers: li
 
     `reference` holds the original model's own output stats (y's covariance and mean), already measured.
     """
-    tap = TensorTap(current, [layer.out_tensor for layer in layers])
+    tap = TensorTap(current, [layer.out_tensor for layer in layers], hand_over=True)
     zz = {layer.name: GramAccumulator(layer.feature_axis) for layer in layers}
     zy = {layer.name: CrossGramAccumulator(layer.feature_axis) for layer in layers}
     then = {layer.name: original.take(layer.name) for layer in layers}
