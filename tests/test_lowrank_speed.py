@@ -11,20 +11,7 @@ from onnxslim.passes.lowrank.layers import find_layers
 from onnxslim.passes.lowrank.opened import OpenWeights
 from onnxslim.passes.lowrank.rewrite import Editor
 from onnxslim.passes.lowrank.stats import OriginalOutputs, _drop_masked, _row_weights, original_stats
-
-
-class Calib:
-    real = True
-
-    def __init__(self, arrays):
-        self.arrays = arrays
-
-    def __len__(self):
-        return len(next(iter(self.arrays.values())))
-
-    def batches(self, batch_size=16):
-        for i in range(0, len(self), batch_size):
-            yield {k: v[i:i + batch_size] for k, v in self.arrays.items()}
+from test_lowrank import Calib
 
 
 def _vi(name, shape, elem=TensorProto.FLOAT):
