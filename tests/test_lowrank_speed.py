@@ -1,6 +1,7 @@
 """The low-rank pass's shortcuts (issue 11, run time) give what the long way gives: fits bit for bit, sliced
 sensitivity runs the same errors as splitting the model, the cached original outputs the same rows."""
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -10,7 +11,7 @@ from onnxslim.passes.lowrank import factor, sensitivity
 from onnxslim.passes.lowrank.layers import find_layers
 from onnxslim.passes.lowrank.opened import OpenWeights
 from onnxslim.passes.lowrank.rewrite import Editor
-from onnxslim.passes.lowrank.stats import OriginalOutputs, _drop_masked, _row_weights, original_stats
+from onnxslim.passes.lowrank.stats import OriginalOutputs, _drop_masked, _row_weights, original_stats, up_to
 from test_lowrank import Calib
 
 
@@ -101,3 +102,20 @@ def test_original_outputs_are_the_rows_paired_stats_used():
         y = tap(feed)[layers[2].out_tensor]
         (want,), _ = _drop_masked([y], _row_weights(layers[2], y, feed, "mask"))
         assert np.array_equal(got, want) and got.shape[-2] == int(feed["mask"].sum())
+
+
+def test_taps_on_the_part_up_to_the_layers_are_the_whole_models():
+    rng = np.random.default_rng(3)
+    model = _net(rng)
+    model = onnx.shape_inference.infer_shapes(model)  # value_info kept in the part, as a cleaned model has it
+    layers, _ = find_layers(model, {"matmul", "gemm"}, set())
+    feed = {"x": rng.standard_normal((5, 4, 16)).astype(np.float32)}
+    for layer in layers:
+        part = up_to(model, [layer.out_tensor])
+        assert [n.name for n in part.graph.node] == [n.name for n in model.graph.node][:list(model.graph.node).index(layer.node) + 1]
+        whole, cut = TensorTap(model, [layer.out_tensor])(feed), TensorTap(part, [layer.out_tensor])(feed)
+        assert np.array_equal(whole[layer.out_tensor], cut[layer.out_tensor])
+    looped = _net(rng)
+    body = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "b", [], [_vi("y", None)])
+    looped.graph.node.append(helper.make_node("If", ["cond"], ["z"], then_branch=body, else_branch=body))
+    assert up_to(looped, [layers[0].out_tensor]) is looped  # subgraphs may read outer tensors unnamed: whole
