@@ -261,14 +261,16 @@ def spill(name: str, array: np.ndarray) -> onnx.TensorProto:
     return tensor
 
 
-def session_source(model: onnx.ModelProto) -> tuple[bytes, str, dict] | None:
+def session_source(model: onnx.ModelProto, inline: bool = False) -> tuple[bytes, str | None, dict] | None:
     """(serialized model, folder, {name: array}) for an onnxruntime session that reads the lazy tensors from
     their own data file (`session.model_external_initializers_file_folder_path`) and takes the large inline
     initializers (weights a pass rewrote) as arrays over their bytes (`add_external_initializers`, which
     wants them declared external): no copy of either in the serialized model. None when the model has no
-    lazy tensors, or they sit in several folders that cannot be linked into one (`one_folder`)."""
-    folder, names = one_folder(lazy_tensors(model))
-    if folder is None:
+    lazy tensors (unless `inline`: then folder None, the inline ones handed over), or they sit in several
+    folders that cannot be linked into one (`one_folder`)."""
+    lazy = lazy_tensors(model)
+    folder, names = one_folder(lazy)
+    if folder is None and (lazy or not inline):
         return None
     relative, arrays = _relative(folder, names), {}
     initializers = list(model.graph.initializer)  # held: a wrapper's id is only stable while it lives
