@@ -14,21 +14,22 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import onnx
+import onnx.version_converter
+from onnx import numpy_helper
 
+from onnxslim.calibration import load_calibration
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.graph import model_bytes, to_graph, to_model
-from onnxslim.protocol import FLOAT32, FOLDED, NORMALIZED, Pass
-
-from onnxslim.metrics import quantized_fidelity
-from onnxslim.runtime import median_latency
-from .config import FIDELITY_SAMPLES, WEIGHT_ONLY, QuantizeConfig, check_config
-from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
-from onnxslim.calibration import load_calibration
 from onnxslim.inputs import with_batch
-import onnx.version_converter
-from .bias_correction import dequantize
-from onnx import numpy_helper
+from onnxslim.metrics import quantized_fidelity
+from onnxslim.protocol import FLOAT32, FOLDED, NORMALIZED, Pass
+from onnxslim.runtime import median_latency
+
+from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
+from .bias_correction import dequantized
+from .config import FIDELITY_SAMPLES, WEIGHT_ONLY, QuantizeConfig, check_config
+
 
 def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Context | None = None) -> PassResult:
     config = config or QuantizeConfig()
@@ -176,54 +177,22 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
 
 
 def _fallback(model, prepared, qmodel, build, base_exclude, feeds, config, report) -> onnx.ModelProto:
-    """Keep the nodes that add the most error in float, doubling their number until the tolerance holds."""
+    """Keep the nodes that add the most error in float (fidelity.fallback_search), as few as meet the tolerance."""
     ref = fidelity.outputs(model, feeds)
     names = [o.name for o in model.graph.output]
     optimize = config.target != "tensorrt"
     error = fidelity.error(ref, qmodel, feeds, names, optimize)
-    entry = {"tolerance": config.tolerance, "error_before": round(error, 6), "kept_in_float": [], "met": error <= config.tolerance}
-    report["fallback"] = entry
+    entry = fidelity.fallback_entry(report, config.tolerance, error)
     if entry["met"]:
         return qmodel
     ranking = _sensitivity(prepared, qmodel, feeds[:2], base_exclude)
-    entry["ranking_top"] = [{"node": n, "error_alone": round(d, 5)} for n, d in ranking[:10]]
-    top = min(config.max_fallback_nodes or len(ranking), len(ranking))
-    best = (error, qmodel, [])
-    tried = {}
 
-    def attempt(k):
-        chosen = [n for n, _ in ranking[:k]]
+    def measure(chosen):
         candidate = build(base_exclude + chosen)
-        err = fidelity.error(ref, candidate, feeds, names, optimize)
-        tried[k] = err
-        return err, candidate, chosen
+        return fidelity.error(ref, candidate, feeds, names, optimize), candidate
 
-    # double the number of float nodes until the tolerance holds, then bisect down to the fewest that do
-    lo, k, hit = 0, 1, None
-    while top and k <= top:
-        err, candidate, chosen = attempt(k)
-        if err < best[0] or (hit is None and err <= config.tolerance):
-            best = (err, candidate, chosen)
-        if err <= config.tolerance:
-            hit = (err, candidate, chosen)
-            break
-        lo = k
-        if k == top:
-            break
-        k = min(2 * k, top)
-    if hit is not None:
-        hi = k
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            err, candidate, chosen = attempt(mid)
-            if err <= config.tolerance:
-                hi, hit = mid, (err, candidate, chosen)
-            else:
-                lo = mid
-        best = hit
-    entry["tried"] = {str(k): round(v, 5) for k, v in sorted(tried.items())}
-    err, qmodel, chosen = best
-    entry.update({"error_after": round(err, 6), "met": err <= config.tolerance, "kept_in_float": chosen})
+    top = min(config.max_fallback_nodes or len(ranking), len(ranking))
+    _, qmodel, chosen = fidelity.fallback_search(entry, ranking, measure, config.tolerance, top=top, base=(error, qmodel, []), digits=5)
     report["left_in_float"] += [{"node": n, "reason": "accuracy fallback (--tolerance)"} for n in chosen]
     return qmodel
 
@@ -245,11 +214,9 @@ def _sensitivity(prepared, qmodel, feeds, base_exclude) -> list[tuple[str, float
         if node.op_type not in ("Conv", "Gemm", "MatMul") or node.name in base_exclude or node.name not in fnodes:
             continue
         dq = producers.get(node.input[1]) if len(node.input) > 1 else None
-        if dq is None or dq.op_type != "DequantizeLinear" or any(x not in inits for x in dq.input[:2]):
+        wq = dequantized(dq, inits) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if wq is None:
             continue
-        args = [numpy_helper.to_array(inits[x]) if x in inits else None for x in dq.input]
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        wq = dequantize(args[0], args[1], args[2] if len(args) > 2 else None, axis)
         trial = onnx.ModelProto()
         trial.CopyFrom(prepared)
         wname = fnodes[node.name].input[1]

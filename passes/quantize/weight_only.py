@@ -217,9 +217,9 @@ def build(model: onnx.ModelProto, chosen: list[dict], bits: int, block_size: int
     return out
 
 
-def fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: float, report: dict) -> tuple[onnx.ModelProto, list[dict]]:
-    """Keep the candidates whose quantization alone hurts the outputs most in float, as few as reach
-    `tolerance` (worst relative output error on `feeds`); `make(subset) -> model`."""
+def _fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: float, report: dict) -> tuple[onnx.ModelProto, list[dict]]:
+    """Keep the candidates whose quantization alone hurts the outputs most in float (fidelity.fallback_search), as few
+    as reach `tolerance` (worst relative output error on `feeds`); `make(subset) -> model`."""
     names = [o.name for o in model.graph.output]
     ref = fidelity.outputs(model, feeds)
 
@@ -228,38 +228,17 @@ def fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: floa
         return fidelity.error(ref[:batches], candidate, feeds[:batches], names)
 
     full = make(chosen)
-    err = error(full)
-    entry = {"tolerance": tolerance, "error_before": round(err, 6), "kept_in_float": [], "met": err <= tolerance}
-    report["fallback"] = entry
+    entry = fidelity.fallback_entry(report, tolerance, error(full))
     if entry["met"]:
         return full, chosen
     # one layer quantized alone: a direct measurement of each layer's damage, one inference each
     damage = sorted(((error(make([c]), RANKING_BATCHES), c["node"]) for c in chosen), reverse=True)
-    entry["ranking_top"] = [{"node": n, "error_alone": round(e, 6)} for e, n in damage[:10]]
-    ranked = [n for _, n in damage]
-    tried: dict[int, tuple] = {}
 
-    def attempt(k):
-        if k not in tried:
-            keep = set(ranked[:k])
-            candidate = make([c for c in chosen if c["node"] not in keep])
-            tried[k] = (error(candidate), candidate)
-        return tried[k][0] <= tolerance
+    def measure(floats):
+        candidate = make([c for c in chosen if c["node"] not in set(floats)])
+        return error(candidate), candidate
 
-    # double the number of float layers until the tolerance holds, then bisect down to the fewest
-    lo, k = 0, 1
-    while k < len(ranked) and not attempt(k):
-        lo, k = k, min(2 * k, len(ranked))
-    hi = k
-    if attempt(hi):
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if attempt(mid) else (mid, hi)
-    k = hi if tried[hi][0] <= tolerance else min(tried, key=lambda j: tried[j][0])
-    best = (tried[k][0], tried[k][1], ranked[:k])
-    entry["tried"] = {str(j): round(v[0], 6) for j, v in sorted(tried.items())}
-    err, qmodel, floats = best
-    entry.update({"error_after": round(err, 6), "met": err <= tolerance, "kept_in_float": floats})
+    _, qmodel, floats = fidelity.fallback_search(entry, [(n, e) for e, n in damage], measure, tolerance)
     return qmodel, [c for c in chosen if c["node"] not in set(floats)]
 
 
@@ -288,7 +267,7 @@ def run(model: onnx.ModelProto, config, feeds: list[dict], report: dict) -> onnx
     if config.tolerance is not None and take and not feeds:
         report["warning"] = "--tolerance needs inputs the model runs with; none found, so every candidate was quantized"
     if config.tolerance is not None and take and feeds:
-        qmodel, take = fallback(work, take, make, feeds, config.tolerance, report)
+        qmodel, take = _fallback(work, take, make, feeds, config.tolerance, report)
         floats = set(report["fallback"]["kept_in_float"])
         skip += [{"node": n, "reason": "accuracy fallback (--tolerance)"} for n in floats]
     else:
