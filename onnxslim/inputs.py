@@ -4,19 +4,15 @@ A *feed set* is a list of dicts {input name: array}, one dict per batch, ready f
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from .errors import SlimError
 from . import budget
-import math
-from .graph import light_copy
-import warnings
-from .errors import SlimWarning
-
+from .errors import SlimError, SlimWarning
 
 
 def _np_type(elem_type: int) -> np.dtype | None:
@@ -271,9 +267,3 @@ def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarra
         raise SlimError(f"{path}: holds no samples")
     return out
 
-
-def batched(arrays: dict[str, np.ndarray], batch_size: int, limit: int | None = None) -> list[dict]:
-    """Split sample arrays into feeds of `batch_size` samples (the last may be smaller)."""
-    n = next(iter(arrays.values())).shape[0]
-    n = min(n, limit) if limit is not None else n
-    return [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]

@@ -18,10 +18,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxslim import ondisk
-from onnxslim.errors import SlimError
 
 from . import fidelity
-from .backend import quiet
+from .backend import quantizing, quiet
 
 MS_DOMAIN = "com.microsoft"
 RANKING_BATCHES = 2  # calibration batches that rank the layers for the fallback (as int8's does)
@@ -127,14 +126,11 @@ def quantize_matmuls(model: onnx.ModelProto, names: set[str], bits: int, block_s
         config = mq.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, bits=bits,
                                                  accuracy_level=accuracy_level, quant_format=QuantFormat.QOperator,
                                                  op_types_to_quantize=("MatMul",))
-        try:
-            quantizer = mq.MatMulNBitsQuantizer(copy, bits=bits, block_size=block_size, is_symmetric=symmetric,
-                                                accuracy_level=accuracy_level, nodes_to_exclude=others, algo_config=config)
-            quantizer.process()
-        except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise SlimError(f"onnxruntime.quantization (MatMulNBits) failed: {type(err).__name__}: {first}") from None
-        return quantizer.model.model
+    with quantizing(" (MatMulNBits)"):
+        quantizer = mq.MatMulNBitsQuantizer(copy, bits=bits, block_size=block_size, is_symmetric=symmetric,
+                                            accuracy_level=accuracy_level, nodes_to_exclude=others, algo_config=config)
+        quantizer.process()
+    return quantizer.model.model
 
 
 def blockwise(table: np.ndarray, bits: int, block_size: int, symmetric: bool):
