@@ -31,7 +31,7 @@ from onnx import helper
 from .graph import infer_shapes, light_copy
 from .inputs import symbolic_shapes
 from .ops import node_macs
-from .ops.macs import attrs_of, elements, static_shape
+from .ops.macs import attrs_of, elements
 from .shape_folding import fold_small_constants
 
 _MAX_ROUNDS = 4
@@ -50,7 +50,7 @@ class NodeCost:
 
 def node_costs(model: onnx.ModelProto, input_shapes: dict | None = None) -> list[NodeCost]:
     """MACs and params of every node of the main graph, in graph order (see the module docstring)."""
-    shapes = _inferred_shapes(model, input_shapes)
+    shapes = inferred_shapes(model, input_shapes)
     params = _node_params(model)
     costs = []
     for index, node in enumerate(model.graph.node):
@@ -86,12 +86,8 @@ def model_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict
 # -- shapes -------------------------------------------------------------------------------------------
 
 def inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict[str, tuple | None]:
-    """{tensor: shape} after shape inference (and folding of small shape subgraphs); None for unknown dims."""
-    return _inferred_shapes(model, input_shapes)
-
-
-def _inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None):
-    """{tensor name: shape tuple (None for unknown dims)} after inference on a weightless copy."""
+    """{tensor: shape} after shape inference on a weightless copy (and folding of small shape subgraphs);
+    None for unknown dims."""
     resolved = {k: v for k, v in symbolic_shapes(model, input_shapes).items() if v is not None}
     skeleton = _skeleton(model, resolved)
     for _ in range(_MAX_ROUNDS):
@@ -224,13 +220,8 @@ def _node_params(model: onnx.ModelProto) -> list[int]:
 
 
 def _constant_elements(node: onnx.NodeProto) -> int:
-    for attr in node.attribute:
-        if attr.name == "value":
-            return 0 if attr.t.data_type == onnx.TensorProto.INT64 else elements(attr.t.dims)
-        if attr.name == "sparse_value":
-            return elements(attr.sparse_tensor.dims)
-        if attr.name == "value_float":
-            return 1
-        if attr.name == "value_floats":
-            return len(attr.floats)
-    return 0  # value_int(s) and strings: shapes and labels, not weights
+    """Value_int(s), strings and int64 tensors are shapes and labels, not weights: 0."""
+    kind = next((a for a in node.attribute if a.name in ("value", "sparse_value", "value_float", "value_floats")), None)
+    if kind is None or (kind.name == "value" and kind.t.data_type == onnx.TensorProto.INT64):
+        return 0
+    return elements(_constant_attr_shape(node))

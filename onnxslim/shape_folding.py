@@ -207,16 +207,13 @@ def _has_data(t: onnx.TensorProto) -> bool:
         "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")) or elements(t.dims) == 0
 
 
+_NUMBER_ATTRS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+
+
 def _constant_node_value(node):
     for attr in node.attribute:
         if attr.name == "value":
             return numpy_helper.to_array(attr.t)
-        if attr.name == "value_float":
-            return np.array(attr.f, dtype=np.float32)
-        if attr.name == "value_floats":
-            return np.array(list(attr.floats), dtype=np.float32)
-        if attr.name == "value_int":
-            return np.array(attr.i, dtype=np.int64)
-        if attr.name == "value_ints":
-            return np.array(list(attr.ints), dtype=np.int64)
+        if attr.name in _NUMBER_ATTRS:
+            return np.array(helper.get_attribute_value(attr), dtype=_NUMBER_ATTRS[attr.name])
     return None

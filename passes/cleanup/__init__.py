@@ -161,11 +161,8 @@ def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: in
             # another round: the probes pin every dynamic dim, so a Reshape made static changes none of theirs
             break
         model, more = fold(model, threshold)
-        folding.folded_nodes += more.folded_nodes
-        folding.dead_nodes += more.dead_nodes
-        folding.passthrough += more.passthrough
-        folding.constants_lifted += more.constants_lifted
-        folding.shape_reads += more.shape_reads
+        for counter in ("folded_nodes", "dead_nodes", "passthrough", "constants_lifted", "shape_reads"):
+            setattr(folding, counter, getattr(folding, counter) + getattr(more, counter))
         folding.too_large = more.too_large or folding.too_large
     return to_graph(infer_shapes(model)), static
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-
-from onnxslim.warn import quiet_logger
-
-from .shape_reads import fold_shape_reads
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.optimizer import fold_constants
+
+from onnxslim.units import first_line
+from onnxslim.warn import quiet_logger
+
+from .shape_reads import fold_shape_reads, new_initializer
 
 # ops left as they are: folding Q/DQ would drop the quantization a model was built with
 KEEP_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
@@ -61,10 +62,10 @@ def fold(model: onnx.ModelProto, size_threshold: int) -> tuple[onnx.ModelProto, 
         except Exception as err:  # the folder raises RuntimeError naming the node's op
             op = _failed_op(err)
             if op is None or op in skip:
-                report.errors.append(f"constant folding failed ({_first_line(err)}); model left unfolded")
+                report.errors.append(f"constant folding failed ({first_line(err)[:160]}); model left unfolded")
                 return model, report
             skip.add(op)
-            report.errors.append(f"{op}: the folder failed on it ({_first_line(err.__cause__ or err)}); left unfolded")
+            report.errors.append(f"{op}: the folder failed on it ({first_line(err.__cause__ or err)[:160]}); left unfolded")
             continue
         folded = _count(irm.graph)
         common.RemoveUnusedNodesPass()(irm)
@@ -112,15 +113,7 @@ def _scalar_range_inputs(graph) -> None:
             tensor = value.const_value if value is not None else None
             if tensor is None or tensor.size != 1 or len(tensor.shape) == 0:
                 continue
-            name, k = f"{value.name}_scalar", 0
-            while name in graph.initializers:
-                k += 1
-                name = f"{value.name}_scalar{k}"
-            array = tensor.numpy().reshape(())
-            scalar = ir.Value(name=name, shape=ir.Shape([]), type=ir.TensorType(tensor.dtype),
-                              const_value=ir.tensor(array, dtype=tensor.dtype, name=name))
-            graph.register_initializer(scalar)
-            node.replace_input_with(i, scalar)
+            node.replace_input_with(i, new_initializer(graph, f"{value.name}_scalar", tensor.numpy().reshape(()), tensor.dtype))
 
 
 def _count(graph, ops=None) -> int:
@@ -168,7 +161,3 @@ def _failed_op(err: Exception) -> str | None:
     match = re.search(r"\(([\w.]*)::(\w+)\)", str(err))
     return match.group(2) if match else None
 
-
-def _first_line(err) -> str:
-    text = str(err).strip()
-    return (text.splitlines() or [type(err).__name__])[0][:160]

@@ -96,12 +96,17 @@ def _replace(graph, value, array: np.ndarray) -> int:
     """Point every use of `value` at a new initializer holding `array` (graph outputs keep their producer)."""
     if value.is_graph_output() or not value.uses():
         return 0
-    name, k = f"{value.name}_static", 0
+    ir.convenience.replace_all_uses_with(value, new_initializer(graph, f"{value.name}_static", array, ir.DataType.INT64))
+    return 1
+
+
+def new_initializer(graph, base: str, array: np.ndarray, dtype) -> ir.Value:
+    """An initializer of `graph` holding `array`, named `base` (or `base1`, `base2`... when that is taken)."""
+    name, k = base, 0
     while name in graph.initializers:
         k += 1
-        name = f"{value.name}_static{k}"
-    const = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
-                     const_value=ir.tensor(array, name=name))
-    graph.register_initializer(const)
-    ir.convenience.replace_all_uses_with(value, const)
-    return 1
+        name = f"{base}{k}"
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype),
+                     const_value=ir.tensor(array, dtype=dtype, name=name))
+    graph.register_initializer(value)
+    return value
