@@ -286,29 +286,16 @@ class Builder:
             ea = eb = np.zeros(0, dtype=np.int64)
         label = _components(n, ea, eb)
         space_of = np.repeat(np.arange(len(self.spaces)), [s.size for s in self.spaces]) if n else np.zeros(0, np.int64)
-        # spaces sharing a label are in one group
-        parent = list(range(len(self.spaces)))
-
-        def find(i):
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
+        # spaces sharing a label are in one group: each space is linked to one owner space of each of its labels
         first_space = np.full(n, -1, dtype=np.int64)
         order = np.argsort(label, kind="stable")
         sorted_labels = label[order]
         starts = np.r_[0, np.flatnonzero(np.diff(sorted_labels)) + 1] if n else np.zeros(0, np.int64)
-        owner = space_of[order][starts]  # one space per label
-        first_space[sorted_labels[starts]] = owner
-        pairs = set(zip(space_of.tolist(), first_space[label].tolist())) if n else set()
-        for a, b in pairs:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+        first_space[sorted_labels[starts]] = space_of[order][starts]
+        group_of = _components(len(self.spaces), space_of, first_space[label])
         members: dict[int, list[Space]] = {}
         for s in self.spaces:
-            members.setdefault(find(s.id), []).append(s)
+            members.setdefault(int(group_of[s.id]), []).append(s)
         frozen_label = np.zeros(n, dtype=bool)
         for sid in self.frozen:
             s = self.spaces[sid]

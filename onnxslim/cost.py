@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 import onnx
 from onnx import helper
 
-from .graph import infer_shapes, light_copy
+from .graph import infer_shapes
+from .light import light_copy, value_dims
 from .inputs import symbolic_shapes
 from .ops import node_macs
 from .ops.macs import attrs_of, elements
@@ -154,11 +155,11 @@ def _shape_map(model: onnx.ModelProto) -> dict[str, tuple | None]:
     shapes: dict[str, tuple | None] = {}
     g = model.graph
     for vi in list(g.input) + list(g.value_info) + list(g.output):
-        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
-        if tt is None or not tt.HasField("shape"):
+        dims = value_dims(vi)
+        if dims is None:
             shapes.setdefault(vi.name, None)
-            continue
-        shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        else:
+            shapes[vi.name] = tuple(dims)
     for t in g.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
     for node in g.node:

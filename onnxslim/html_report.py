@@ -3,8 +3,6 @@ network: a Content-Security-Policy forbids every fetch), readable without onnxsl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from html import escape
 from pathlib import Path
 
@@ -184,15 +182,3 @@ def render(report: dict) -> str:
     parts.append(f"<p class='muted'>total {escape(str(report.get('seconds')))} s</p></body></html>")
     return "\n".join(p for p in parts if p)
 
-
-def write(path: Path, report: dict) -> None:
-    """Atomically: a temporary file beside `path`, renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render(report))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

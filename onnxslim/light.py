@@ -9,6 +9,14 @@ import onnx
 SMALL_TENSOR = 4096  # elements; smaller tensors keep their data for shape inference (they may be shapes)
 
 
+def value_dims(vi: onnx.ValueInfoProto) -> list | None:
+    """A value's dims (None for each unknown one); None when it is no tensor or its rank is unknown."""
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+
+
 def is_repeated(field) -> bool:
     # protobuf >= 6 dropped FieldDescriptor.label in favour of is_repeated
     repeated = getattr(field, "is_repeated", None)

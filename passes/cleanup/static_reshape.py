@@ -5,7 +5,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxslim.graph import infer_shapes, light_copy, to_graph, to_model
+from onnxslim.graph import infer_shapes, to_graph, to_model
+from onnxslim.light import light_copy, value_dims
 from onnxslim.shape_folding import fold_small_constants
 
 
@@ -71,9 +72,9 @@ def _unplug_generators(graph: gs.Graph, shapes: dict, limit: int) -> None:
 def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     shapes = {}
     for vi in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
-        dims = vi.type.tensor_type.shape.dim
-        if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
-            shapes[vi.name] = tuple(d.dim_value for d in dims)
+        dims = value_dims(vi)
+        if dims is not None and None not in dims:
+            shapes[vi.name] = tuple(dims)
     return shapes
 
 
