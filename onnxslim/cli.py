@@ -300,20 +300,17 @@ def main():
     signal.signal(signal.SIGTERM, _terminated)
     try:
         cli.main(prog_name="onnxslim", standalone_mode=False)
-    except click.exceptions.UsageError as err:  # click's own usage errors: one line too
+    except click.exceptions.ClickException as err:  # click's own errors (usage: exit 2): one line too
         if type(err).__name__ == "NoArgsIsHelpError" and err.ctx is not None:
             click.echo(err.ctx.get_help())
             sys.exit(0)
         click.echo(f"onnxslim: error: {err.format_message()}", err=True)
-        sys.exit(2)
+        sys.exit(err.exit_code)
     except BrokenPipeError:
         _quiet_broken_pipe()
     except click.exceptions.Abort:
         click.echo("onnxslim: interrupted; nothing written", err=True)
         sys.exit(130)
-    except click.exceptions.ClickException as err:
-        click.echo(f"onnxslim: error: {err.format_message()}", err=True)
-        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

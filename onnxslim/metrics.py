@@ -76,20 +76,12 @@ def compare_outputs(ref: list[dict], new: list[dict]) -> dict[str, dict]:
 
 class _Accumulator:
     def __init__(self):
-        self.cos_sum = 0.0
-        self.samples = 0
-        self.max_abs = 0.0
-        self.abs_sum = 0.0
-        self.elements = 0
-        self.signal = 0.0
-        self.noise = 0.0
-        self.top1_same = 0
-        self.top1_rows = 0
+        self.cos_sum = self.max_abs = self.abs_sum = self.signal = self.noise = 0.0
+        self.samples = self.elements = self.top1_same = self.top1_rows = self.mismatch = 0
         self.top1_applies = True
-        self.mismatch = 0
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        self.top1_applies &= a.ndim == 2 and a.shape[1] > 1 and np.issubdtype(a.dtype, np.floating)
+        self.top1_applies &= is_scores(a)
         if self.top1_applies and a.shape[0]:
             self.top1_same += int(np.sum(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
             self.top1_rows += a.shape[0]

@@ -136,18 +136,12 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
                          "why": "7-bit weights (depthwise convs excepted) keep u8*s8 products from saturating int16 on CPUs without VNNI" if reduce_range else None}
     # 7-bit weights go per layer through the overrides (depthwise kernels do not saturate), not globally
     settings = target.settings_for(config.target, config.per_channel, reduce_range and not config.per_channel)
-    excluded = []
-    if config.target == "tensorrt":
-        excluded = target.tensorrt_float_convs(graph)
+    excluded = target.tensorrt_float_convs(graph) if config.target == "tensorrt" else []
     report["left_in_float"] = list(excluded)
     names = backend.float_activations(prepared)
-    mean_axes = {}
-    if config.bias_correction:
-        for node in prepared.graph.node:
-            if node.op_type == "Conv":
-                mean_axes[node.input[0]] = 1
-            elif node.op_type == "Gemm":
-                mean_axes[node.input[0]] = -1
+    channel_axis = {"Conv": 1, "Gemm": -1}  # of the layer inputs whose means bias correction needs
+    mean_axes = {n.input[0]: channel_axis[n.op_type] for n in prepared.graph.node
+                 if n.op_type in channel_axis and config.bias_correction}
     stats = ranges.collect(prepared, names, dataset, histogram=config.calib_method != "minmax",
                            batch_size=config.batch_size, mean_axes=mean_axes, progress=ctx.progress)
     symmetric = settings.activation_symmetric

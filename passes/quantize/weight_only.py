@@ -18,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxslim import ondisk
+from onnxslim.ops.macs import attrs_of
 
 from . import fidelity
 from .backend import quantizing, quiet
@@ -30,41 +31,27 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in model.graph.initializer}
 
 
-def _attr(node, name, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def gemms_to_matmul(model: onnx.ModelProto) -> list[str]:
     """Rewrite Gemm(A, B const[, C]) without transA as MatMul(A, alpha*B') (+ Add beta*C): the same
     numbers, and a form MatMulNBits can take. Returns the rewritten nodes' names."""
     inits = _initializers(model)
-    users = {}
-    for n in model.graph.node:
-        for name in n.input:
-            users[name] = users.get(name, 0) + 1
     nodes, done = [], []
     for node in model.graph.node:
         b = inits.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) > 1 else None
         c_ok = len(node.input) < 3 or not node.input[2] or node.input[2] in inits
-        if b is None or _attr(node, "transA", 0) or not c_ok or b.data_type != onnx.TensorProto.FLOAT:
+        attrs = attrs_of(node)
+        if b is None or attrs.get("transA", 0) or not c_ok or b.data_type != onnx.TensorProto.FLOAT:
             nodes.append(node)
             continue
         w = ondisk.to_array(b)
-        w = (w.T if _attr(node, "transB", 0) else w) * np.float32(_attr(node, "alpha", 1.0))
-        wname = _fresh(inits, f"{node.name or node.output[0]}.weight_kn")
-        inits[wname] = numpy_helper.from_array(np.ascontiguousarray(w, np.float32), wname)
-        model.graph.initializer.append(inits[wname])
+        w = (w.T if attrs.get("transB", 0) else w) * np.float32(attrs.get("alpha", 1.0))
+        wname = _add(model, inits, f"{node.name or node.output[0]}.weight_kn", np.ascontiguousarray(w, np.float32))
         has_c = len(node.input) > 2 and node.input[2]
         mm_out = node.output[0] + ".matmul" if has_c else node.output[0]
         nodes.append(helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=node.name))
         if has_c:
-            c = ondisk.to_array(inits[node.input[2]]) * np.float32(_attr(node, "beta", 1.0))
-            cname = _fresh(inits, f"{node.name or node.output[0]}.bias")
-            inits[cname] = numpy_helper.from_array(c.astype(np.float32), cname)
-            model.graph.initializer.append(inits[cname])
+            c = ondisk.to_array(inits[node.input[2]]) * np.float32(attrs.get("beta", 1.0))
+            cname = _add(model, inits, f"{node.name or node.output[0]}.bias", c.astype(np.float32))
             nodes.append(helper.make_node("Add", [mm_out, cname], [node.output[0]], name=f"{node.name}.bias_add"))
         done.append(node.name)
     if done:
@@ -74,10 +61,13 @@ def gemms_to_matmul(model: onnx.ModelProto) -> list[str]:
     return done
 
 
-def _fresh(taken, base: str) -> str:
+def _add(model: onnx.ModelProto, inits: dict, base: str, array: np.ndarray) -> str:
+    """A new initializer holding `array`, named `base` (or `base.1`, `base.2`... when taken); its name."""
     name, k = base, 1
-    while name in taken:
+    while name in inits:
         name, k = f"{base}.{k}", k + 1
+    inits[name] = numpy_helper.from_array(array, name)
+    model.graph.initializer.append(inits[name])
     return name
 
 
@@ -103,7 +93,7 @@ def candidates(model: onnx.ModelProto, min_elements: int, exclude=()) -> tuple[l
         entry = {"node": node.name, "op": node.op_type, "shape": list(w.dims)}
         if node.name in exclude:
             skip.append({**entry, "reason": "excluded (--exclude)"})
-        elif node.op_type == "Gather" and _attr(node, "axis", 0) != 0:
+        elif node.op_type == "Gather" and attrs_of(node).get("axis", 0) != 0:
             skip.append({**entry, "reason": "Gather along an axis other than 0 (GatherBlockQuantized needs gather_axis 0)"})
         elif int(np.prod(w.dims)) < min_elements:
             skip.append({**entry, "reason": f"too small to gain ({int(np.prod(w.dims))} weights < {min_elements})"})
@@ -185,14 +175,10 @@ def quantize_gathers(model: onnx.ModelProto, names: set[str], bits: int, block_s
         table = ondisk.to_array(inits[node.input[0]]).astype(np.float32)
         codes, scale, zero = blockwise(table, bits, block_size, symmetric)
         base = node.input[0]
-        qname, sname, zname = (_fresh(inits, f"{base}_Q{bits}"), _fresh(inits, f"{base}_scales"), _fresh(inits, f"{base}_zp"))
-        new = [numpy_helper.from_array(pack(codes, bits), qname), numpy_helper.from_array(scale, sname)]
+        inputs = [_add(model, inits, f"{base}_Q{bits}", pack(codes, bits)), node.input[1], _add(model, inits, f"{base}_scales", scale)]
         if zero is not None:
-            new.append(numpy_helper.from_array(pack(zero, bits), zname))
-        for t in new:
-            inits[t.name] = t
-        model.graph.initializer.extend(new)
-        nodes.append(helper.make_node("GatherBlockQuantized", [qname, node.input[1], sname] + ([zname] if zero is not None else []),
+            inputs.append(_add(model, inits, f"{base}_zp", pack(zero, bits)))
+        nodes.append(helper.make_node("GatherBlockQuantized", inputs,
                                       list(node.output), name=node.name, domain=MS_DOMAIN, bits=bits,
                                       block_size=block_size, gather_axis=0, quantize_axis=1))
     model.graph.ClearField("node")
