@@ -27,14 +27,10 @@ MS_DOMAIN = "com.microsoft"
 RANKING_BATCHES = 2  # calibration batches that rank the layers for the fallback (as int8's does)
 
 
-def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    return {t.name: t for t in model.graph.initializer}
-
-
 def gemms_to_matmul(model: onnx.ModelProto) -> list[str]:
     """Rewrite Gemm(A, B const[, C]) without transA as MatMul(A, alpha*B') (+ Add beta*C): the same
     numbers, and a form MatMulNBits can take. Returns the rewritten nodes' names."""
-    inits = _initializers(model)
+    inits = {t.name: t for t in model.graph.initializer}
     nodes, done = [], []
     for node in model.graph.node:
         b = inits.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) > 1 else None
@@ -81,7 +77,7 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 def candidates(model: onnx.ModelProto, min_elements: int, exclude=()) -> tuple[list[dict], list[dict]]:
     """The MatMuls and Gathers whose constant float weight can be quantized, and those left in float (why)."""
-    inits = _initializers(model)
+    inits = {t.name: t for t in model.graph.initializer}
     take, skip = [], []
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gather"):
@@ -166,7 +162,7 @@ def pack(codes: np.ndarray, bits: int) -> np.ndarray:
 
 def quantize_gathers(model: onnx.ModelProto, names: set[str], bits: int, block_size: int, symmetric: bool) -> None:
     """Replace each named Gather over a constant [rows, cols] table with GatherBlockQuantized (in place)."""
-    inits = _initializers(model)
+    inits = {t.name: t for t in model.graph.initializer}
     nodes = []
     for node in model.graph.node:
         if node.op_type != "Gather" or node.name not in names:
