@@ -14,8 +14,12 @@ from .inputs import model_inputs
 def datasets(src: Path, model, shapes, o, need_calib: bool):
     """(calibration Dataset or None, validation Dataset or None)."""
     preprocess, path = _preprocess(src, o)
-    calibration = _calibration(model, shapes, o, preprocess, path) if need_calib else None
-    data = None
+    calibration = data = None
+    if need_calib and not o["calib"]:
+        click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
+    if need_calib:
+        calibration = load_calibration(o["calib"], model, size=o["calib_size"], preprocess=preprocess,
+                                       preprocess_file=path, input_shapes=shapes, seed=o["seed"])
     if o["data"] and not o["no_validate"]:
         data = load_calibration(o["data"], model, size=o["val_size"] if o["val_size"] > 0 else None, preprocess=preprocess,
                                 preprocess_file=path, input_shapes=shapes, seed=o["seed"])
@@ -58,9 +62,3 @@ def _preprocess(src: Path, o):
         preprocess = base.__class__(**{**base.__dict__, **image_opts})
     return preprocess, path
 
-
-def _calibration(model, shapes, o, preprocess, path):
-    if not o["calib"]:
-        click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
-    return load_calibration(o["calib"], model, size=o["calib_size"], preprocess=preprocess,
-                            preprocess_file=path, input_shapes=shapes, seed=o["seed"])

@@ -58,9 +58,9 @@ def choose(model: onnx.ModelProto, overrides: dict | None = None, hints: dict | 
     if missing:
         return RunShapes(None, sources, f"input(s) {missing} have no shape in the model")
     shapes = _unify(model, shapes)
-    free = _free_symbols(shapes)
-    for name in shapes:
-        sources.setdefault(name, "model" if name not in _inputs_with(shapes, free) else "auto")
+    free = {d for shape in shapes.values() for d in shape if not isinstance(d, int)}
+    for name, shape in shapes.items():
+        sources.setdefault(name, "auto" if any(d in free for d in shape) else "model")
     if not free:
         return RunShapes(shapes, sources)
     if not probe:
@@ -78,14 +78,6 @@ def _unify(model: onnx.ModelProto, shapes: dict) -> dict:
             if isinstance(d, str) and d and isinstance(got, int):
                 known.setdefault(d, got)
     return {name: tuple(known.get(d, d) if isinstance(d, str) else d for d in shape) for name, shape in shapes.items()}
-
-
-def _free_symbols(shapes: dict) -> set:
-    return {d for shape in shapes.values() for d in shape if not isinstance(d, int)}
-
-
-def _inputs_with(shapes: dict, symbols: set) -> set:
-    return {name for name, shape in shapes.items() if any(d in symbols for d in shape)}
 
 
 def _search(model: onnx.ModelProto, shapes: dict, free: set, sources: dict) -> RunShapes:

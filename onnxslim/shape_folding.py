@@ -21,15 +21,15 @@ def _opt(inputs, i):
     return inputs[i] if len(inputs) > i and inputs[i] is not None else None
 
 
-def _axes_of(node, inputs, attrs, i=1):
-    axes = _opt(inputs, i)
-    if axes is None:
-        axes = attrs.get("axes")
+def _axes_of(inputs, attrs):
+    """Axes from input 1 (newer opsets) or the attribute (older ones)."""
+    axes = _opt(inputs, 1)
+    axes = attrs.get("axes") if axes is None else axes
     return None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
 
 
 def _unsqueeze(node, inputs, attrs):
-    x, axes = inputs[0], _axes_of(node, inputs, attrs)
+    x, axes = inputs[0], _axes_of(inputs, attrs)
     rank = x.ndim + len(axes)
     for a in sorted(a % rank for a in axes):
         x = np.expand_dims(x, a)
@@ -37,7 +37,7 @@ def _unsqueeze(node, inputs, attrs):
 
 
 def _squeeze(node, inputs, attrs):
-    axes = _axes_of(node, inputs, attrs)
+    axes = _axes_of(inputs, attrs)
     x = inputs[0]
     return np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(a % x.ndim for a in axes))
 
@@ -144,11 +144,10 @@ def fold_small_constants(skeleton: onnx.ModelProto, shapes: dict) -> int:
         if result is None:
             keep.append(node)
             continue
+        values[node.output[0]] = result
         if node.op_type == "Constant":
-            values[node.output[0]] = result
             keep.append(node)
             continue
-        values[node.output[0]] = result
         g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(result), node.output[0]))
         folded += 1
     if folded:

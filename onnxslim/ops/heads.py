@@ -37,12 +37,8 @@ _PASS_THROUGH = {"Mul", "Div", "Cast", "Identity", "Add", "Sub"}
 _MAX_HOPS = 6  # Reshape -> Transpose -> Mul -> MatMul is 3 hops; deeper chains are not the head form
 
 
-def _is_activation(t) -> bool:
-    return t is not None and not isinstance(t, gs.Constant)
-
-
 def _activation_matmul_node(node: gs.Node) -> bool:
-    return node.op == "MatMul" and len(node.inputs) == 2 and all(_is_activation(t) for t in node.inputs)
+    return node.op == "MatMul" and len(node.inputs) == 2 and not any(isinstance(t, gs.Constant) for t in node.inputs)
 
 
 # -- MatMul of two activations --------------------------------------------------------------------------
@@ -205,10 +201,6 @@ def gather(b: Builder, node: gs.Node, tensor, axis: int) -> None:
     b.link(b.act(data, axis + (drop and axis >= gathered)), b.act(y, axis))
 
 
-def _same_rank(a, c) -> bool:
-    return a.shape is not None and c.shape is not None and len(a.shape) == len(c.shape)
-
-
 def _head_use(matmul: gs.Node, tensor, axes: dict) -> bool:
     rank = len(tensor.shape or ())
     roles = {role: ax for ax, role in axes.items()}
@@ -240,3 +232,7 @@ def _unit_width(group) -> int:
     """Input features of the output projection per unit (a packed QKV projection is 3x wider)."""
     exits = [s.size for s in group.spaces if s.role == EXIT]
     return (min(exits) if exits else group.channels) // max(group.n_classes, 1)
+
+
+def _same_rank(a, c) -> bool:
+    return a.shape is not None and c.shape is not None and len(a.shape) == len(c.shape)

@@ -130,7 +130,9 @@ def _graph_steps(current: onnx.ModelProto, model: onnx.ModelProto, config: Clean
              "batchnorm_folded": fold_batchnorm(graph) if config.fold_bn else 0,
              "reshape_shapes_made_static": static_reshapes}
     if config.rules:
-        counts = _rewrite_rules(graph, model, config)
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        # keeping BN for the `bn` criterion also keeps it off ConvTranspose
+        counts = rewrite.apply_rules(graph, skip=set() if config.fold_bn else {"convtranspose_bn"}, opset=opset)
         rules.update(counts)
         if counts and _constant_only_nodes(graph):
             # a fusion can leave constant-only nodes behind: fold again with our folder, which keeps the
@@ -176,14 +178,6 @@ def _reads_shapes(graph: onnx.GraphProto) -> bool:
             if any(_reads_shapes(g) for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)):
                 return True
     return False
-
-
-def _rewrite_rules(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfig) -> dict[str, int]:
-    """The rewrite rules to a fixpoint."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    # keeping BN for the `bn` criterion also keeps it off ConvTranspose
-    skip = set() if config.fold_bn else {"convtranspose_bn"}
-    return dict(rewrite.apply_rules(graph, skip=skip, opset=opset))
 
 
 def _constant_only_nodes(graph: gs.Graph) -> bool:

@@ -78,8 +78,11 @@ def fold(model: onnx.ModelProto, size_threshold: int) -> tuple[onnx.ModelProto, 
         report.dead_nodes = max(0, folded - _count(irm.graph) - report.constants_lifted)
         report.too_large = too_large
         out = ir.serde.serialize_model(irm)
-        del out.opset_import[:]  # keep the model's own imports (the passes drop unused ones)
-        out.opset_import.extend(_opsets(model, out))
+        # keep the model's own imports (the passes drop unused ones)
+        have = {o.domain for o in model.opset_import}
+        opsets = list(model.opset_import) + [o for o in out.opset_import if o.domain not in have]
+        del out.opset_import[:]
+        out.opset_import.extend(opsets)
         return out, report
     return model, report
 
@@ -118,11 +121,6 @@ def _scalar_range_inputs(graph) -> None:
 
 def _count(graph, ops=None) -> int:
     return sum(1 for node in graph if ops is None or node.op_type in ops)
-
-
-def _opsets(model: onnx.ModelProto, out: onnx.ModelProto) -> list:
-    have = {o.domain for o in model.opset_import}
-    return list(model.opset_import) + [o for o in out.opset_import if o.domain not in have]
 
 
 def _gate(threshold: int, skip: set, too_large: list):

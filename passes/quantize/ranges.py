@@ -115,8 +115,8 @@ def _kl_for_threshold(hist: np.ndarray, i: int, levels: int) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-10))))
 
 
-def ranges_from_stats(stats: dict[str, TensorStats], method: str, *, symmetric: bool, percentile: float = 99.99,
-                      bins: int = 2048) -> dict[str, tuple[float, float]]:
+def ranges_from_stats(stats: dict[str, TensorStats], method: str, *, symmetric: bool,
+                      percentile: float = 99.99) -> dict[str, tuple[float, float]]:
     """(rmin, rmax) per tensor for `method` in minmax | percentile | entropy."""
     out = {}
     for name, s in stats.items():
