@@ -32,7 +32,7 @@ from .progress import progress, silent
 from .protocol import Option, config_options, is_given
 from .report_files import json_default, write_report
 from .report_text import one_line
-from .summary import model_lines
+from .units import size
 from .validation_table import format_report_table
 from .warn import one_line_warnings
 
@@ -219,7 +219,11 @@ def _check_paths(src: Path, dst: Path, o) -> None:
 def terminal_summary(report: dict, passes=PASSES) -> str:
     """The table the CLI prints: the model before/after, each pass's lines, validation, the passes' tables."""
     ran = report.get("passes", {})
-    lines = model_lines(report)
+    stats = report.get("model_stats")
+    lines = []
+    if stats:
+        (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
+        lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {size(b0)} -> {size(b1)}")
     for p in passes:
         if p.name in ran:
             lines += p.summary(ran[p.name] or {})

@@ -15,8 +15,7 @@ import math
 import numpy as np
 
 from .errors import FIDELITY_FAILED, SlimError
-from .output_kinds import cosine, kind_metrics, normalized_rows
-from .output_values import as_match as _as_match, comparable as _comparable
+from .output_kinds import as_match as _as_match, comparable as _comparable, cosine, kind_metrics, normalized_rows
 
 # SQNR of an exact match would be +inf, which is not JSON; float64 rounding noise sits near 300 dB anyway
 _SQNR_CAP_DB = 300.0
@@ -133,7 +132,7 @@ def _with_kind_metrics(metrics: dict, name: str, ref: list[dict], new: list[dict
     """Replace the generic top-1 agreement with the metrics that fit the output's kind (output_kinds.py)."""
     a, b = [_comparable(r[name]) for r in ref], [_comparable(n[name]) for n in new]
     if any(x.dtype.kind in "OUS" for x in a + b):
-        return metrics  # strings: the match metrics (output_values.as_match) already say all there is
+        return metrics  # strings: the match metrics (output_kinds.as_match) already say all there is
     extra = kind_metrics(name, a, b)
     if extra.get("kind") != "scores":
         metrics.pop("top1_agreement", None)

@@ -20,7 +20,6 @@ from onnxslim.errors import SlimError
 from onnxslim import ondisk
 from onnxslim.graph import infer_shapes, size_upper_bound, to_graph, to_model
 from onnxslim.protocol import BATCHNORM, FLOAT32, FOLDED, NORMALIZED, Pass, option
-from onnxslim.summary import cleanup_lines
 
 from onnxslim.passes import rewrite
 
@@ -77,7 +76,11 @@ class CleanupPass(Pass):
         return run(model, config, ctx)
 
     def summary(self, report: dict) -> list[str]:
-        return cleanup_lines(report)
+        """What each cleanup rule did, and what was left unfolded."""
+        rules = report.get("rules") or {}
+        lines = ["  cleanup: " + ", ".join(f"{name} {count}" for name, count in rules.items())] if rules else []
+        notes = (report.get("left_unfolded_size") or [])[:3] + (report.get("fold_errors") or [])[:3]
+        return lines + [f"  not folded: {note}" for note in notes]
 
 
 def default_size_threshold(model: onnx.ModelProto) -> int:
