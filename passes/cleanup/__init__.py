@@ -104,16 +104,10 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
              "functions_inlined": folding.inlined_functions, "constants_to_initializers": folding.constants_lifted,
              "static_shape_reads": folding.shape_reads, **rules}
     rules["identity_removed"] = max(0, folding.passthrough) + rules.get("identity_removed", 0)
-    report = {
-        "nodes_before": nodes_before,
-        "nodes_after": len(model_out.graph.node),
-        "size_threshold": threshold,
-        "rules": {k: v for k, v in rules.items() if v},
-        # kept for readers of the reports before the "rules" section
-        "batchnorm_folded": rules.get("batchnorm_folded", 0),
-        "identity_removed": rules["identity_removed"],
-        "reshape_shapes_made_static": rules.get("reshape_shapes_made_static", 0),
-    }
+    report = {"nodes_before": nodes_before, "nodes_after": len(model_out.graph.node), "size_threshold": threshold,
+              "rules": {k: v for k, v in rules.items() if v},
+              # kept for readers of the reports before the "rules" section
+              **{k: rules.get(k, 0) for k in ("batchnorm_folded", "identity_removed", "reshape_shapes_made_static")}}
     if config.fp16:
         model_out, report["fp16"] = to_fp16(model_out)
         report["nodes_after"] = len(model_out.graph.node)

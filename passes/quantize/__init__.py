@@ -28,13 +28,13 @@ from onnxslim.runtime import median_latency
 
 from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
 from .bias_correction import dequantized
-from .config import FIDELITY_SAMPLES, WEIGHT_ONLY, QuantizeConfig, check_config
+from .config import FIDELITY_SAMPLES, WEIGHT_ONLY, QuantizeConfig
 
 
 def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Context | None = None) -> PassResult:
     config = config or QuantizeConfig()
     ctx = ctx or Context()
-    check_config(config)
+    config.check()
     dataset = ctx.calibration
     if dataset is None:
         dataset = load_calibration(None, model, input_shapes=ctx.input_shapes, seed=ctx.seed, size=16)
