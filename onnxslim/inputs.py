@@ -162,10 +162,8 @@ def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: i
     rng = np.random.default_rng(seed)
     resolved = resolve_shapes(model, shapes)
     check_feed_memory(model, resolved, count)
-    feeds = []
-    for _ in range(count):
-        feeds.append({spec.name: _random_array(spec, resolved[spec.name], rng) for spec in model_inputs(model)})
-    return feeds
+    specs = model_inputs(model)
+    return [{spec.name: _random_array(spec, resolved[spec.name], rng) for spec in specs} for _ in range(count)]
 
 
 def _random_array(spec: InputSpec, shape: tuple, rng: np.random.Generator) -> np.ndarray:
