@@ -110,10 +110,6 @@ def symbolic_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch
     return shapes
 
 
-def is_concrete(shape) -> bool:
-    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
-
-
 def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch: int = 1) -> dict[str, tuple[int, ...]]:
     """A concrete shape per input: the override if given, else the model's dims with a dynamic first dim as batch.
 
@@ -124,7 +120,7 @@ def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch:
     for name, shape in shapes.items():
         if shape is None:
             raise SlimError(f"input '{name}' has no shape in the model; give it with --input-shape {name}:D1,D2,...")
-        if not is_concrete(shape):
+        if not all(isinstance(d, int) and d > 0 for d in shape):
             axis = next(i for i, d in enumerate(shape) if not isinstance(d, int))
             hint = ",".join(str(x) if isinstance(x, int) else "N" for x in shape)
             raise SlimError(f"input '{name}' has a dynamic dim {axis} ({shape[axis]}) and no size it runs with was found; "
