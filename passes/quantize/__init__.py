@@ -128,32 +128,30 @@ def _opset_13(model: onnx.ModelProto):
 
 def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report) -> onnx.ModelProto:
     graph, prepared = _prepare(model, config, report)
-    reduce_range = config.reduce_range
     vnni = target.cpu_has_vnni()
-    if reduce_range is None:
-        reduce_range = config.target == "onnxruntime" and vnni is False
+    reduce_range = config.target == "onnxruntime" and vnni is False if config.reduce_range is None else config.reduce_range
     report["kernels"] = {"cpu_vnni": vnni, "reduce_range": reduce_range,
                          "why": "7-bit weights (depthwise convs excepted) keep u8*s8 products from saturating int16 on CPUs without VNNI" if reduce_range else None}
     # 7-bit weights go per layer through the overrides (depthwise kernels do not saturate), not globally
     settings = target.settings_for(config.target, config.per_channel, reduce_range and not config.per_channel)
     excluded = target.tensorrt_float_convs(graph) if config.target == "tensorrt" else []
     report["left_in_float"] = list(excluded)
+    base_exclude = [e["node"] for e in excluded]
     names = backend.float_activations(prepared)
     channel_axis = {"Conv": 1, "Gemm": -1}  # of the layer inputs whose means bias correction needs
     mean_axes = {n.input[0]: channel_axis[n.op_type] for n in prepared.graph.node
                  if n.op_type in channel_axis and config.bias_correction}
     stats = ranges.collect(prepared, names, dataset, histogram=config.calib_method != "minmax",
                            batch_size=config.batch_size, mean_axes=mean_axes, progress=ctx.progress)
-    symmetric = settings.activation_symmetric
-    act_ranges = ranges.ranges_from_stats(stats, config.calib_method, symmetric=symmetric, percentile=config.percentile)
+    act_ranges = ranges.ranges_from_stats(stats, config.calib_method, symmetric=settings.activation_symmetric,
+                                          percentile=config.percentile)
     clipped = [n for n in act_ranges if stats[n].absmax > 0 and max(abs(v) for v in act_ranges[n]) < 0.999 * stats[n].absmax]
     report["ranges"] = {"method": config.calib_method, "tensors": len(act_ranges), "clipped_below_minmax": len(clipped)}
-    excluded_names = {e["node"] for e in excluded}
     # without VNNI every Conv/Gemm weight but the depthwise ones gets 7 bits (see weights.py); a 7-bit input
     # activation instead was tried and still saturates in onnxruntime's AVX2 kernels
     seven_weights = {n.name for n in prepared.graph.node if n.name not in set(config.eight_bit_nodes)} if reduce_range and config.per_channel else set()
     w_overrides, report["weights"] = weights.overrides(prepared, per_channel=config.per_channel, seven_bit_nodes=seven_weights,
-                                                       mse=config.weight_mse, exclude=excluded_names)
+                                                       mse=config.weight_mse, exclude=set(base_exclude))
     one = _one_sample(model, feeds[0])
     means = {n: s.channel_mean for n, s in stats.items() if s.channel_mean is not None}
 
@@ -163,7 +161,6 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
             report["bias_correction"] = bias_correction.correct(q, prepared, means)
         return q
 
-    base_exclude = [e["node"] for e in excluded]
     qmodel = build(base_exclude)
     if config.tolerance is not None:
         qmodel = _fallback(model, prepared, qmodel, build, base_exclude, feeds, config, report)
