@@ -153,11 +153,8 @@ def check_nodes(model: onnx.ModelProto) -> None:
 
 def _check_attributes(model: onnx.ModelProto, shapes: dict) -> None:
     consts = {t.name: list(t.dims) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value" and node.output:
-                    consts[node.output[0]] = list(attr.t.dims)
+    consts.update((node.output[0], list(attr.t.dims)) for node in model.graph.node if node.op_type == "Constant" and node.output
+                  for attr in node.attribute if attr.name == "value")
     for node in model.graph.node:
         if node.domain in ("", "ai.onnx"):
             check_node_attributes(node, shapes, consts)

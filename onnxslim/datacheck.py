@@ -41,17 +41,13 @@ def check_data(model: onnx.ModelProto, dataset, what: str = "--calib") -> list[s
     if not batches:
         return []
     hint = _preprocess_hint(dataset)
-    warnings = []
     for name in batches[0]:
         x = np.concatenate([b[name] for b in batches])
         if np.issubdtype(x.dtype, np.floating) and x[0].size > 1:
             _check_constant(x, f"{what} input '{name}'", hint)
     layer_inputs, outputs = _run(model, batches)
     inits = {t.name: t for t in model.graph.initializer}
-    for layer, values in layer_inputs:
-        warning = _check_layer_input(values, layer, inits, what, hint)
-        if warning:
-            warnings.append(warning)
+    warnings = [w for layer, values in layer_inputs if (w := _check_layer_input(values, layer, inits, what, hint))]
     labels = getattr(dataset, "classes", None)
     for name, values in outputs.items():
         if output_kind(name, values) != "scores" or len(values) < 8:
