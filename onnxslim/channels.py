@@ -26,7 +26,7 @@ import onnx_graphsurgeon as gs
 from .errors import SlimError
 from .graph import infer_shapes, to_graph
 from .ops import channel_rules
-from .ops.space import ACTIVATION, BN_SCALE, EXIT, PARAM, SOURCE, Frozen  # noqa: F401 - the roles' public home
+from .ops.helpers import ACTIVATION, BN_SCALE, EXIT, PARAM, SOURCE, Frozen  # noqa: F401 - the roles' public home
 
 MAX_SPACE = 2**22  # positions of one channel axis (the widest real layers have ~250K: vocabularies)
 MAX_POSITIONS = 2**24  # positions in all: ~10 int64 arrays of this length in _components, ~1.3 GB at most

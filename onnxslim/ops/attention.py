@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .helpers import present
-from .space import Frozen
+from .helpers import Frozen, present
 
 if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
     from onnxslim.channels import Builder

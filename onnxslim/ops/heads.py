@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .space import EXIT, Frozen
+from .helpers import EXIT, Frozen
 
 if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
     from onnxslim.channels import Builder

@@ -8,8 +8,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import heads
-from .helpers import int_list, is_int, rank_of, replace_input, same_tensor, shape_of
-from .space import PARAM, Frozen
+from .helpers import PARAM, Frozen, int_list, is_int, rank_of, replace_input, same_tensor, shape_of
 
 if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
     from onnxslim.channels import Builder
