@@ -6,7 +6,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from .report_text import one_line, prune_rows, shorten
+from .report_text import one_line, pick, prune_rows, shorten
 from .svg_charts import line_chart, paired_bars
 from .units import ms, si
 from .units import size as human_bytes
@@ -67,11 +67,8 @@ def _validation(v: dict) -> str:
 def _layer_charts(layers: list[dict]) -> str:
     if not layers:
         return ""
-    rows = layers
-    if len(rows) > CHART_ROWS:
-        rows = sorted(rows, key=lambda r: (r["macs_before"] or 0) - (r["macs_after"] or 0), reverse=True)[:CHART_ROWS]
-        rows = [r for r in layers if r in rows]
-    note = f"<p class='muted'>{len(rows)} of {len(layers)} layers: those with the most MACs removed.</p>" if len(rows) < len(layers) else ""
+    rows, hidden = pick(layers, CHART_ROWS, lambda r: (r["macs_before"] or 0) - (r["macs_after"] or 0))
+    note = f"<p class='muted'>{len(rows)} of {len(layers)} layers: those with the most MACs removed.</p>" if hidden else ""
     widths = [(r["name"], r["width_before"] or 0, r["width_after"] or 0,
                f"{r['width_before']} \u2192 {r['width_after']}" + (f" (rank {r['rank']})" if r.get("rank") else "")) for r in rows]
     macs = [(r["name"], r["macs_before"] or 0, r["macs_after"] or 0,

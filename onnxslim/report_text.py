@@ -32,7 +32,7 @@ def prune_rows(prune: dict) -> list[dict]:
     return rows
 
 
-def _pick(rows: list[dict], limit: int, key) -> tuple[list[dict], int]:
+def pick(rows: list[dict], limit: int, key) -> tuple[list[dict], int]:
     """All rows if they fit, else the `limit` largest by `key`, kept in graph order."""
     if len(rows) <= limit:
         return rows, 0
@@ -49,7 +49,7 @@ def prune_table(prune: dict, limit: int = TABLE_ROWS) -> list[str]:
     if not rows:
         return []
     damage = lambda r: (r["error_after"] if r["error_after"] is not None else -1, 1 - r["after"] / max(r["before"], 1))
-    shown, hidden = _pick(rows, limit, damage)
+    shown, hidden = pick(rows, limit, damage)
     name_w = max(len(shorten(r["name"])) for r in shown)
     width_w = max(len(f"{r['before']} -> {r['after']}") for r in shown)
     title = "pruned groups" + (f" ({limit} with the largest layer error of {len(rows)})" if hidden else "")
@@ -67,7 +67,7 @@ def lowrank_table(lowrank: dict, limit: int = TABLE_ROWS) -> list[str]:
     rows = [layer for layer in lowrank.get("layers", []) if layer.get("scheme")]
     if not rows:
         return []
-    shown, hidden = _pick(rows, limit, lambda r: r.get("error") or 0.0)
+    shown, hidden = pick(rows, limit, lambda r: r.get("error") or 0.0)
     name_w = max(len(shorten(r["name"])) for r in shown)
     title = "factorized layers" + (f" ({limit} with the largest error of {len(rows)})" if hidden else "")
     lines = [title + ":", f"  {'layer':<{name_w}}  {'scheme':<8} {'rank':>11}  {'MACs':>6}  output error"]
