@@ -53,13 +53,8 @@ def node_costs(model: onnx.ModelProto, input_shapes: dict | None = None) -> list
     """MACs and params of every node of the main graph, in graph order (see the module docstring)."""
     shapes = inferred_shapes(model, input_shapes)
     params = _node_params(model)
-    costs = []
-    for index, node in enumerate(model.graph.node):
-        name = node.name or f"{node.op_type}_{index}"
-        macs = node_macs(node, shapes)
-        out = shapes.get(node.output[0]) if node.output else None
-        costs.append(NodeCost(name, node.op_type, macs, params[index], out))
-    return costs
+    return [NodeCost(node.name or f"{node.op_type}_{i}", node.op_type, node_macs(node, shapes), params[i],
+                     shapes.get(node.output[0]) if node.output else None) for i, node in enumerate(model.graph.node)]
 
 
 def model_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict:
@@ -70,12 +65,8 @@ def model_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict
     unknown MACs (plain data-movement nodes are left out), as JSON-ready dicts.
     """
     costs = node_costs(model, input_shapes)
-    per_node = []
-    for c in costs:
-        if c.macs is None or c.macs or c.params:
-            d = asdict(c)
-            d["output_shape"] = list(c.output_shape) if c.output_shape is not None else None
-            per_node.append(d)
+    per_node = [{**asdict(c), "output_shape": list(c.output_shape) if c.output_shape is not None else None}
+                for c in costs if c.macs is None or c.macs or c.params]
     return {
         "macs": sum(c.macs for c in costs if c.macs),
         "params": sum(c.params for c in costs),

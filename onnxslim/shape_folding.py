@@ -181,23 +181,17 @@ def _try_fold(node, values, shapes):
             if node.op_type == "Size":
                 return np.array(elements(shape), dtype=np.int64)
             a = attrs_of(node)
-            start, end = a.get("start", 0), a.get("end")
-            return np.array(shape[start:end] if end is not None else shape[start:], dtype=np.int64)
+            return np.array(shape[a.get("start", 0):a.get("end")], dtype=np.int64)
         fold = _FOLDERS.get(node.op_type)
         if fold is None or not node.input:
             return None
-        inputs = []
-        for name in node.input:
-            if name == "":
-                inputs.append(None)
-            elif name in values and values[name] is not None:
-                inputs.append(values[name])
-            else:
-                return None
+        inputs = [values.get(name) if name else None for name in node.input]  # "": an omitted optional input
+        if any(name and x is None for name, x in zip(node.input, inputs)):
+            return None
         with np.errstate(all="ignore"):
             out = np.asarray(fold(node, inputs, attrs_of(node)))
         return out if out.size <= SMALL else None
-    except (_TooBig, Exception):
+    except Exception:  # _TooBig among them
         return None
 
 
