@@ -246,8 +246,7 @@ def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarra
             if axis and isinstance(want, int) and want > 0 and arr.shape[axis] != want:
                 raise SlimError(f"{path}: '{spec.name}' has shape {arr.shape}, the model wants {want} on axis {axis} ({spec.shape})")
         if arr.dtype != spec.dtype:
-            same_kind = np.issubdtype(arr.dtype, np.floating) == np.issubdtype(spec.dtype, np.floating)
-            if not same_kind:
+            if np.issubdtype(arr.dtype, np.floating) != np.issubdtype(spec.dtype, np.floating):
                 raise SlimError(f"{path}: '{spec.name}' is {arr.dtype}, the model wants {spec.dtype}")
             arr = arr.astype(spec.dtype)
         if count is not None and arr.shape[0] != count:

@@ -60,11 +60,7 @@ def output_kind(name: str, a: np.ndarray) -> str:
         return "other"
     if a.ndim == 2:
         return "embedding" if _EMBEDDING_NAME.search(name) or _unit_rows(a) else "scores"
-    if a.ndim == 3:
-        return "sequence"
-    if a.ndim == 4:
-        return "dense"
-    return "other"
+    return {3: "sequence", 4: "dense"}.get(a.ndim, "other")
 
 
 def _unit_rows(a: np.ndarray) -> bool:
@@ -115,9 +111,8 @@ def kind_metrics(name: str, ref: list[np.ndarray], new: list[np.ndarray]) -> dic
         return {"kind": kind}  # batches of different sizes (dynamic dims) do not stack into one table
     a = np.concatenate([np.asarray(r) for r in ref])
     b = np.concatenate([np.asarray(n) for n in new])
-    finite = np.isfinite(a).all() and np.isfinite(b).all()
     out = {"kind": kind}
-    if not finite:
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return out
     if kind == "scores":
         out["top1_agreement"] = float(np.mean(a.argmax(1) == b.argmax(1)))
