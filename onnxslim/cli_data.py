@@ -5,10 +5,9 @@ from pathlib import Path
 
 import click
 
-from .options import float_list
-from .calibration import load_calibration
-from .calibration import Preprocess
+from .calibration import Preprocess, load_calibration
 from .inputs import model_inputs
+from .options import float_list
 
 
 def datasets(src: Path, model, shapes, o, need_calib: bool):
@@ -54,9 +53,7 @@ def _preprocess(src: Path, o):
     path = preprocess_file(src, o)
     preprocess = None
     image_opts = {k: o[k] for k in ("resize", "crop", "scale", "layout") if o[k] is not None}
-    for k in ("mean", "std"):
-        if o[k] is not None:
-            image_opts[k] = float_list(o[k], f"--{k}")
+    image_opts.update({k: float_list(o[k], f"--{k}") for k in ("mean", "std") if o[k] is not None})
     if image_opts:
         base = Preprocess.from_file(path) if path else Preprocess()
         preprocess = base.__class__(**{**base.__dict__, **image_opts})

@@ -74,10 +74,8 @@ def correct(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, input_means: dict[
             delta = mean @ linear.matrix("Gemm", dw, attrs).T
         b = numpy_helper.to_array(float_inits[fnode.input[2]]).astype(np.float64)
         bq_init, bscale = inits[bdq.input[0]], numpy_helper.to_array(inits[bdq.input[1]]).astype(np.float64)
-        new_b = b - delta
-        q = np.round(new_b / bscale)
         info = np.iinfo(np.int32)
-        q = np.clip(q, info.min, info.max).astype(np.int32)
+        q = np.clip(np.round((b - delta) / bscale), info.min, info.max).astype(np.int32)
         bq_init.CopyFrom(numpy_helper.from_array(q.reshape(numpy_helper.to_array(bq_init).shape), bq_init.name))
         corrected.append(node.name)
         shifts.append(float(np.abs(delta).mean()))
