@@ -149,11 +149,9 @@ class Builder:
         self._visited: set[tuple[str, str, int]] = set()
         self._n = 0
         self._rule_node: gs.Node | None = None
-        self.producer: dict[str, gs.Node] = {}
+        self.producer: dict[str, gs.Node] = {t.name: node for node in graph.nodes for t in node.outputs}
         self.consumers: dict[str, list[gs.Node]] = {}
         for node in graph.nodes:
-            for t in node.outputs:
-                self.producer[t.name] = node
             # a tensor read inside an If/Loop/Scan body is consumed by that node: no rule, so it freezes
             for t in list(node.inputs) + _subgraph_reads(node):
                 self.consumers.setdefault(t.name, [])
