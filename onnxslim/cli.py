@@ -115,8 +115,7 @@ def add_optimize_command(group: click.Group, passes) -> None:
         """Optimize MODEL and write the result to OUTPUT (or -o)."""
         _guard(lambda: _optimize(model, output, output_opt, opts, passes))
 
-    params = [(flags, kw) for flags, kw in CORE_OPTIONS[:1]] + [(o.flags, o.click) for o in pass_options(passes)]
-    params += list(CORE_OPTIONS[1:])
+    params = [*CORE_OPTIONS[:1], *((o.flags, o.click) for o in pass_options(passes)), *CORE_OPTIONS[1:]]
     for flags, kw in reversed(params):
         optimize_cmd = click.option(*flags, **kw)(optimize_cmd)
     optimize_cmd = click.argument("output", required=False, type=click.Path())(optimize_cmd)
@@ -142,7 +141,9 @@ def _optimize(model, output, output_opt, o, passes):
     original = graph.load_model(src, lazy=True)  # weights stay on disk (onnxslim.ondisk)
     shapes = inputs.parse_input_shapes(o["input_shape"])
     configs = {p.name: p.config_from_options(o) for p in passes}
-    if not _requested(passes, o) and not o["quiet"]:
+    # an option that turns a pass on (or changes the lossless one, --fp16) was given
+    requested = any(is_given(o.get(opt.dest)) for p in passes for _, opt in config_options(p.config) if opt.enables)
+    if not requested and not o["quiet"]:
         flags = ", ".join(opt.flags[0] for p in passes if not p.always for _, opt in config_options(p.config) if opt.enables)
         only = "lossless cleanup" + ("" if o["no_validate"] else " and validation")
         click.echo(f"onnxslim: no pass requested ({flags}): {only} only", err=True)
@@ -167,11 +168,6 @@ def _optimize(model, output, output_opt, o, passes):
             same = "the .onnx's outputs exactly" if diff == 0 else f"the .onnx's outputs within {diff:.1g} (relative)"
             click.echo(f"wrote {ort['ort']} and {Path(ort['required_operators']).name} (loaded and run in onnxruntime: {same})")
         click.echo(one_line(result.report))
-
-
-def _requested(passes, o) -> bool:
-    """An option that turns a pass on (or changes the lossless one, --fp16) was given."""
-    return any(is_given(o.get(opt.dest)) for p in passes for _, opt in config_options(p.config) if opt.enables)
 
 
 def _write_extras(result, dst: Path, shapes, o) -> None:

@@ -82,12 +82,8 @@ def split_carrier(b: Builder, node: gs.Node, outs: list[int]) -> int | None:
     """For a Reshape splitting one axis into `outs` (output axes), the head axis when the split is an
     attention head split: the innermost axis (D) reaches an activation MatMul as its contracted axis or as
     the column axis of the right operand (V), with the axis before it (H) a batch axis there."""
-    if len(outs) < 2:
-        return None
-    head, dim = outs[-2], outs[-1]
-    if _reaches_head_matmul(b, node.outputs[0], {head: "H", dim: "D"}, 0):
-        return head
-    return None
+    heads = len(outs) >= 2 and _reaches_head_matmul(b, node.outputs[0], {outs[-2]: "H", outs[-1]: "D"}, 0)
+    return outs[-2] if heads else None
 
 
 def merge_carrier(b: Builder, node: gs.Node, ins: list[int]) -> int | None:
