@@ -97,7 +97,7 @@ def static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
         x, y = node.inputs[0].name, node.outputs[0].name
         if not all(t in s for t in (x, y) for s in (first, second)):
             continue
-        dims, unknown = [], 0
+        dims = []
         for i, (a, b) in enumerate(zip(first[y], second[y])):
             if a == b:
                 dims.append(a)
@@ -106,8 +106,7 @@ def static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
                 dims.append(0)  # follows the input's dim i, and no other input dim looks the same
             else:
                 dims.append(-1)
-                unknown += 1
-        if unknown > 1 or (0 in dims and 0 in first[y]):
+        if dims.count(-1) > 1 or (0 in dims and 0 in first[y]):
             continue  # a true zero-sized dim would be read as "copy"
         node.inputs[1] = gs.Constant(f"{node.name}_static_shape", np.array(dims, dtype=np.int64))
         changed += 1
