@@ -233,8 +233,7 @@ def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None
     elif config.measure_latency:
         inputs = {i.name for i in model.graph.input}
         one = {k: v for k, v in _one_sample(model, feeds[0]).items() if k in inputs}
-        t_float = median_latency(model, one, runs=config.latency_runs, threads=1, budget_s=float("inf"))
-        t_int8 = median_latency(qmodel, one, runs=config.latency_runs, threads=1, budget_s=float("inf"))
+        t_float, t_int8 = (median_latency(m, one, runs=config.latency_runs, threads=1, budget_s=float("inf")) for m in (model, qmodel))
         report["latency"] = {"float_ms": round(t_float * 1e3, 3), "quantized_ms": round(t_int8 * 1e3, 3),
                              "ratio": round(t_int8 / t_float, 4), "batch": 1, "threads": 1}
 
