@@ -179,9 +179,8 @@ def _random_array(spec: InputSpec, shape: tuple, rng: np.random.Generator) -> np
         return np.ones(shape, dtype=dtype)
     if "type" in name or "segment" in name:
         return np.zeros(shape, dtype=dtype)
-    high = 4 if len(shape) == 1 and shape[0] <= 8 else 100
-    if dtype.kind == "V" or dtype.itemsize == 1:  # int2/int4 hold 0..1 at least, int8 0..99
-        high = 2 if dtype.kind == "V" else high
+    # int2/int4 (numpy kind V) hold 0..1 at least; int8 holds 0..99
+    high = 2 if dtype.kind == "V" else 4 if len(shape) == 1 and shape[0] <= 8 else 100
     return rng.integers(0, high, size=shape).astype(dtype)
 
 
