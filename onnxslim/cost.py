@@ -29,7 +29,7 @@ import onnx
 from onnx import helper
 
 from .graph import infer_shapes
-from .light import light_copy, value_dims
+from .light import light_copy, set_input_dims, value_dims
 from .inputs import symbolic_shapes
 from .ops import node_macs
 from .ops.macs import attrs_of, elements
@@ -98,17 +98,7 @@ def _skeleton(model: onnx.ModelProto, input_shapes: dict) -> onnx.ModelProto:
     """A copy without the data of large tensors (inference needs only their dims) and with concrete inputs."""
     skel = light_copy(model)
     skel.graph.ClearField("value_info")
-    inits = {t.name for t in skel.graph.initializer}
-    for vi in skel.graph.input:
-        if vi.name in input_shapes and vi.name not in inits:
-            shape = vi.type.tensor_type.shape
-            del shape.dim[:]
-            for d in input_shapes[vi.name]:
-                dim = shape.dim.add()
-                if isinstance(d, str):
-                    dim.dim_param = d  # symbolic: shape inference carries it, MACs behind it are unknown
-                else:
-                    dim.dim_value = int(d)
+    set_input_dims(skel, input_shapes)  # a symbolic dim: the MACs behind it are unknown
     # exporters' value_info may carry symbolic dims that would only get in the way of the concrete ones
     for out in skel.graph.output:
         if out.type.HasField("tensor_type"):

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from .errors import SlimError
-from .light import light_copy, value_dims
+from .light import light_copy, set_input_dims, value_dims
 
 # ops that slide a window over the spatial axes (2 and on) or average over them: an empty axis is invalid
 WINDOW_OPS = frozenset({
@@ -29,12 +29,7 @@ def infer_at(model: onnx.ModelProto, resolved: dict) -> onnx.ModelProto | None:
     """Shape inference of a weightless copy with the inputs set to `resolved`; None when it fails."""
     light = light_copy(model)
     light.graph.ClearField("value_info")
-    for vi in light.graph.input:
-        if vi.name in resolved and vi.type.HasField("tensor_type"):
-            shape = vi.type.tensor_type.shape
-            shape.ClearField("dim")
-            for d in resolved[vi.name]:
-                shape.dim.add(dim_value=int(d))
+    set_input_dims(light, resolved)
     for data_prop in (True, False):  # data propagation sizes shapes computed from Shape ops (x.shape * k)
         try:
             return onnx.shape_inference.infer_shapes(light, data_prop=data_prop)
