@@ -10,15 +10,10 @@ K (the first of its KV head), so a unit is one class. After pruning, the head-co
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .helpers import Frozen, present
-
-if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
-    from onnxslim.channels import Builder
+from .helpers import Builder, Frozen, present
 
 
 def _check_supported(node: gs.Node) -> None:

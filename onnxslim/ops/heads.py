@@ -21,15 +21,10 @@ A group holding such a MatMul's batch axis is a *head group*: `head_layout` name
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .helpers import EXIT, Frozen
-
-if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
-    from onnxslim.channels import Builder
+from .helpers import EXIT, Builder, Frozen
 
 # ops that keep every axis in place and may sit between the head Reshape and the MatMuls
 # (a scale by a scalar, a cast, a rotary-free bias)

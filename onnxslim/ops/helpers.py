@@ -2,8 +2,15 @@
 helpers (shapes, constant int lists, per-node constant copies)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx_graphsurgeon as gs
+
+if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
+    from onnxslim.channels import Builder
+else:
+    Builder = "onnxslim.channels.Builder"  # named in the rules' annotations only
 
 # roles of constant spaces
 SOURCE = "source"  # produces the channels (Conv weight axis 0, bias, Gemm/MatMul output features)

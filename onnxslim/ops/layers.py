@@ -2,16 +2,11 @@
 and exits of channel groups."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import heads
-from .helpers import EXIT, PARAM, SOURCE, Frozen, present, rank_of, same_tensor, shape_of
-
-if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
-    from onnxslim.channels import Builder
+from .helpers import EXIT, PARAM, SOURCE, Builder, Frozen, present, rank_of, same_tensor, shape_of
 
 
 def _outputs(b: Builder, node, ys, source_axis: int) -> None:

@@ -2,16 +2,11 @@
 Transpose, Squeeze, Unsqueeze."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import heads
-from .helpers import PARAM, Frozen, int_list, is_int, rank_of, replace_input, same_tensor, shape_of
-
-if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
-    from onnxslim.channels import Builder
+from .helpers import PARAM, Builder, Frozen, int_list, is_int, rank_of, replace_input, same_tensor, shape_of
 
 
 def concat(b: Builder, node, tensor, axis):
