@@ -95,11 +95,8 @@ def one_line(report: dict) -> str:
         return "onnxslim: not validated" + (f"; MACs {est:.2f}x (estimated)" if est is not None else "")
     if "skipped" in v:
         return "onnxslim: validation skipped (the model is written; see above)"
-    parts = []
-    for label, key in (("MACs", "macs"), ("params", "params"), ("size", "size_bytes"), ("latency", "latency_ms")):
-        r = _ratio(v.get(key))
-        if r:
-            parts.append(f"{label} {r}")
+    sections = (("MACs", "macs"), ("params", "params"), ("size", "size_bytes"), ("latency", "latency_ms"))
+    parts = [f"{label} {r}" for label, key in sections if (r := _ratio(v.get(key)))]
     outputs = list((v.get("outputs") or {}).values())
     cosines = [o["cosine"] for o in outputs if o.get("cosine") is not None]
     if cosines:

@@ -264,11 +264,7 @@ class QuantizePass(Pass):
         how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
         lines = [f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float"]
         lines += [f"  float: {f.get('node')}: {f.get('reason')}" for f in floats[:4]]
-        if quantize.get("skipped"):
-            lines.append(f"  skipped: {quantize['skipped']}")
-        if quantize.get("warning"):
-            lines.append(f"  warning: {quantize['warning']}")
-        return lines
+        return lines + [f"  {key}: {quantize[key]}" for key in ("skipped", "warning") if quantize.get(key)]
 
 
 PASS = QuantizePass()
