@@ -51,11 +51,9 @@ def _fmt(value, digits=4) -> str:
 def _validation(v: dict) -> str:
     if "skipped" in v:
         return f"<p>validation skipped: {escape(str(v['skipped']))}</p>"
-    rows = []
-    for label, key, fmt in (("MACs", "macs", si), ("params", "params", si), ("size", "size_bytes", human_bytes), ("latency", "latency_ms", ms)):
-        s = v.get(key)
-        if s and s.get("before") is not None:
-            rows.append([label, fmt(s["before"]), fmt(s["after"]), _fmt(s.get("ratio"), 3)])
+    sections = (("MACs", "macs", si), ("params", "params", si), ("size", "size_bytes", human_bytes), ("latency", "latency_ms", ms))
+    rows = [[label, fmt(s["before"]), fmt(s["after"]), _fmt(s.get("ratio"), 3)]
+            for label, key, fmt in sections if (s := v.get(key)) and s.get("before") is not None]
     out = f"<p>validated on {escape(str(v.get('data')))}</p>" + _table(["", "before", "after", "ratio"], rows)
     outputs = v.get("outputs") or {}
     keys = sorted({k for o in outputs.values() for k in o if not isinstance(o[k], (dict, list))})

@@ -141,19 +141,13 @@ def _candidates(model: onnx.ModelProto, shapes: dict, symbol) -> list[int]:
     specs = {s.name: s for s in model_inputs(model)}
     axes = [(name, axis) for name, shape in shapes.items() for axis, d in enumerate(shape) if d == symbol]
     integer = any(not np.issubdtype(specs[name].dtype, np.floating) for name, _ in axes)
-    hints = []
-    for name, axis in axes:  # the same axis fixed on another input of the same rank (image pairs, masks)
-        for other, shape in shapes.items():
-            if other != name and len(shape) == len(shapes[name]) and isinstance(shape[axis], int) and shape[axis] > 1:
-                hints.append(shape[axis])
+    # the same axis fixed on another input of the same rank (image pairs, masks)
+    hints = [shape[axis] for name, axis in axes for other, shape in shapes.items()
+             if other != name and len(shape) == len(shapes[name]) and isinstance(shape[axis], int) and shape[axis] > 1]
     common = list(SEQUENCE_SIZES if integer else IMAGE_SIZES)
     stride = _total_stride(model)
     common.sort(key=lambda s: (s % stride != 0) if s >= stride else 1)  # stable: keeps the list's order otherwise
-    out = []
-    for size in hints + common:
-        if size not in out:
-            out.append(size)
-    return out
+    return list(dict.fromkeys(hints + common))
 
 
 def _total_stride(model: onnx.ModelProto) -> int:

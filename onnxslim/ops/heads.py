@@ -164,10 +164,7 @@ def _reshape_axes(node: gs.Node, axes: dict) -> dict | None:
     if x.shape is None or y.shape is None:
         return None
     blocks = reshape_blocks(tuple(x.shape), tuple(y.shape)) or []
-    moved = {}
-    for ins, outs in blocks:
-        if len(ins) == 1 and len(outs) == 1 and ins[0] in axes:
-            moved[outs[0]] = axes[ins[0]]
+    moved = {outs[0]: axes[ins[0]] for ins, outs in blocks if len(ins) == 1 and len(outs) == 1 and ins[0] in axes}
     return moved if len(moved) == len(axes) else None
 
 
