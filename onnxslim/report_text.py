@@ -23,13 +23,9 @@ def _worst(errors: dict, key: str):
 
 def prune_rows(prune: dict) -> list[dict]:
     """One row per pruned group: name, widths, criterion, worst layer error (relative) before/after repair."""
-    rows = []
-    for g in prune.get("pruned_groups", []):
-        errors = g.get("exit_relative_error") or {}
-        rows.append({"group": g["group"], "name": group_name(g.get("trace", "")), "before": g["before"], "after": g["after"],
-                     "criterion": g.get("importance"), "error_before": _worst(errors, "relative_error_before"),
-                     "error_after": _worst(errors, "relative_error_after")})
-    return rows
+    return [{"group": g["group"], "name": group_name(g.get("trace", "")), "before": g["before"], "after": g["after"],
+             "criterion": g.get("importance"), "error_before": _worst(g.get("exit_relative_error") or {}, "relative_error_before"),
+             "error_after": _worst(g.get("exit_relative_error") or {}, "relative_error_after")} for g in prune.get("pruned_groups", [])]
 
 
 def pick(rows: list[dict], limit: int, key) -> tuple[list[dict], int]:

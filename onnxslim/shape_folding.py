@@ -134,10 +134,8 @@ _FOLDERS = {
 def fold_small_constants(skeleton: onnx.ModelProto, shapes: dict) -> int:
     """Replace small constant-only nodes (and Shape of static tensors) by initializers; returns how many."""
     g = skeleton.graph
-    values: dict[str, np.ndarray] = {}
-    for t in g.initializer:
-        if elements(t.dims) <= SMALL and t.data_location != onnx.TensorProto.EXTERNAL:
-            values[t.name] = _to_array(t)
+    values = {t.name: _to_array(t) for t in g.initializer
+              if elements(t.dims) <= SMALL and t.data_location != onnx.TensorProto.EXTERNAL}
     keep, folded = [], 0
     for node in g.node:
         result = _try_fold(node, values, shapes)

@@ -42,9 +42,8 @@ def format_report_table(report: dict) -> str:
                 notes.append("timing unstable on this machine: try --threads 1")
         lines.append(line + ("  (" + "; ".join(notes) + ")" if notes else ""))
 
-    known = set()
+    known = {key for key, _, _ in _ROWS}
     for key, label, fmt in _ROWS:
-        known.add(key)
         if isinstance(report.get(key), dict):
             row(label, report[key], fmt)
     for key, section in report.items():  # sections other passes add, e.g. accuracy

@@ -70,12 +70,8 @@ def _unplug_generators(graph: gs.Graph, shapes: dict, limit: int) -> None:
 
 
 def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
-    shapes = {}
-    for vi in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
-        dims = value_dims(vi)
-        if dims is not None and None not in dims:
-            shapes[vi.name] = tuple(dims)
-    return shapes
+    values = list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)
+    return {vi.name: tuple(dims) for vi in values if (dims := value_dims(vi)) is not None and None not in dims}
 
 
 def static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
