@@ -100,13 +100,11 @@ CORE_OPTIONS = (
 
 def pass_options(passes) -> list:
     """The passes' options, each once (an option two passes share, like --exclude, keeps the first's help)."""
-    seen, options = set(), []
+    options = {}
     for p in passes:
         for _, opt in config_options(p.config):
-            if opt.dest not in seen:
-                seen.add(opt.dest)
-                options.append(opt)
-    return options
+            options.setdefault(opt.dest, opt)
+    return list(options.values())
 
 
 def add_optimize_command(group: click.Group, passes) -> None:
@@ -220,9 +218,7 @@ def terminal_summary(report: dict, passes=PASSES) -> str:
     if stats:
         (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
         lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {size(b0)} -> {size(b1)}")
-    for p in passes:
-        if p.name in ran:
-            lines += p.summary(ran[p.name] or {})
+    lines += [line for p in passes if p.name in ran for line in p.summary(ran[p.name] or {})]
     validation = report.get("validation")
     if validation and "skipped" in validation:
         lines.append(f"validation skipped: {validation['skipped']}")
@@ -230,9 +226,7 @@ def terminal_summary(report: dict, passes=PASSES) -> str:
         used = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} ({v['source']})" for k, v in validation.get("input_shapes", {}).items())
         lines.append(f"validated on {validation.get('data')}" + (f"; input shapes {used}" if used else ""))
         lines.append(format_report_table(validation))
-    for p in passes:
-        if p.name in ran:
-            lines += p.details(ran[p.name] or {})
+    lines += [line for p in passes if p.name in ran for line in p.details(ran[p.name] or {})]
     lines.append(f"total {report.get('seconds')} s")
     return "\n".join(lines)
 
