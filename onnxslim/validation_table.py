@@ -34,6 +34,8 @@ def format_report_table(report: dict) -> str:
             notes.append(f"{unknown.get('before')}/{unknown.get('after')} nodes of unknown shape not counted")
         if section.get("error"):
             notes.append(str(section["error"]))
+        if section.get("timing") == "sequential":  # models too large to hold both sessions (validate.PAIRED_MAX_BYTES)
+            notes.append("timed one model after the other, not in alternating blocks")
         spread = section.get("ratio_iqr")
         if isinstance(spread, (list, tuple)) and len(spread) == 2:
             notes.append(f"middle half of the timing blocks {spread[0]:.3f}-{spread[1]:.3f}")

@@ -9,6 +9,8 @@ so shape vectors are evaluated here entry by entry (None = unknown), over the fe
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -83,6 +85,8 @@ def values(producer, tensor, depth: int = 0) -> list | None:
     """The entries of a small int tensor (a shape vector or a scalar), None where unknown; None if even
     its length is unknown."""
     if isinstance(tensor, gs.Constant):
+        if math.prod(tensor.shape) > 64:  # from the dims: `values` would read (and keep) a weight on disk
+            return None
         v = np.asarray(tensor.values)
         return [int(x) for x in v.reshape(-1)] if v.size <= 64 and v.dtype.kind in "iub" else None
     node = producer.get(tensor.name)
