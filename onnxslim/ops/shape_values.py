@@ -14,6 +14,8 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .helpers import is_int
+
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Not", "And", "Or", "Equal", "Less", "Greater",
                 "LessOrEqual", "GreaterOrEqual", "Neg", "Identity", "Sqrt", "Pow", "Max", "Min"}
 _DEPTH = 16
@@ -28,17 +30,13 @@ def dim_is_one(b, tensor, axis: int) -> bool:
         return False
 
 
-def _known(d) -> bool:
-    return isinstance(d, (int, np.integer))
-
-
 def _is_one(producer, tensor, axis: int, depth: int) -> bool:
     shape = tensor.shape
     if shape is None or depth > _DEPTH:
         return False
     rank = len(shape)
     axis %= rank
-    if _known(shape[axis]):
+    if is_int(shape[axis]):
         return shape[axis] == 1
     node = producer.get(tensor.name)
     if node is None:
@@ -100,7 +98,7 @@ def values(producer, tensor, depth: int = 0) -> list | None:
         dims = node.inputs[0].shape
         if dims is None:
             return None
-        dims = [int(d) if _known(d) else None for d in dims]
+        dims = [int(d) if is_int(d) else None for d in dims]
         start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
         return dims[start:None if end is None else int(end)]
     if op in ("Identity", "Cast", "Squeeze", "Unsqueeze", "Reshape", "Flatten"):
