@@ -14,12 +14,12 @@ from onnxslim.protocol import FLOAT32, NORMALIZED, Pass
 from onnxslim.report_text import lowrank_table
 
 from . import attention, factor, greedy, sensitivity
-from .config import ALL_OPS, LowRankConfig
+from .config import LowRankConfig
 from .layers import Layer, find_layers
 from .opened import OpenWeights
 from .report import report_layers
 from .rewrite import Editor
-from .select import Option, allocate, by_energy, candidate_ranks, layer_macs, options_for, schemes_for, split_macs
+from .select import Option, allocate, by_energy, layer_macs, options_for, schemes_for, split_macs
 from .stats import MAX_PATCH, OriginalOutputs, find_token_mask, layer_shapes, original_stats, paired_stats, patch_stats
 
 def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = None) -> PassResult:
