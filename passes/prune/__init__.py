@@ -31,6 +31,9 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     ctx = ctx or Context()
     real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
     config = config.resolved(real, can_choose(ctx.calibration))
+    if config.lowrank_in_budget:  # one budget with low-rank splits: passes/joint (imported here: it imports this)
+        from onnxslim.passes.joint import run as joint_run
+        return joint_run(model, config, ctx)
     if config.importance == "auto":
         check_can_choose(ctx.calibration)
         return best_of(model, config, ctx, run)
