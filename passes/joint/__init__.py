@@ -108,3 +108,14 @@ def choices(analysis, plan: dict, units, splits: dict, total: float, cost: float
              for u in units if u.name in splits]
     return {"macs_before": int(round(total)), "macs_after": int(round(cost)), "candidate_layers": len(units),
             "cut_groups": cut, "splits": split}
+
+
+def summary_lines(chosen: dict, limit: int = 12) -> list[str]:
+    """The terminal's lines for the choices: counts, then each cut group and split layer."""
+    cuts, splits = chosen["cut_groups"], chosen["splits"]
+    heads = sum(c["tool"] == "heads" for c in cuts)
+    lines = [f"  one budget: {heads} head groups and {len(cuts) - heads} channel groups cut, {len(splits)} of "
+             f"{chosen['candidate_layers']} weight MatMul/Gemm layers split; MACs {chosen['macs_before']} -> {chosen['macs_after']}"]
+    items = [f"  {c['tool']} {c['before']} -> {c['after']}: {c['trace'].split(' => ')[0]}" for c in cuts]
+    items += [f"  lowrank rank {s['rank']} ({s['in']}x{s['out']}): {s['layer']}" for s in splits]
+    return lines + items[:limit] + ([f"  ... {len(items) - limit} more (see --report)"] if len(items) > limit else [])
