@@ -117,3 +117,68 @@ def test_needs_a_macs_target_and_real_data():
         run(model, PruneConfig(target_latency=0.7, lowrank_in_budget=True), Context(calibration=_calib(), progress=silent))
     with pytest.raises(SlimError, match="--calib"):
         run(model, PruneConfig(target_macs=0.7, lowrank_in_budget=True), Context(progress=silent, input_shapes=SHAPES))
+
+
+def _encoder():
+    """One encoder block (tests/attention_blocks.py, width 64, 4 heads, FFN 64) with a rank-4 output projection
+    and half of the FFN units dead (bias -100 before the sigmoid-GELU): splitting the projection at rank 8 and
+    removing the dead units are the free moves; splitting the projection freezes the block's heads."""
+    from attention_blocks import encoder_block
+    model = cleanup.run(encoder_block(width=64, heads=4, ffn=64, layers=1, dynamic=True)).model
+    inits = {t.name: t for t in model.graph.initializer}
+    q, k, v, o, up, down = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    rng = np.random.default_rng(1)
+    low = (rng.standard_normal((64, 4)) @ rng.standard_normal((4, 64)) / 4).astype(np.float32)
+    inits[o.input[1]].CopyFrom(numpy_helper.from_array(low, o.input[1]))
+    add = next(n for n in model.graph.node if n.op_type == "Add" and up.output[0] in n.input)
+    bias_name = next(i for i in add.input if i in inits)
+    bias = numpy_helper.to_array(inits[bias_name]).copy()
+    bias[32:] = -100.0
+    inits[bias_name].CopyFrom(numpy_helper.from_array(bias.astype(np.float32), bias_name))
+    return model, o.name
+
+
+def test_transformer_block_splits_the_projection_prunes_the_ffn_and_writes_what_it_measured():
+    from attention_blocks import feed
+    model, projection = _encoder()
+    shapes = {"x": (1, 8, 64), "attention_mask": (1, 8)}
+    data = {k: np.concatenate([feed(2, 8, 64, seed=s)[k] for s in range(32)]) for k in ("x", "attention_mask")}
+    calib = ArrayDataset(data, "random tokens", None, None)
+    total = model_cost(model, shapes)["macs"]
+    free = 8 * (64 * 32 * 2 + (64 * 64 - 8 * 128))  # per token: 32 FFN units in and out, the projection at rank 8
+    result = run(model, PruneConfig(target_macs=(total - free) / total, lowrank_in_budget=True, round_to=8),
+                 Context(calibration=calib, progress=silent, input_shapes=shapes))
+    chosen = result.report["lowrank_in_budget"]
+    assert [(s["layer"], s["rank"]) for s in chosen["splits"]] == [(projection, 8)]
+    assert [(c["tool"], c["before"], c["after"]) for c in chosen["cut_groups"]] == [("channels", 64, 32)]
+    assert chosen["macs_after"] == total - free == model_cost(result.model, shapes)["macs"]
+    # the written model is the one the allocation measured: its loss on the fidelity samples is the reported one
+    batches = [b for _, b in zip(range(4), calib.batches(8))]
+    names = [o.name for o in model.graph.output]
+    want = [dict(zip(names, session(model).run(names, b))) for b in batches]
+    got = [dict(zip(names, session(result.model).run(names, b))) for b in batches]
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g[names[0]], w[names[0]], atol=1e-3)
+
+
+def test_the_written_model_has_the_loss_the_allocation_measured():
+    """A lossy budget on a random encoder (cuts and splits both taken): the written model's loss on the
+    fidelity samples equals the allocation's last measurement of it (the repaired joint state)."""
+    from attention_blocks import feed
+    from onnxslim.metrics import plan_loss
+    model, _ = _encoder()
+    shapes = {"x": (1, 8, 64), "attention_mask": (1, 8)}
+    data = {k: np.concatenate([feed(2, 8, 64, seed=s)[k] for s in range(32)]) for k in ("x", "attention_mask")}
+    calib = ArrayDataset(data, "random tokens", None, None)
+    result = run(model, PruneConfig(target_macs=0.55, lowrank_in_budget=True, round_to=8),
+                 Context(calibration=calib, progress=silent, input_shapes=shapes))
+    chosen = result.report["lowrank_in_budget"]
+    assert chosen["splits"] and chosen["cut_groups"]
+    assert chosen["macs_after"] == model_cost(result.model, shapes)["macs"] <= 0.55 * model_cost(model, shapes)["macs"]
+    batches = [b for _, b in zip(range(4), calib.batches(8))]
+    names = [o.name for o in model.graph.output]
+    want = [dict(zip(names, session(model).run(names, b))) for b in batches]
+    got = [dict(zip(names, session(result.model).run(names, b))) for b in batches]
+    fidelity = result.report["fidelity"]
+    reported = fidelity.get("after_repair", fidelity["before_repair"])["loss"]
+    assert reported > 1e-3 and abs(plan_loss(want, got) - reported) < 1e-5 + 1e-4 * reported
