@@ -3,7 +3,8 @@
 
 Every step starts from the current plan (groups cut, exits refit, layers split) and tries, per prunable
 group not touching a split layer, the next cut (its exits refit from statistics of the current model), and
-per weight MatMul/Gemm not touched by a cut group, the next lower rank that saves about `step` of the MACs.
+per weight MatMul/Gemm not touched by a cut group, the lower rank with the least fit error per MAC saved among
+those saving at least a quarter of `step`.
 A local proxy ranks each kind (exit refit error for cuts, the fit's output error for splits: different
 scales, so each kind gets its own `candidates` best); those tries run through the network on the held-out
 calibration samples, and the one with the least loss increase per MAC saved is taken, whichever kind.
@@ -47,13 +48,16 @@ def _split_tries(units: list[SplitUnit], splits: dict, cut: set, wanted: float, 
         lower = [r for r in u.ranks if now is None or r < now]
         if not lower:
             continue
-        saving = {r: u.macs_at(now) - u.macs_at(r) for r in lower}
-        enough = [r for r in lower if saving[r] >= wanted]
-        rank = max(enough) if enough else min(lower)
-        if saving[rank] <= 0:
+        saving = {r: u.macs_at(now) - u.macs_at(r) for r in lower if u.macs_at(now) > u.macs_at(r)}
+        # a layer smaller than the step (a 384x384 projection is 1.3% of MiniLM's MACs) would otherwise only
+        # ever be offered at its lowest rank: offer the rank with the best proxy rate among those saving at
+        # least a quarter of the step (else its largest saving)
+        enough = [r for r in saving if saving[r] >= wanted / 4] or [max(saving, key=saving.get, default=None)]
+        if enough == [None]:
             continue
-        proxy = u.error_at(rank) - u.error_at(now)
-        tries.append((proxy / min(saving[rank], remaining), "lowrank", u, rank, saving[rank]))
+        rate = {r: (u.error_at(r) - u.error_at(now)) / min(saving[r], remaining) for r in enough}
+        rank = min(enough, key=lambda r: (rate[r], -r))
+        tries.append((rate[rank], "lowrank", u, rank, saving[rank]))
     return tries
 
 
