@@ -101,6 +101,9 @@ def main():
                 if "lowrank_in_budget" in result.report:
                     line["splits"] = {s["layer"]: s["rank"] for s in result.report["lowrank_in_budget"]["splits"]}
                     line["macs_reported"] = result.report["lowrank_in_budget"]["macs_after"]
+                    if repaired:  # the allocation's steps: tool, group or layer, kept or rank, MACs fraction, calibration loss
+                        line["steps"] = [[t["tool"], t.get("group", t.get("layer")), t.get("kept", t.get("rank")), t["macs_fraction"],
+                                          t["loss"]] for t in result.report["allocation_trace"]]
                 if repaired and args.latency:
                     a, b, _, _ = paired_latency(session(model, threads=1), session(pruned, threads=1), one, budget_s=6)
                     line["latency_ratio_b1"] = round(b / a, 3)
