@@ -1,5 +1,8 @@
 """onnxslim: make ONNX models smaller and faster, and prove the outputs still hold."""
 from .errors import SlimError
+from .lazy_import import defer_sympy
+
+defer_sympy()  # onnx-ir imports sympy at import time (0.3 s); see lazy_import
 
 __version__ = "0.1.0"
 

@@ -212,6 +212,7 @@ def _shapes_for_run(original, input_shapes, data, calibration, shape_hints, vali
 def _check_valid(model: onnx.ModelProto) -> None:
     try:
         if fits_protobuf(model):  # weights on disk count for nothing here (the checker reads none)
+            check.check_tensors(model)  # the byte counts; the checker leaves large weights out
             ondisk.check_onnx(model)
     except onnx.checker.ValidationError as err:
         first = str(err).strip().splitlines()[0]
