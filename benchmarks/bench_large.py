@@ -22,8 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {
     "bare-no-validate": ["--no-validate"],
+    "bare-default": [],  # the bare command as a user types it: validation with latency timing
     "bare": ["--no-latency"],
     "prune-0.3": ["--prune", "0.3", "--no-latency"],
+    "prune-0.3-default": ["--prune", "0.3"],  # with latency timing
     "int8-dynamic": ["--quantize", "int8-dynamic", "--no-latency"],
     "int4": ["--quantize", "int4", "--no-latency"],
 }
@@ -71,6 +73,7 @@ def main():
     ap.add_argument("--workdir", default="/tmp/onnxslim-large")
     ap.add_argument("--seq", type=int, default=64, help="sequence length of the validation / calibration inputs")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--label", default="", help="added to every line (e.g. which code ran: main or a branch)")
     args = ap.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -88,9 +91,11 @@ def main():
             if Path(str(out) + ".json").exists():
                 report = json.loads(Path(str(out) + ".json").read_text())
             passes = {k: v.get("seconds") for k, v in report.get("passes", {}).items()}
-            print(json.dumps({"size": preset, "model_bytes": size, "command": name, **result,
+            latency = (report.get("validation") or {}).get("latency_ms")
+            print(json.dumps({"size": preset, "model_bytes": size, "command": name, "label": args.label, **result,
                               "rss_over_model": round(result["peak_rss_gib"] * 2**30 / size, 2),
-                              "output_bytes": out_bytes, "pass_seconds": passes}), flush=True)
+                              "output_bytes": out_bytes, "pass_seconds": passes,
+                              **({"latency": latency} if latency else {})}), flush=True)
             for p in workdir.glob(out.name + "*"):
                 p.unlink()
 

@@ -3,6 +3,7 @@
 Calibration: the first --calib sentences; evaluation: the rest. One JSON line per result on stdout.
     python benchmarks/bench_lowrank.py                       # defaults: ../shared/... relative to the repo
     python benchmarks/bench_lowrank.py --targets 0.85,0.7 --methods data_aware_seq
+    python benchmarks/bench_lowrank.py --compare A.onnx B.onnx   # two compressed models on the held-out sentences
 """
 from __future__ import annotations
 
@@ -136,6 +137,28 @@ def layer_ratios(model, tokens, n_calib, held_out=200, ranks=(48, 96, 192)) -> N
         print(json.dumps({"rank": r, "layers": len(table), **summary}), flush=True)
 
 
+def compare(model, a_path: str, b_path: str, tokens: dict, n_calib: int) -> None:
+    """Issue 11 (same outputs): models A and B (e.g. main's and a branch's output) against each other and the
+    original on the held-out sentences: cosine of the embeddings, max abs differences of every output."""
+    evals = {k: v[n_calib:] for k, v in tokens.items()}
+    a, b = onnx.load(a_path), onnx.load(b_path)
+    sa, sb = session(a), session(b)
+    ref, ea, eb = embeddings(session(model), evals), embeddings(sa, evals), embeddings(sb, evals)
+    cos = lambda x, y: np.sum(x * y, 1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))  # noqa: E731
+    names = {i.name for i in sa.get_inputs()}
+    worst = {}
+    for i in range(0, len(ref), 50):
+        feed = {k: v[i:i + 50] for k, v in evals.items() if k in names}
+        for out, x, y in zip(sa.get_outputs(), sa.run(None, feed), sb.run(None, feed)):
+            worst[out.name] = max(worst.get(out.name, 0.0), float(np.abs(x.astype(np.float64) - y).max()))
+    print(json.dumps({"a": a_path, "b": b_path, "graphs_identical": a.graph.SerializeToString() == b.graph.SerializeToString(),
+                      "eval_sentences": len(ref), "a_vs_b_mean_cosine": float(cos(ea, eb).mean()),
+                      "a_vs_b_min_cosine": float(cos(ea, eb).min()), "a_vs_b_max_abs": worst,
+                      "a_vs_original_mean_cosine": round(float(cos(ref, ea).mean()), 6),
+                      "b_vs_original_mean_cosine": round(float(cos(ref, eb).mean()), 6),
+                      "nn_agreement_a_b": float((nearest(ea) == nearest(eb)).mean())}))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(REPO / "../shared/models/minilm_l6.onnx"))
@@ -164,6 +187,8 @@ def main(argv=None):
     ap.add_argument("--layer-ratios", action="store_true",
                     help="only print data-aware / weight-SVD output error per layer at ranks 48, 96, 192 (goal 2)")
     ap.add_argument("--save", default=None, help="folder to write the compressed models into")
+    ap.add_argument("--compare", nargs=2, default=None, metavar=("A", "B"),
+                    help="only compare two compressed models on the held-out sentences")
     args = ap.parse_args(argv)
 
     model = onnx.load(args.model)
@@ -171,6 +196,8 @@ def main(argv=None):
         tokens = {k: npz[k] for k in npz.files}
     if args.layer_ratios:
         return layer_ratios(model, tokens, args.calib)
+    if args.compare:
+        return compare(model, *args.compare, tokens, args.calib)
     calib = Sentences({k: v[: args.calib] for k, v in tokens.items()})
     evals = {k: v[args.calib:] for k, v in tokens.items()}
     base_sess = session(model)

@@ -35,6 +35,17 @@ RUNS = {
     "eff_int8": [S / "efficientnet_lite0.onnx", "--quantize", "int8", *IMAGES],
     "minilm_lowrank": [S / "minilm_l6.onnx", "--lowrank", "0.9", "--no-latency"],
 }
+# issue 12 (session 7): the quantize modes, fallbacks and report paths the runs above miss; OUTDIR is the run's folder
+RUNS.update({
+    "int4_minilm": [S / "minilm_l6.onnx", "--quantize", "int4", "--no-latency"],
+    "int4_minilm_tol": [S / "minilm_l6.onnx", "--quantize", "int4", "--tolerance", "0.02", "--no-latency"],
+    "q8w_minilm": [S / "minilm_l6.onnx", "--quantize", "int8-weight", "--no-latency"],
+    "q8dyn_minilm": [S / "minilm_l6.onnx", "--quantize", "int8-dynamic", "--no-latency"],
+    "eff_int8_tol": [S / "efficientnet_lite0.onnx", "--quantize", "int8", "--tolerance", "0.05", *IMAGES],
+    "eff_int8_trt": [S / "efficientnet_lite0.onnx", "--quantize", "int8", "--target", "tensorrt", "--calib-method", "entropy", *IMAGES],
+    "eff_fp16": [S / "efficientnet_lite0.onnx", "--fp16", "--no-latency"],
+    "eff_html": [S / "efficientnet_lite0.onnx", "--target-macs", "0.8", "--no-latency", "--report", "OUTDIR/eff.html"],
+})
 
 
 def run(out: Path, code: str | None, only: str | None = None) -> None:
@@ -43,7 +54,7 @@ def run(out: Path, code: str | None, only: str | None = None) -> None:
     for name, args in RUNS.items():
         if only and name not in only.split(","):
             continue
-        cmd = [sys.executable, "-m", "onnxslim.cli", str(args[0]), str(out / f"{name}.onnx"), *map(str, args[1:])]
+        cmd = [sys.executable, "-m", "onnxslim.cli", str(args[0]), str(out / f"{name}.onnx"), *(str(a).replace("OUTDIR", str(out)) for a in args[1:])]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd="/")
         (out / f"{name}.txt").write_text(proc.stdout)
         print(name, proc.returncode, flush=True)

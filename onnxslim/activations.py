@@ -94,20 +94,3 @@ class CrossGramAccumulator:
         n = max(self.count, 1.0)
         return self.cross / n - np.outer(self.sum_x / n, self.sum_y / n)
 
-
-class MeanAccumulator:
-    """Running mean of the features on one axis (float64)."""
-
-    def __init__(self, axis: int = -1):
-        self.axis = axis
-        self.sum = None
-        self.count = 0
-
-    def update(self, array: np.ndarray) -> None:
-        x = _rows(array, self.axis)
-        self.sum = x.sum(axis=0) if self.sum is None else self.sum + x.sum(axis=0)
-        self.count += x.shape[0]
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.sum / max(self.count, 1)

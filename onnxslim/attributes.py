@@ -43,14 +43,10 @@ def _fail(node: onnx.NodeProto, why: str):
     raise SlimError(f"node '{label}' ({node.op_type}): {why}")
 
 
-def _weight_index(node: onnx.NodeProto) -> int:
-    return 3 if node.op_type == "QLinearConv" else 1
-
-
 def _spatial_rank(node, attrs, shapes, consts) -> int | None:
     """Spatial dims: from the weight's rank, else kernel_shape, else the input's rank."""
     if node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
-        idx = _weight_index(node)
+        idx = 3 if node.op_type == "QLinearConv" else 1
         w = consts.get(node.input[idx]) if len(node.input) > idx else None
         if w is None and len(node.input) > idx:
             w = shapes.get(node.input[idx])

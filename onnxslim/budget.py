@@ -20,15 +20,11 @@ SHARE = 0.5
 def available_bytes() -> int:
     """MemAvailable from /proc/meminfo (what can be had without swapping), else physical memory, capped
     by RLIMIT_AS when the process runs under one."""
-    avail = None
     try:
         with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
+            avail = next((int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")), None)
     except (OSError, ValueError):
-        pass
+        avail = None
     if avail is None:
         try:
             avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

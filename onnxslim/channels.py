@@ -26,7 +26,7 @@ import onnx_graphsurgeon as gs
 from .errors import SlimError
 from .graph import infer_shapes, to_graph
 from .ops import channel_rules
-from .ops.space import ACTIVATION, BN_SCALE, EXIT, PARAM, SOURCE, Frozen  # noqa: F401 - the roles' public home
+from .ops.helpers import ACTIVATION, BN_SCALE, EXIT, PARAM, SOURCE, Frozen  # noqa: F401 - the roles' public home
 
 MAX_SPACE = 2**22  # positions of one channel axis (the widest real layers have ~250K: vocabularies)
 MAX_POSITIONS = 2**24  # positions in all: ~10 int64 arrays of this length in _components, ~1.3 GB at most
@@ -149,11 +149,9 @@ class Builder:
         self._visited: set[tuple[str, str, int]] = set()
         self._n = 0
         self._rule_node: gs.Node | None = None
-        self.producer: dict[str, gs.Node] = {}
+        self.producer: dict[str, gs.Node] = {t.name: node for node in graph.nodes for t in node.outputs}
         self.consumers: dict[str, list[gs.Node]] = {}
         for node in graph.nodes:
-            for t in node.outputs:
-                self.producer[t.name] = node
             # a tensor read inside an If/Loop/Scan body is consumed by that node: no rule, so it freezes
             for t in list(node.inputs) + _subgraph_reads(node):
                 self.consumers.setdefault(t.name, [])
@@ -286,29 +284,16 @@ class Builder:
             ea = eb = np.zeros(0, dtype=np.int64)
         label = _components(n, ea, eb)
         space_of = np.repeat(np.arange(len(self.spaces)), [s.size for s in self.spaces]) if n else np.zeros(0, np.int64)
-        # spaces sharing a label are in one group
-        parent = list(range(len(self.spaces)))
-
-        def find(i):
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
+        # spaces sharing a label are in one group: each space is linked to one owner space of each of its labels
         first_space = np.full(n, -1, dtype=np.int64)
         order = np.argsort(label, kind="stable")
         sorted_labels = label[order]
         starts = np.r_[0, np.flatnonzero(np.diff(sorted_labels)) + 1] if n else np.zeros(0, np.int64)
-        owner = space_of[order][starts]  # one space per label
-        first_space[sorted_labels[starts]] = owner
-        pairs = set(zip(space_of.tolist(), first_space[label].tolist())) if n else set()
-        for a, b in pairs:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+        first_space[sorted_labels[starts]] = space_of[order][starts]
+        group_of = _components(len(self.spaces), space_of, first_space[label])
         members: dict[int, list[Space]] = {}
         for s in self.spaces:
-            members.setdefault(find(s.id), []).append(s)
+            members.setdefault(int(group_of[s.id]), []).append(s)
         frozen_label = np.zeros(n, dtype=bool)
         for sid in self.frozen:
             s = self.spaces[sid]

@@ -24,7 +24,7 @@ from .attributes import check_node_attributes
 from .errors import SlimError, SlimWarning
 from . import ondisk
 from .external import all_tensors
-from .light import light_copy
+from .light import light_copy, value_dims
 
 T = onnx.TensorProto
 _KNOWN_TYPES = set(T.DataType.values()) - {T.UNDEFINED}
@@ -140,12 +140,11 @@ def check_nodes(model: onnx.ModelProto) -> None:
     try:
         shapes = _shapes(onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True))
     except onnx.shape_inference.InferenceError as err:
-        if _inside_standard_function_body(err, model):  # onnx's expansion of a standard op, not the model: onnxruntime runs it
-            _check_attributes(model, _lenient_shapes(light))
-            return
         # our own checks first, on what lenient inference gets: their message says what is wrong
         # (a rank-3 input to a 2-D Conv) where onnx names a symptom (its dilations' length)
         _check_attributes(model, _lenient_shapes(light))
+        if _inside_standard_function_body(err, model):  # onnx's expansion of a standard op, not the model: onnxruntime runs it
+            return
         raise _inference_error(err) from None
     except Exception:  # inference itself failing (not a verdict on the model): check what we can without it
         shapes = {}
@@ -154,11 +153,8 @@ def check_nodes(model: onnx.ModelProto) -> None:
 
 def _check_attributes(model: onnx.ModelProto, shapes: dict) -> None:
     consts = {t.name: list(t.dims) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value" and node.output:
-                    consts[node.output[0]] = list(attr.t.dims)
+    consts.update((node.output[0], list(attr.t.dims)) for node in model.graph.node if node.op_type == "Constant" and node.output
+                  for attr in node.attribute if attr.name == "value")
     for node in model.graph.node:
         if node.domain in ("", "ai.onnx"):
             check_node_attributes(node, shapes, consts)
@@ -224,9 +220,5 @@ def _lenient_shapes(light: onnx.ModelProto) -> dict[str, list]:
 
 
 def _shapes(inferred: onnx.ModelProto) -> dict[str, list]:
-    shapes = {}
-    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        tt = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
-            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-    return shapes
+    values = list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)
+    return {vi.name: dims for vi in values if (dims := value_dims(vi)) is not None}

@@ -32,7 +32,7 @@ from .progress import progress, silent
 from .protocol import Option, config_options, is_given
 from .report_files import json_default, write_report
 from .report_text import one_line
-from .summary import model_lines
+from .units import size
 from .validation_table import format_report_table
 from .warn import one_line_warnings
 
@@ -100,13 +100,11 @@ CORE_OPTIONS = (
 
 def pass_options(passes) -> list:
     """The passes' options, each once (an option two passes share, like --exclude, keeps the first's help)."""
-    seen, options = set(), []
+    options = {}
     for p in passes:
         for _, opt in config_options(p.config):
-            if opt.dest not in seen:
-                seen.add(opt.dest)
-                options.append(opt)
-    return options
+            options.setdefault(opt.dest, opt)
+    return list(options.values())
 
 
 def add_optimize_command(group: click.Group, passes) -> None:
@@ -115,8 +113,7 @@ def add_optimize_command(group: click.Group, passes) -> None:
         """Optimize MODEL and write the result to OUTPUT (or -o)."""
         _guard(lambda: _optimize(model, output, output_opt, opts, passes))
 
-    params = [(flags, kw) for flags, kw in CORE_OPTIONS[:1]] + [(o.flags, o.click) for o in pass_options(passes)]
-    params += list(CORE_OPTIONS[1:])
+    params = [*CORE_OPTIONS[:1], *((o.flags, o.click) for o in pass_options(passes)), *CORE_OPTIONS[1:]]
     for flags, kw in reversed(params):
         optimize_cmd = click.option(*flags, **kw)(optimize_cmd)
     optimize_cmd = click.argument("output", required=False, type=click.Path())(optimize_cmd)
@@ -142,7 +139,9 @@ def _optimize(model, output, output_opt, o, passes):
     original = graph.load_model(src, lazy=True)  # weights stay on disk (onnxslim.ondisk)
     shapes = inputs.parse_input_shapes(o["input_shape"])
     configs = {p.name: p.config_from_options(o) for p in passes}
-    if not _requested(passes, o) and not o["quiet"]:
+    # an option that turns a pass on (or changes the lossless one, --fp16) was given
+    requested = any(is_given(o.get(opt.dest)) for p in passes for _, opt in config_options(p.config) if opt.enables)
+    if not requested and not o["quiet"]:
         flags = ", ".join(opt.flags[0] for p in passes if not p.always for _, opt in config_options(p.config) if opt.enables)
         only = "lossless cleanup" + ("" if o["no_validate"] else " and validation")
         click.echo(f"onnxslim: no pass requested ({flags}): {only} only", err=True)
@@ -167,11 +166,6 @@ def _optimize(model, output, output_opt, o, passes):
             same = "the .onnx's outputs exactly" if diff == 0 else f"the .onnx's outputs within {diff:.1g} (relative)"
             click.echo(f"wrote {ort['ort']} and {Path(ort['required_operators']).name} (loaded and run in onnxruntime: {same})")
         click.echo(one_line(result.report))
-
-
-def _requested(passes, o) -> bool:
-    """An option that turns a pass on (or changes the lossless one, --fp16) was given."""
-    return any(is_given(o.get(opt.dest)) for p in passes for _, opt in config_options(p.config) if opt.enables)
 
 
 def _write_extras(result, dst: Path, shapes, o) -> None:
@@ -219,10 +213,12 @@ def _check_paths(src: Path, dst: Path, o) -> None:
 def terminal_summary(report: dict, passes=PASSES) -> str:
     """The table the CLI prints: the model before/after, each pass's lines, validation, the passes' tables."""
     ran = report.get("passes", {})
-    lines = model_lines(report)
-    for p in passes:
-        if p.name in ran:
-            lines += p.summary(ran[p.name] or {})
+    stats = report.get("model_stats")
+    lines = []
+    if stats:
+        (n0, n1), (i0, i1), (b0, b1) = stats["nodes"], stats["initializers"], stats["bytes"]
+        lines.append(f"model: nodes {n0} -> {n1}, initializers {i0} -> {i1}, size {size(b0)} -> {size(b1)}")
+    lines += [line for p in passes if p.name in ran for line in p.summary(ran[p.name] or {})]
     validation = report.get("validation")
     if validation and "skipped" in validation:
         lines.append(f"validation skipped: {validation['skipped']}")
@@ -230,9 +226,7 @@ def terminal_summary(report: dict, passes=PASSES) -> str:
         used = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} ({v['source']})" for k, v in validation.get("input_shapes", {}).items())
         lines.append(f"validated on {validation.get('data')}" + (f"; input shapes {used}" if used else ""))
         lines.append(format_report_table(validation))
-    for p in passes:
-        if p.name in ran:
-            lines += p.details(ran[p.name] or {})
+    lines += [line for p in passes if p.name in ran for line in p.details(ran[p.name] or {})]
     lines.append(f"total {report.get('seconds')} s")
     return "\n".join(lines)
 
@@ -300,20 +294,17 @@ def main():
     signal.signal(signal.SIGTERM, _terminated)
     try:
         cli.main(prog_name="onnxslim", standalone_mode=False)
-    except click.exceptions.UsageError as err:  # click's own usage errors: one line too
+    except click.exceptions.ClickException as err:  # click's own errors (usage: exit 2): one line too
         if type(err).__name__ == "NoArgsIsHelpError" and err.ctx is not None:
             click.echo(err.ctx.get_help())
             sys.exit(0)
         click.echo(f"onnxslim: error: {err.format_message()}", err=True)
-        sys.exit(2)
+        sys.exit(err.exit_code)
     except BrokenPipeError:
         _quiet_broken_pipe()
     except click.exceptions.Abort:
         click.echo("onnxslim: interrupted; nothing written", err=True)
         sys.exit(130)
-    except click.exceptions.ClickException as err:
-        click.echo(f"onnxslim: error: {err.format_message()}", err=True)
-        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

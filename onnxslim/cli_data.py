@@ -5,17 +5,20 @@ from pathlib import Path
 
 import click
 
-from .options import float_list
-from .calibration import load_calibration
-from .calibration import Preprocess
+from .calibration import Preprocess, load_calibration
 from .inputs import model_inputs
+from .options import float_list
 
 
 def datasets(src: Path, model, shapes, o, need_calib: bool):
     """(calibration Dataset or None, validation Dataset or None)."""
     preprocess, path = _preprocess(src, o)
-    calibration = _calibration(model, shapes, o, preprocess, path) if need_calib else None
-    data = None
+    calibration = data = None
+    if need_calib and not o["calib"]:
+        click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
+    if need_calib:
+        calibration = load_calibration(o["calib"], model, size=o["calib_size"], preprocess=preprocess,
+                                       preprocess_file=path, input_shapes=shapes, seed=o["seed"])
     if o["data"] and not o["no_validate"]:
         data = load_calibration(o["data"], model, size=o["val_size"] if o["val_size"] > 0 else None, preprocess=preprocess,
                                 preprocess_file=path, input_shapes=shapes, seed=o["seed"])
@@ -50,17 +53,9 @@ def _preprocess(src: Path, o):
     path = preprocess_file(src, o)
     preprocess = None
     image_opts = {k: o[k] for k in ("resize", "crop", "scale", "layout") if o[k] is not None}
-    for k in ("mean", "std"):
-        if o[k] is not None:
-            image_opts[k] = float_list(o[k], f"--{k}")
+    image_opts.update({k: float_list(o[k], f"--{k}") for k in ("mean", "std") if o[k] is not None})
     if image_opts:
         base = Preprocess.from_file(path) if path else Preprocess()
         preprocess = base.__class__(**{**base.__dict__, **image_opts})
     return preprocess, path
 
-
-def _calibration(model, shapes, o, preprocess, path):
-    if not o["calib"]:
-        click.echo("onnxslim: warning: no --calib given; calibrating on random inputs (repair and int8 accuracy need real data)", err=True)
-    return load_calibration(o["calib"], model, size=o["calib_size"], preprocess=preprocess,
-                            preprocess_file=path, input_shapes=shapes, seed=o["seed"])

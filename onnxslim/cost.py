@@ -28,10 +28,11 @@ from dataclasses import asdict, dataclass
 import onnx
 from onnx import helper
 
-from .graph import infer_shapes, light_copy
+from .graph import infer_shapes
+from .light import light_copy, set_input_dims, value_dims
 from .inputs import symbolic_shapes
 from .ops import node_macs
-from .ops.macs import attrs_of, elements, static_shape
+from .ops.macs import attrs_of, elements
 from .shape_folding import fold_small_constants
 
 _MAX_ROUNDS = 4
@@ -50,15 +51,10 @@ class NodeCost:
 
 def node_costs(model: onnx.ModelProto, input_shapes: dict | None = None) -> list[NodeCost]:
     """MACs and params of every node of the main graph, in graph order (see the module docstring)."""
-    shapes = _inferred_shapes(model, input_shapes)
+    shapes = inferred_shapes(model, input_shapes)
     params = _node_params(model)
-    costs = []
-    for index, node in enumerate(model.graph.node):
-        name = node.name or f"{node.op_type}_{index}"
-        macs = node_macs(node, shapes)
-        out = shapes.get(node.output[0]) if node.output else None
-        costs.append(NodeCost(name, node.op_type, macs, params[index], out))
-    return costs
+    return [NodeCost(node.name or f"{node.op_type}_{i}", node.op_type, node_macs(node, shapes), params[i],
+                     shapes.get(node.output[0]) if node.output else None) for i, node in enumerate(model.graph.node)]
 
 
 def model_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict:
@@ -69,12 +65,8 @@ def model_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict
     unknown MACs (plain data-movement nodes are left out), as JSON-ready dicts.
     """
     costs = node_costs(model, input_shapes)
-    per_node = []
-    for c in costs:
-        if c.macs is None or c.macs or c.params:
-            d = asdict(c)
-            d["output_shape"] = list(c.output_shape) if c.output_shape is not None else None
-            per_node.append(d)
+    per_node = [{**asdict(c), "output_shape": list(c.output_shape) if c.output_shape is not None else None}
+                for c in costs if c.macs is None or c.macs or c.params]
     return {
         "macs": sum(c.macs for c in costs if c.macs),
         "params": sum(c.params for c in costs),
@@ -86,12 +78,8 @@ def model_cost(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict
 # -- shapes -------------------------------------------------------------------------------------------
 
 def inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict[str, tuple | None]:
-    """{tensor: shape} after shape inference (and folding of small shape subgraphs); None for unknown dims."""
-    return _inferred_shapes(model, input_shapes)
-
-
-def _inferred_shapes(model: onnx.ModelProto, input_shapes: dict | None):
-    """{tensor name: shape tuple (None for unknown dims)} after inference on a weightless copy."""
+    """{tensor: shape} after shape inference on a weightless copy (and folding of small shape subgraphs);
+    None for unknown dims."""
     resolved = {k: v for k, v in symbolic_shapes(model, input_shapes).items() if v is not None}
     skeleton = _skeleton(model, resolved)
     for _ in range(_MAX_ROUNDS):
@@ -110,17 +98,7 @@ def _skeleton(model: onnx.ModelProto, input_shapes: dict) -> onnx.ModelProto:
     """A copy without the data of large tensors (inference needs only their dims) and with concrete inputs."""
     skel = light_copy(model)
     skel.graph.ClearField("value_info")
-    inits = {t.name for t in skel.graph.initializer}
-    for vi in skel.graph.input:
-        if vi.name in input_shapes and vi.name not in inits:
-            shape = vi.type.tensor_type.shape
-            del shape.dim[:]
-            for d in input_shapes[vi.name]:
-                dim = shape.dim.add()
-                if isinstance(d, str):
-                    dim.dim_param = d  # symbolic: shape inference carries it, MACs behind it are unknown
-                else:
-                    dim.dim_value = int(d)
+    set_input_dims(skel, input_shapes)  # a symbolic dim: the MACs behind it are unknown
     # exporters' value_info may carry symbolic dims that would only get in the way of the concrete ones
     for out in skel.graph.output:
         if out.type.HasField("tensor_type"):
@@ -158,11 +136,11 @@ def _shape_map(model: onnx.ModelProto) -> dict[str, tuple | None]:
     shapes: dict[str, tuple | None] = {}
     g = model.graph
     for vi in list(g.input) + list(g.value_info) + list(g.output):
-        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
-        if tt is None or not tt.HasField("shape"):
+        dims = value_dims(vi)
+        if dims is None:
             shapes.setdefault(vi.name, None)
-            continue
-        shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        else:
+            shapes[vi.name] = tuple(dims)
     for t in g.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
     for node in g.node:
@@ -224,13 +202,8 @@ def _node_params(model: onnx.ModelProto) -> list[int]:
 
 
 def _constant_elements(node: onnx.NodeProto) -> int:
-    for attr in node.attribute:
-        if attr.name == "value":
-            return 0 if attr.t.data_type == onnx.TensorProto.INT64 else elements(attr.t.dims)
-        if attr.name == "sparse_value":
-            return elements(attr.sparse_tensor.dims)
-        if attr.name == "value_float":
-            return 1
-        if attr.name == "value_floats":
-            return len(attr.floats)
-    return 0  # value_int(s) and strings: shapes and labels, not weights
+    """Value_int(s), strings and int64 tensors are shapes and labels, not weights: 0."""
+    kind = next((a for a in node.attribute if a.name in ("value", "sparse_value", "value_float", "value_floats")), None)
+    if kind is None or (kind.name == "value" and kind.t.data_type == onnx.TensorProto.INT64):
+        return 0
+    return elements(_constant_attr_shape(node))

@@ -20,7 +20,7 @@ import onnx.numpy_helper
 
 from .errors import SlimError
 from .output_kinds import output_kind
-from .runtime import session, with_outputs
+from .runtime import outputs_on, with_outputs
 
 CHECK_SAMPLES = 32
 NEAR_CONSTANT = 1e-2     # sample std below this fraction of its |mean| (or of 1e-2 for zero-mean samples)
@@ -41,17 +41,13 @@ def check_data(model: onnx.ModelProto, dataset, what: str = "--calib") -> list[s
     if not batches:
         return []
     hint = _preprocess_hint(dataset)
-    warnings = []
     for name in batches[0]:
         x = np.concatenate([b[name] for b in batches])
         if np.issubdtype(x.dtype, np.floating) and x[0].size > 1:
             _check_constant(x, f"{what} input '{name}'", hint)
     layer_inputs, outputs = _run(model, batches)
     inits = {t.name: t for t in model.graph.initializer}
-    for layer, values in layer_inputs:
-        warning = _check_layer_input(values, layer, inits, what, hint)
-        if warning:
-            warnings.append(warning)
+    warnings = [w for layer, values in layer_inputs if (w := _check_layer_input(values, layer, inits, what, hint))]
     labels = getattr(dataset, "classes", None)
     for name, values in outputs.items():
         if output_kind(name, values) != "scores" or len(values) < 8:
@@ -115,17 +111,9 @@ def _first_layers(model: onnx.ModelProto) -> dict[str, tuple[str, onnx.NodeProto
 def _run(model: onnx.ModelProto, batches: list[dict]):
     """The first layers' inputs and the model's outputs on the batches, in one session."""
     firsts = _first_layers(model)
-    taps = [t for t, _ in firsts.values()]
-    tapped = with_outputs(model, taps)
-    names = [o.name for o in tapped.graph.output]
-    try:
-        sess = session(tapped)
-        results = [dict(zip(names, sess.run(names, feed))) for feed in batches]
-    except SlimError:
-        raise
-    except Exception as err:
-        raise SlimError(f"onnxruntime cannot run the original model on the data: {str(err).splitlines()[0]}") from None
-    joined = {n: np.concatenate([r[n] for r in results]) for n in names}
+    tapped = with_outputs(model, [t for t, _ in firsts.values()])
+    results = outputs_on(tapped, batches, what="onnxruntime cannot run the original model on the data")
+    joined = {n: np.concatenate([r[n] for r in results]) for n in results[0]}
     layer_inputs = [(node, joined[t]) for t, node in firsts.values() if np.issubdtype(joined[t].dtype, np.floating)]
     outputs = {o.name: joined[o.name] for o in model.graph.output}
     return layer_inputs, outputs

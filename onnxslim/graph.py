@@ -378,6 +378,7 @@ def to_model(graph: gs.Graph, like: onnx.ModelProto | None = None) -> onnx.Model
     """Export a gs.Graph, keeping the original's opset imports and metadata."""
     graph.cleanup().toposort()
     ondisk.back_on_disk(graph)
+    ondisk.spill_computed(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     if like is not None:
         del model.opset_import[:]

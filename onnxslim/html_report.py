@@ -3,12 +3,10 @@ network: a Content-Security-Policy forbids every fetch), readable without onnxsl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from html import escape
 from pathlib import Path
 
-from .report_text import one_line, prune_rows, shorten
+from .report_text import one_line, pick, prune_rows, shorten
 from .svg_charts import line_chart, paired_bars
 from .units import ms, si
 from .units import size as human_bytes
@@ -53,11 +51,9 @@ def _fmt(value, digits=4) -> str:
 def _validation(v: dict) -> str:
     if "skipped" in v:
         return f"<p>validation skipped: {escape(str(v['skipped']))}</p>"
-    rows = []
-    for label, key, fmt in (("MACs", "macs", si), ("params", "params", si), ("size", "size_bytes", human_bytes), ("latency", "latency_ms", ms)):
-        s = v.get(key)
-        if s and s.get("before") is not None:
-            rows.append([label, fmt(s["before"]), fmt(s["after"]), _fmt(s.get("ratio"), 3)])
+    sections = (("MACs", "macs", si), ("params", "params", si), ("size", "size_bytes", human_bytes), ("latency", "latency_ms", ms))
+    rows = [[label, fmt(s["before"]), fmt(s["after"]), _fmt(s.get("ratio"), 3)]
+            for label, key, fmt in sections if (s := v.get(key)) and s.get("before") is not None]
     out = f"<p>validated on {escape(str(v.get('data')))}</p>" + _table(["", "before", "after", "ratio"], rows)
     outputs = v.get("outputs") or {}
     keys = sorted({k for o in outputs.values() for k in o if not isinstance(o[k], (dict, list))})
@@ -69,11 +65,8 @@ def _validation(v: dict) -> str:
 def _layer_charts(layers: list[dict]) -> str:
     if not layers:
         return ""
-    rows = layers
-    if len(rows) > CHART_ROWS:
-        rows = sorted(rows, key=lambda r: (r["macs_before"] or 0) - (r["macs_after"] or 0), reverse=True)[:CHART_ROWS]
-        rows = [r for r in layers if r in rows]
-    note = f"<p class='muted'>{len(rows)} of {len(layers)} layers: those with the most MACs removed.</p>" if len(rows) < len(layers) else ""
+    rows, hidden = pick(layers, CHART_ROWS, lambda r: (r["macs_before"] or 0) - (r["macs_after"] or 0))
+    note = f"<p class='muted'>{len(rows)} of {len(layers)} layers: those with the most MACs removed.</p>" if hidden else ""
     widths = [(r["name"], r["width_before"] or 0, r["width_after"] or 0,
                f"{r['width_before']} \u2192 {r['width_after']}" + (f" (rank {r['rank']})" if r.get("rank") else "")) for r in rows]
     macs = [(r["name"], r["macs_before"] or 0, r["macs_after"] or 0,
@@ -184,15 +177,3 @@ def render(report: dict) -> str:
     parts.append(f"<p class='muted'>total {escape(str(report.get('seconds')))} s</p></body></html>")
     return "\n".join(p for p in parts if p)
 
-
-def write(path: Path, report: dict) -> None:
-    """Atomically: a temporary file beside `path`, renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render(report))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -4,19 +4,15 @@ A *feed set* is a list of dicts {input name: array}, one dict per batch, ready f
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from .errors import SlimError
 from . import budget
-import math
-from .graph import light_copy
-import warnings
-from .errors import SlimWarning
-
+from .errors import SlimError, SlimWarning
 
 
 def _np_type(elem_type: int) -> np.dtype | None:
@@ -114,10 +110,6 @@ def symbolic_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch
     return shapes
 
 
-def is_concrete(shape) -> bool:
-    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
-
-
 def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch: int = 1) -> dict[str, tuple[int, ...]]:
     """A concrete shape per input: the override if given, else the model's dims with a dynamic first dim as batch.
 
@@ -128,7 +120,7 @@ def resolve_shapes(model: onnx.ModelProto, overrides: dict | None = None, batch:
     for name, shape in shapes.items():
         if shape is None:
             raise SlimError(f"input '{name}' has no shape in the model; give it with --input-shape {name}:D1,D2,...")
-        if not is_concrete(shape):
+        if not all(isinstance(d, int) and d > 0 for d in shape):
             axis = next(i for i, d in enumerate(shape) if not isinstance(d, int))
             hint = ",".join(str(x) if isinstance(x, int) else "N" for x in shape)
             raise SlimError(f"input '{name}' has a dynamic dim {axis} ({shape[axis]}) and no size it runs with was found; "
@@ -166,10 +158,8 @@ def random_feeds(model: onnx.ModelProto, shapes: dict | None = None, *, count: i
     rng = np.random.default_rng(seed)
     resolved = resolve_shapes(model, shapes)
     check_feed_memory(model, resolved, count)
-    feeds = []
-    for _ in range(count):
-        feeds.append({spec.name: _random_array(spec, resolved[spec.name], rng) for spec in model_inputs(model)})
-    return feeds
+    specs = model_inputs(model)
+    return [{spec.name: _random_array(spec, resolved[spec.name], rng) for spec in specs} for _ in range(count)]
 
 
 def _random_array(spec: InputSpec, shape: tuple, rng: np.random.Generator) -> np.ndarray:
@@ -189,9 +179,8 @@ def _random_array(spec: InputSpec, shape: tuple, rng: np.random.Generator) -> np
         return np.ones(shape, dtype=dtype)
     if "type" in name or "segment" in name:
         return np.zeros(shape, dtype=dtype)
-    high = 4 if len(shape) == 1 and shape[0] <= 8 else 100
-    if dtype.kind == "V" or dtype.itemsize == 1:  # int2/int4 hold 0..1 at least, int8 0..99
-        high = 2 if dtype.kind == "V" else high
+    # int2/int4 (numpy kind V) hold 0..1 at least; int8 holds 0..99
+    high = 2 if dtype.kind == "V" else 4 if len(shape) == 1 and shape[0] <= 8 else 100
     return rng.integers(0, high, size=shape).astype(dtype)
 
 
@@ -256,8 +245,7 @@ def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarra
             if axis and isinstance(want, int) and want > 0 and arr.shape[axis] != want:
                 raise SlimError(f"{path}: '{spec.name}' has shape {arr.shape}, the model wants {want} on axis {axis} ({spec.shape})")
         if arr.dtype != spec.dtype:
-            same_kind = np.issubdtype(arr.dtype, np.floating) == np.issubdtype(spec.dtype, np.floating)
-            if not same_kind:
+            if np.issubdtype(arr.dtype, np.floating) != np.issubdtype(spec.dtype, np.floating):
                 raise SlimError(f"{path}: '{spec.name}' is {arr.dtype}, the model wants {spec.dtype}")
             arr = arr.astype(spec.dtype)
         if count is not None and arr.shape[0] != count:
@@ -271,9 +259,3 @@ def load_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarra
         raise SlimError(f"{path}: holds no samples")
     return out
 
-
-def batched(arrays: dict[str, np.ndarray], batch_size: int, limit: int | None = None) -> list[dict]:
-    """Split sample arrays into feeds of `batch_size` samples (the last may be smaller)."""
-    n = next(iter(arrays.values())).shape[0]
-    n = min(n, limit) if limit is not None else n
-    return [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]

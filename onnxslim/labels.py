@@ -55,10 +55,8 @@ def _int(value: str) -> int | None:
 
 
 def _by_file(path: Path, files) -> np.ndarray:
-    table = {}
-    for row in _rows(path):
-        if len(row) >= 2 and _int(row[1]) is not None:  # a header line has no integer class
-            table[Path(row[0].strip()).name] = _int(row[1])
+    # a header line has no integer class
+    table = {Path(row[0].strip()).name: _int(row[1]) for row in _rows(path) if len(row) >= 2 and _int(row[1]) is not None}
     if not table:
         raise SlimError(f"--labels {path}: no `file<TAB>class index` lines")
     missing = [f.name for f in files if f.name not in table]

@@ -9,6 +9,25 @@ import onnx
 SMALL_TENSOR = 4096  # elements; smaller tensors keep their data for shape inference (they may be shapes)
 
 
+def value_dims(vi: onnx.ValueInfoProto) -> list | None:
+    """A value's dims (None for each unknown one); None when it is no tensor or its rank is unknown."""
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+
+
+def set_input_dims(model: onnx.ModelProto, shapes: dict) -> None:
+    """The graph inputs named in `shapes` (onnxslim.inputs' specs: tensors, no initializers) get those dims; a
+    str dim is symbolic (shape inference carries it)."""
+    for vi in model.graph.input:
+        if vi.name in shapes:
+            shape = vi.type.tensor_type.shape
+            shape.ClearField("dim")
+            for d in shapes[vi.name]:
+                shape.dim.add(**({"dim_param": d} if isinstance(d, str) else {"dim_value": int(d)}))
+
+
 def is_repeated(field) -> bool:
     # protobuf >= 6 dropped FieldDescriptor.label in favour of is_repeated
     repeated = getattr(field, "is_repeated", None)

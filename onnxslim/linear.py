@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
 
 def matrix(op: str, weight: np.ndarray, attrs: dict | None = None) -> np.ndarray:
     """W [outputs, features] (float64) of a weight stored as ONNX keeps it. ConvTranspose (group 1) stores

@@ -15,8 +15,7 @@ import math
 import numpy as np
 
 from .errors import FIDELITY_FAILED, SlimError
-from .output_kinds import cosine, kind_metrics, normalized_rows
-from .output_values import as_match as _as_match, comparable as _comparable
+from .output_kinds import as_match as _as_match, comparable as _comparable, cosine, kind_metrics, normalized_rows
 
 # SQNR of an exact match would be +inf, which is not JSON; float64 rounding noise sits near 300 dB anyway
 _SQNR_CAP_DB = 300.0
@@ -76,20 +75,12 @@ def compare_outputs(ref: list[dict], new: list[dict]) -> dict[str, dict]:
 
 class _Accumulator:
     def __init__(self):
-        self.cos_sum = 0.0
-        self.samples = 0
-        self.max_abs = 0.0
-        self.abs_sum = 0.0
-        self.elements = 0
-        self.signal = 0.0
-        self.noise = 0.0
-        self.top1_same = 0
-        self.top1_rows = 0
+        self.cos_sum = self.max_abs = self.abs_sum = self.signal = self.noise = 0.0
+        self.samples = self.elements = self.top1_same = self.top1_rows = self.mismatch = 0
         self.top1_applies = True
-        self.mismatch = 0
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        self.top1_applies &= a.ndim == 2 and a.shape[1] > 1 and np.issubdtype(a.dtype, np.floating)
+        self.top1_applies &= is_scores(a)
         if self.top1_applies and a.shape[0]:
             self.top1_same += int(np.sum(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
             self.top1_rows += a.shape[0]
@@ -141,7 +132,7 @@ def _with_kind_metrics(metrics: dict, name: str, ref: list[dict], new: list[dict
     """Replace the generic top-1 agreement with the metrics that fit the output's kind (output_kinds.py)."""
     a, b = [_comparable(r[name]) for r in ref], [_comparable(n[name]) for n in new]
     if any(x.dtype.kind in "OUS" for x in a + b):
-        return metrics  # strings: the match metrics (output_values.as_match) already say all there is
+        return metrics  # strings: the match metrics (output_kinds.as_match) already say all there is
     extra = kind_metrics(name, a, b)
     if extra.get("kind") != "scores":
         metrics.pop("top1_agreement", None)

@@ -3,8 +3,10 @@
 `external.reference_external_data` (at load) leaves each large external tensor as a reference whose `location`
 is the resolved absolute path of its data file (checked inside the model's folder first) with an explicit
 offset and length: a *lazy* tensor. Passes see its dims and type; its bytes are read only where a step needs
-its values (a weight a pass changes is then inline, as before), copied file to file when the model is saved
-(`copy_into`) and read by onnxruntime from the data file itself (`session_source`).
+its values, copied file to file when the model is saved
+(`copy_into`) and read by onnxruntime from the data file itself (`session_source`). A weight a pass computes
+from one on disk (pruning, folding) is written to a temp file as it is produced (`spill`, `disk_constant`,
+`spill_computed`) and becomes a lazy tensor too, so the edited model is never held in memory either.
 
 Why references in the onnx proto rather than onnx-ir's memory-mapped tensors throughout (benchmarks/RESULTS.md,
 issue 14): every pass edits onnx protos and onnx-graphsurgeon graphs; both carry an external TensorProto they
@@ -144,8 +146,11 @@ def all_finite(tensor: onnx.TensorProto, dtype) -> bool:
     return all(bool(np.isfinite(np.frombuffer(b, dtype=dtype)).all()) for b in chunks(tensor, CHUNK // item * item))
 
 
-def _relative(folder: str):
-    """A convert for light_copy: lazy tensors become references relative to `folder`."""
+def _relative(folder: str, names: dict | None = None):
+    """A convert for light_copy: lazy tensors become references relative to `folder`, where `names` maps a
+    data file to its name there (a hard link), if it is not in the folder itself."""
+    names = names or {}
+
     def convert(tensor: onnx.TensorProto) -> onnx.TensorProto:
         if not is_lazy(tensor):
             return tensor
@@ -153,9 +158,37 @@ def _relative(folder: str):
         out.CopyFrom(tensor)
         for entry in out.external_data:
             if entry.key == "location":
-                entry.value = os.path.relpath(entry.value, folder)
+                entry.value = names.get(entry.value) or os.path.relpath(entry.value, folder)
         return out
     return convert
+
+
+_links: dict = {}  # frozenset of data files -> (TemporaryDirectory, {file: name}): one per set, kept for the process
+
+
+def one_folder(lazy: list) -> tuple[str | None, dict]:
+    """(folder, {data file: its name there}) holding every data file the lazy tensors read, for onnxruntime,
+    which refuses a location outside the folder it is given (through symlinks too): their own folder when
+    they share one (the input's), else a temp folder of hard links to them (the input's data file and the
+    temp weights file of `spill`). (None, {}) when a file cannot be linked (another file system): the
+    caller then writes a copy of the model), as when there is no lazy tensor."""
+    files = {source(t)[0] for t in lazy}
+    folders = {os.path.dirname(f) for f in files}
+    if len(folders) <= 1:
+        return (folders.pop() if folders else None), {}
+    key = frozenset(files)
+    if key not in _links:
+        tmp = tempfile.TemporaryDirectory(prefix="onnxslim-links-")
+        names = {f: f"{i}.data" for i, f in enumerate(sorted(files))}
+        try:
+            for f, name in names.items():
+                os.link(f, os.path.join(tmp.name, name))
+        except OSError:
+            tmp.cleanup()
+            return None, {}
+        _links[key] = (tmp, names)
+    tmp, names = _links[key]
+    return tmp.name, names
 
 
 def _left_out(tensor: onnx.TensorProto) -> bool:
@@ -192,18 +225,54 @@ def check_onnx(model: onnx.ModelProto, *, full_check: bool = False) -> None:
 
 
 
-def session_source(model: onnx.ModelProto) -> tuple[bytes, str, dict] | None:
+# -- weights a pass rewrites, written to disk as they are produced ------------------------------------
+
+SPILL_NAME = "rewritten.data"
+_spill: list = []  # [TemporaryDirectory, open file]: one per process, made on first use, removed at exit
+
+
+def _spill_file():
+    if not _spill:
+        folder = tempfile.TemporaryDirectory(prefix="onnxslim-weights-")
+        _spill.extend([folder, open(os.path.join(folder.name, SPILL_NAME), "wb")])
+    return _spill[1]
+
+
+def spillable(array) -> bool:
+    """Large (shape inference never needs its values) and of a type onnx stores as raw bytes."""
+    return (isinstance(array, np.ndarray) and array.size > SMALL_TENSOR and array.dtype.kind in "biuf"
+            and array.dtype.byteorder in "=|<")
+
+
+def spill(name: str, array: np.ndarray) -> onnx.TensorProto:
+    """Append `array` to this process's temp weights file (4 KB aligned) and return a lazy tensor over it:
+    a weight a pass rewrites in a model whose weights are on disk goes to disk too, instead of being held
+    (as an array, then again as the exported proto's bytes) until the model is saved. The file lives in
+    the system's temp folder (TMPDIR) and is removed when the process exits."""
+    fh = _spill_file()
+    fh.write(b"\0" * (-fh.tell() % 4096))
+    offset = fh.tell()
+    fh.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+    fh.flush()  # readers (chunks, onnxruntime) open the file by name
+    tensor = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape,
+                              data_location=onnx.TensorProto.EXTERNAL)
+    for key, value in (("location", fh.name), ("offset", str(offset)), ("length", str(array.nbytes))):
+        tensor.external_data.add(key=key, value=value)
+    return tensor
+
+
+def session_source(model: onnx.ModelProto, inline: bool = False) -> tuple[bytes, str | None, dict] | None:
     """(serialized model, folder, {name: array}) for an onnxruntime session that reads the lazy tensors from
     their own data file (`session.model_external_initializers_file_folder_path`) and takes the large inline
     initializers (weights a pass rewrote) as arrays over their bytes (`add_external_initializers`, which
     wants them declared external): no copy of either in the serialized model. None when the model has no
-    lazy tensors, or they sit in several folders."""
+    lazy tensors (unless `inline`: then folder None, the inline ones handed over), or they sit in several
+    folders that cannot be linked into one (`one_folder`)."""
     lazy = lazy_tensors(model)
-    folders = {os.path.dirname(source(t)[0]) for t in lazy}
-    if len(folders) != 1:
+    folder, names = one_folder(lazy)
+    if folder is None and (lazy or not inline):
         return None
-    folder = folders.pop()
-    relative, arrays = _relative(folder), {}
+    relative, arrays = _relative(folder, names), {}
     initializers = list(model.graph.initializer)  # held: a wrapper's id is only stable while it lives
     handed = {id(t) for t in initializers if not is_lazy(t) and t.HasField("raw_data") and t.ByteSize() >= HAND_OVER_BYTES}
 
@@ -242,11 +311,39 @@ def attach(graph: gs.Graph) -> None:
             tensor.data_location = None
 
 
+def is_on_disk(tensor) -> bool:
+    """Whether a gs tensor is a Constant whose values are on disk (or were, before a pass read them)."""
+    return isinstance(getattr(tensor, "_values", None), DiskValues) or getattr(tensor, "_onnxslim_disk", None) is not None
+
+
 def values_of(constant: gs.Constant) -> np.ndarray:
     """A Constant's values; a weight on disk is read, not kept in the Constant (gs's `values` keeps it)."""
     if isinstance(constant._values, DiskValues):
         return constant._values.load()
     return constant.values
+
+
+def disk_constant(name: str, array: np.ndarray) -> gs.Constant:
+    """A Constant of a weight a pass computed from one on disk: written to disk (`spill`) when large."""
+    if not spillable(array):
+        return gs.Constant(name, array)
+    constant = gs.Constant(name, DiskValues(spill(name, array)))
+    constant._onnxslim_disk = constant._values
+    return constant
+
+
+def spill_computed(graph: gs.Graph) -> None:
+    """In a graph whose weights are on disk, the large arrays the passes computed (folded, fused, repaired
+    weights) go to disk before the export, one at a time, rather than being held as arrays and again as the
+    exported protos' bytes. A graph with no weight on disk is left as it is."""
+    constants = [t for t in graph.tensors().values() if isinstance(t, gs.Constant)]
+    if not any(is_on_disk(t) for t in constants):
+        return
+    for tensor in constants:
+        values = tensor._values
+        if spillable(values) and getattr(tensor, "_export_dtype", None) in (None, values.dtype):
+            tensor._values = tensor._onnxslim_disk = DiskValues(spill(tensor.name, values))
+            tensor.data_location = None
 
 
 def back_on_disk(graph: gs.Graph) -> None:

@@ -18,17 +18,12 @@ def check_options(o: dict, floats=("min_cosine",)) -> None:
             raise SlimError(f"--{name.replace('_', '-')} {value}: give a finite number")
     if o.get("min_cosine") is not None and not -1.0 <= o["min_cosine"] <= 1.0:
         raise SlimError(f"--min-cosine {o['min_cosine']:g}: a cosine similarity lies in [-1, 1]")
-    check_seed(o.get("seed", 0))
+    seed = o.get("seed", 0)
+    if seed is not None and not 0 <= int(seed) <= SEED_MAX:
+        raise SlimError(f"--seed {seed}: give an integer in [0, 2**63 - 1]")
     for name in ("calib_size", "threads", "round_to", "val_size"):
         if o.get(name) is not None and o[name] < 1:
             raise SlimError(f"--{name.replace('_', '-')} {o[name]}: give at least 1")
-
-
-def check_seed(seed) -> None:
-    if seed is None:
-        return
-    if not 0 <= int(seed) <= SEED_MAX:
-        raise SlimError(f"--seed {seed}: give an integer in [0, 2**63 - 1]")
 
 
 def float_list(value, name):

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from .errors import SlimError
-import logging
-import onnx
 from .graph import model_files
-from .inputs import random_feeds
+from .inputs import check_run_memory, random_feeds
 from .runtime import run_once, session
+from .units import first_line
 
 CONFIG_SUFFIX = ".required_operators.config"
 # the .ort is optimized ahead of time (level "all", no x86-only NCHWc layouts); the .onnx is optimized at
@@ -39,8 +40,7 @@ def _convert(onnx_path: Path, folder: Path) -> tuple[Path, Path]:
         with contextlib.redirect_stdout(quiet):
             convert_onnx_models_to_ort(onnx_path, output_dir=folder, optimization_styles=[OptimizationStyle.Fixed])
     except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SlimError(f"--ort-format: onnxruntime could not convert the model: {first}; nothing written") from None
+        raise SlimError(f"--ort-format: onnxruntime could not convert the model: {first_line(err)}; nothing written") from None
     ort = folder / (onnx_path.stem + ".ort")
     config = folder / (onnx_path.stem + CONFIG_SUFFIX)
     if not ort.exists() or not config.exists():
@@ -70,7 +70,6 @@ def write_ort(dst: Path, input_shapes: dict | None = None, *, seed: int = 0) -> 
     model = onnx.load(str(dst), load_external_data=False)
     quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear") for n in model.graph.node)
     feeds = random_feeds(model, input_shapes, count=2, seed=seed)
-    from .inputs import check_run_memory
     check_run_memory(model, {name: np.shape(value) for name, value in feeds[0].items()}, count=2)  # before onnxruntime
     folder = Path(tempfile.mkdtemp(prefix=".ort.", dir=dst.parent))
     try:

@@ -5,7 +5,8 @@
   (does each sample's nearest other sample stay the same? what retrieval with the embedding relies on).
 - dense maps [N, C, H, W] (segmentation, detection heads): per-pixel argmax agreement over C.
 - sequences [N, S, H] (transformer hidden states): cosine per token, averaged over tokens.
-Metrics that need every sample at once (nearest neighbours) take the concatenated rows.
+Metrics that need every sample at once (nearest neighbours) take the concatenated rows. Outputs of any kind
+(sequences, strings, ml_dtypes floats, complex numbers) are first made comparable (`comparable`, `as_match`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,29 @@ import re
 import numpy as np
 
 _EMBEDDING_NAME = re.compile(r"embed|pool|feature|vector|represent", re.IGNORECASE)
+
+
+def comparable(value) -> np.ndarray:
+    """An array for the metrics: sequences are concatenated flat; ml_dtypes floats (bfloat16, float8,
+    numpy kind V) as float64; complex as magnitude. Strings stay strings (see as_match)."""
+    if isinstance(value, (list, tuple)):
+        parts = [comparable(v).reshape(-1) for v in value]
+        value = np.concatenate(parts) if parts else np.zeros(0)
+    arr = np.asarray(value)
+    if arr.dtype.kind == "V":
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind == "c":
+        arr = np.abs(arr)
+    return arr
+
+
+def as_match(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-numeric outputs (strings) as numbers: ones for the original, 1 where the optimized is equal and
+    0 where it differs, so equal outputs score cosine 1 and any change lowers it."""
+    if a.dtype.kind not in "OUS" and b.dtype.kind not in "OUS":
+        return a, b
+    same = np.vectorize(lambda x, y: x == y, otypes=[bool])(a, b) if a.size else np.zeros(a.shape, bool)
+    return np.ones(a.shape), same.astype(np.float64)
 
 
 def cosine(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -36,11 +60,7 @@ def output_kind(name: str, a: np.ndarray) -> str:
         return "other"
     if a.ndim == 2:
         return "embedding" if _EMBEDDING_NAME.search(name) or _unit_rows(a) else "scores"
-    if a.ndim == 3:
-        return "sequence"
-    if a.ndim == 4:
-        return "dense"
-    return "other"
+    return {3: "sequence", 4: "dense"}.get(a.ndim, "other")
 
 
 def _unit_rows(a: np.ndarray) -> bool:
@@ -91,9 +111,8 @@ def kind_metrics(name: str, ref: list[np.ndarray], new: list[np.ndarray]) -> dic
         return {"kind": kind}  # batches of different sizes (dynamic dims) do not stack into one table
     a = np.concatenate([np.asarray(r) for r in ref])
     b = np.concatenate([np.asarray(n) for n in new])
-    finite = np.isfinite(a).all() and np.isfinite(b).all()
     out = {"kind": kind}
-    if not finite:
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return out
     if kind == "scores":
         out["top1_agreement"] = float(np.mean(a.argmax(1) == b.argmax(1)))

@@ -50,7 +50,8 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
              size_threshold: int | None = None, fp16: bool = False, val_size: int = VALIDATION_SAMPLES,
              labels=None, check_data: bool = True, warn=_stderr_warning, configs: dict | None = None,
              passes=None) -> Result:
-    """Optimize `model` (a path or an onnx.ModelProto).
+    """Optimize `model` (a path or an onnx.ModelProto). A path's external weights stay on disk while the
+    passes and the validation run (onnxslim.ondisk) and are read into the returned model at the end.
 
     passes: the pass list (default `onnxslim.passes.PASSES`); configs: {pass name: its config, or None to
     leave it out}. prune / lowrank / quantize: shorthands for configs["prune"] etc. (PruneConfig,
@@ -99,15 +100,22 @@ def optimize(model, *, prune=None, lowrank=None, quantize=None, calibration=None
     if validate:
         report["validation"] = _validation(original, current, normalized, val, run, latency, progress,
                                            seed, threads, min_cosine)
+    return _result(model, original, current, report, started)
+
+
+def _result(given, original, current, report: dict, started: float) -> Result:
     report["model_stats"] = {key: [f(original), f(current)] for key, f in _MODEL_STATS.items()}
     report["seconds"] = round(time.perf_counter() - started, 2)
+    if isinstance(given, (str, Path)):  # a self-contained model for the caller: no reference to a file of ours
+        ondisk.materialize(current)
     return Result(current, report)
 
 
 def _load(model, edits: bool, input_shapes: dict) -> onnx.ModelProto:
     """The model from a path or the caller's proto, with the same checks either way."""
     if isinstance(model, (str, Path)):
-        original = load_model(model)
+        # weights on disk while the passes and the validation run (onnxslim.ondisk), read in at the end
+        original = load_model(model, lazy=True)
     else:
         original = model
         check.check_model(original)  # a proto from the caller: the same checks as a file gets

@@ -134,12 +134,7 @@ class Pass:
         enabled = self.always or any(is_given(given.get(o.dest)) for _, o in options if o.enables)
         if not enabled:
             return None
-        values = {}
-        for field_name, opt in options:
-            value = given.get(opt.dest)
-            value = opt.convert(value, given) if opt.convert is not None else value
-            if value is not None:
-                values[field_name] = value
-        config = self.config(**values)
+        values = ((name, opt.convert(given.get(opt.dest), given) if opt.convert else given.get(opt.dest)) for name, opt in options)
+        config = self.config(**{name: value for name, value in values if value is not None})
         config.check()
         return config

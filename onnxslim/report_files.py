@@ -3,25 +3,29 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from . import html_report
 import tempfile
+from pathlib import Path
+
 import numpy as np
+
+from . import html_report
 
 
 def write_report(path: Path, report: dict) -> None:
+    """Atomically: a temporary file beside `path`, renamed over it."""
     if path.suffix.lower() in (".html", ".htm"):
-        html_report.write(path, json.loads(json.dumps(report, default=json_default)))
+        text = html_report.render(json.loads(json.dumps(report, default=json_default)))
     else:
-        _write_json(path, report)
-
-
-def _write_json(path: Path, obj) -> None:
+        text = json.dumps(report, indent=2, default=json_default)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=json_default)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def json_default(value):

@@ -23,16 +23,12 @@ def _worst(errors: dict, key: str):
 
 def prune_rows(prune: dict) -> list[dict]:
     """One row per pruned group: name, widths, criterion, worst layer error (relative) before/after repair."""
-    rows = []
-    for g in prune.get("pruned_groups", []):
-        errors = g.get("exit_relative_error") or {}
-        rows.append({"group": g["group"], "name": group_name(g.get("trace", "")), "before": g["before"], "after": g["after"],
-                     "criterion": g.get("importance"), "error_before": _worst(errors, "relative_error_before"),
-                     "error_after": _worst(errors, "relative_error_after")})
-    return rows
+    return [{"group": g["group"], "name": group_name(g.get("trace", "")), "before": g["before"], "after": g["after"],
+             "criterion": g.get("importance"), "error_before": _worst(g.get("exit_relative_error") or {}, "relative_error_before"),
+             "error_after": _worst(g.get("exit_relative_error") or {}, "relative_error_after")} for g in prune.get("pruned_groups", [])]
 
 
-def _pick(rows: list[dict], limit: int, key) -> tuple[list[dict], int]:
+def pick(rows: list[dict], limit: int, key) -> tuple[list[dict], int]:
     """All rows if they fit, else the `limit` largest by `key`, kept in graph order."""
     if len(rows) <= limit:
         return rows, 0
@@ -49,7 +45,7 @@ def prune_table(prune: dict, limit: int = TABLE_ROWS) -> list[str]:
     if not rows:
         return []
     damage = lambda r: (r["error_after"] if r["error_after"] is not None else -1, 1 - r["after"] / max(r["before"], 1))
-    shown, hidden = _pick(rows, limit, damage)
+    shown, hidden = pick(rows, limit, damage)
     name_w = max(len(shorten(r["name"])) for r in shown)
     width_w = max(len(f"{r['before']} -> {r['after']}") for r in shown)
     title = "pruned groups" + (f" ({limit} with the largest layer error of {len(rows)})" if hidden else "")
@@ -67,7 +63,7 @@ def lowrank_table(lowrank: dict, limit: int = TABLE_ROWS) -> list[str]:
     rows = [layer for layer in lowrank.get("layers", []) if layer.get("scheme")]
     if not rows:
         return []
-    shown, hidden = _pick(rows, limit, lambda r: r.get("error") or 0.0)
+    shown, hidden = pick(rows, limit, lambda r: r.get("error") or 0.0)
     name_w = max(len(shorten(r["name"])) for r in shown)
     title = "factorized layers" + (f" ({limit} with the largest error of {len(rows)})" if hidden else "")
     lines = [title + ":", f"  {'layer':<{name_w}}  {'scheme':<8} {'rank':>11}  {'MACs':>6}  output error"]
@@ -95,11 +91,8 @@ def one_line(report: dict) -> str:
         return "onnxslim: not validated" + (f"; MACs {est:.2f}x (estimated)" if est is not None else "")
     if "skipped" in v:
         return "onnxslim: validation skipped (the model is written; see above)"
-    parts = []
-    for label, key in (("MACs", "macs"), ("params", "params"), ("size", "size_bytes"), ("latency", "latency_ms")):
-        r = _ratio(v.get(key))
-        if r:
-            parts.append(f"{label} {r}")
+    sections = (("MACs", "macs"), ("params", "params"), ("size", "size_bytes"), ("latency", "latency_ms"))
+    parts = [f"{label} {r}" for label, key in sections if (r := _ratio(v.get(key)))]
     outputs = list((v.get("outputs") or {}).values())
     cosines = [o["cosine"] for o in outputs if o.get("cosine") is not None]
     if cosines:

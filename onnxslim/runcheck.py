@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from .errors import SlimError
+from .light import light_copy, set_input_dims, value_dims
 
 # ops that slide a window over the spatial axes (2 and on) or average over them: an empty axis is invalid
 WINDOW_OPS = frozenset({
@@ -26,15 +27,9 @@ WINDOW_OPS = frozenset({
 
 def infer_at(model: onnx.ModelProto, resolved: dict) -> onnx.ModelProto | None:
     """Shape inference of a weightless copy with the inputs set to `resolved`; None when it fails."""
-    from .graph import light_copy
     light = light_copy(model)
     light.graph.ClearField("value_info")
-    for vi in light.graph.input:
-        if vi.name in resolved and vi.type.HasField("tensor_type"):
-            shape = vi.type.tensor_type.shape
-            shape.ClearField("dim")
-            for d in resolved[vi.name]:
-                shape.dim.add(dim_value=int(d))
+    set_input_dims(light, resolved)
     for data_prop in (True, False):  # data propagation sizes shapes computed from Shape ops (x.shape * k)
         try:
             return onnx.shape_inference.infer_shapes(light, data_prop=data_prop)
@@ -43,19 +38,12 @@ def infer_at(model: onnx.ModelProto, resolved: dict) -> onnx.ModelProto | None:
     return None
 
 
-def _dims(vi) -> list | None:
-    tt = vi.type.tensor_type
-    if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-
-
 def largest_tensor_bytes(inferred: onnx.ModelProto) -> int:
     """Bytes of the largest tensor whose dims shape inference knows (the least a run allocates at once)."""
     from .inputs import _np_type
     largest = 0
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-        dims = _dims(vi)
+        dims = value_dims(vi)
         if dims and all(d is not None and d > 0 for d in dims):
             itemsize = (_np_type(vi.type.tensor_type.elem_type) or np.dtype(np.float32)).itemsize
             largest = max(largest, math.prod(dims) * itemsize)
@@ -65,7 +53,7 @@ def largest_tensor_bytes(inferred: onnx.ModelProto) -> int:
 def empty_window(inferred: onnx.ModelProto) -> str | None:
     """'node X (MaxPool): input 1x32x1x15, output 1x32x0x7' for the first window op with an empty spatial
     axis on its first input or its output, else None."""
-    shapes = {vi.name: _dims(vi) for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
+    shapes = {vi.name: value_dims(vi) for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
               + list(inferred.graph.output)}
     for node in inferred.graph.node:
         if node.op_type not in WINDOW_OPS or not node.input or not node.output:

@@ -58,9 +58,9 @@ def choose(model: onnx.ModelProto, overrides: dict | None = None, hints: dict | 
     if missing:
         return RunShapes(None, sources, f"input(s) {missing} have no shape in the model")
     shapes = _unify(model, shapes)
-    free = _free_symbols(shapes)
-    for name in shapes:
-        sources.setdefault(name, "model" if name not in _inputs_with(shapes, free) else "auto")
+    free = {d for shape in shapes.values() for d in shape if not isinstance(d, int)}
+    for name, shape in shapes.items():
+        sources.setdefault(name, "auto" if any(d in free for d in shape) else "model")
     if not free:
         return RunShapes(shapes, sources)
     if not probe:
@@ -78,14 +78,6 @@ def _unify(model: onnx.ModelProto, shapes: dict) -> dict:
             if isinstance(d, str) and d and isinstance(got, int):
                 known.setdefault(d, got)
     return {name: tuple(known.get(d, d) if isinstance(d, str) else d for d in shape) for name, shape in shapes.items()}
-
-
-def _free_symbols(shapes: dict) -> set:
-    return {d for shape in shapes.values() for d in shape if not isinstance(d, int)}
-
-
-def _inputs_with(shapes: dict, symbols: set) -> set:
-    return {name for name, shape in shapes.items() if any(d in symbols for d in shape)}
 
 
 def _search(model: onnx.ModelProto, shapes: dict, free: set, sources: dict) -> RunShapes:
@@ -149,19 +141,13 @@ def _candidates(model: onnx.ModelProto, shapes: dict, symbol) -> list[int]:
     specs = {s.name: s for s in model_inputs(model)}
     axes = [(name, axis) for name, shape in shapes.items() for axis, d in enumerate(shape) if d == symbol]
     integer = any(not np.issubdtype(specs[name].dtype, np.floating) for name, _ in axes)
-    hints = []
-    for name, axis in axes:  # the same axis fixed on another input of the same rank (image pairs, masks)
-        for other, shape in shapes.items():
-            if other != name and len(shape) == len(shapes[name]) and isinstance(shape[axis], int) and shape[axis] > 1:
-                hints.append(shape[axis])
+    # the same axis fixed on another input of the same rank (image pairs, masks)
+    hints = [shape[axis] for name, axis in axes for other, shape in shapes.items()
+             if other != name and len(shape) == len(shapes[name]) and isinstance(shape[axis], int) and shape[axis] > 1]
     common = list(SEQUENCE_SIZES if integer else IMAGE_SIZES)
     stride = _total_stride(model)
     common.sort(key=lambda s: (s % stride != 0) if s >= stride else 1)  # stable: keeps the list's order otherwise
-    out = []
-    for size in hints + common:
-        if size not in out:
-            out.append(size)
-    return out
+    return list(dict.fromkeys(hints + common))
 
 
 def _total_stride(model: onnx.ModelProto) -> int:

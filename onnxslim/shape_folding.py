@@ -21,15 +21,15 @@ def _opt(inputs, i):
     return inputs[i] if len(inputs) > i and inputs[i] is not None else None
 
 
-def _axes_of(node, inputs, attrs, i=1):
-    axes = _opt(inputs, i)
-    if axes is None:
-        axes = attrs.get("axes")
+def _axes_of(inputs, attrs):
+    """Axes from input 1 (newer opsets) or the attribute (older ones)."""
+    axes = _opt(inputs, 1)
+    axes = attrs.get("axes") if axes is None else axes
     return None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
 
 
 def _unsqueeze(node, inputs, attrs):
-    x, axes = inputs[0], _axes_of(node, inputs, attrs)
+    x, axes = inputs[0], _axes_of(inputs, attrs)
     rank = x.ndim + len(axes)
     for a in sorted(a % rank for a in axes):
         x = np.expand_dims(x, a)
@@ -37,7 +37,7 @@ def _unsqueeze(node, inputs, attrs):
 
 
 def _squeeze(node, inputs, attrs):
-    axes = _axes_of(node, inputs, attrs)
+    axes = _axes_of(inputs, attrs)
     x = inputs[0]
     return np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(a % x.ndim for a in axes))
 
@@ -134,21 +134,18 @@ _FOLDERS = {
 def fold_small_constants(skeleton: onnx.ModelProto, shapes: dict) -> int:
     """Replace small constant-only nodes (and Shape of static tensors) by initializers; returns how many."""
     g = skeleton.graph
-    values: dict[str, np.ndarray] = {}
-    for t in g.initializer:
-        if elements(t.dims) <= SMALL and t.data_location != onnx.TensorProto.EXTERNAL:
-            values[t.name] = _to_array(t)
+    values = {t.name: _to_array(t) for t in g.initializer
+              if elements(t.dims) <= SMALL and t.data_location != onnx.TensorProto.EXTERNAL}
     keep, folded = [], 0
     for node in g.node:
         result = _try_fold(node, values, shapes)
         if result is None:
             keep.append(node)
             continue
+        values[node.output[0]] = result
         if node.op_type == "Constant":
-            values[node.output[0]] = result
             keep.append(node)
             continue
-        values[node.output[0]] = result
         g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(result), node.output[0]))
         folded += 1
     if folded:
@@ -182,23 +179,17 @@ def _try_fold(node, values, shapes):
             if node.op_type == "Size":
                 return np.array(elements(shape), dtype=np.int64)
             a = attrs_of(node)
-            start, end = a.get("start", 0), a.get("end")
-            return np.array(shape[start:end] if end is not None else shape[start:], dtype=np.int64)
+            return np.array(shape[a.get("start", 0):a.get("end")], dtype=np.int64)
         fold = _FOLDERS.get(node.op_type)
         if fold is None or not node.input:
             return None
-        inputs = []
-        for name in node.input:
-            if name == "":
-                inputs.append(None)
-            elif name in values and values[name] is not None:
-                inputs.append(values[name])
-            else:
-                return None
+        inputs = [values.get(name) if name else None for name in node.input]  # "": an omitted optional input
+        if any(name and x is None for name, x in zip(node.input, inputs)):
+            return None
         with np.errstate(all="ignore"):
             out = np.asarray(fold(node, inputs, attrs_of(node)))
         return out if out.size <= SMALL else None
-    except (_TooBig, Exception):
+    except Exception:  # _TooBig among them
         return None
 
 
@@ -207,16 +198,13 @@ def _has_data(t: onnx.TensorProto) -> bool:
         "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")) or elements(t.dims) == 0
 
 
+_NUMBER_ATTRS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+
+
 def _constant_node_value(node):
     for attr in node.attribute:
         if attr.name == "value":
             return numpy_helper.to_array(attr.t)
-        if attr.name == "value_float":
-            return np.array(attr.f, dtype=np.float32)
-        if attr.name == "value_floats":
-            return np.array(list(attr.floats), dtype=np.float32)
-        if attr.name == "value_int":
-            return np.array(attr.i, dtype=np.int64)
-        if attr.name == "value_ints":
-            return np.array(list(attr.ints), dtype=np.int64)
+        if attr.name in _NUMBER_ATTRS:
+            return np.array(helper.get_attribute_value(attr), dtype=_NUMBER_ATTRS[attr.name])
     return None

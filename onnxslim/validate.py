@@ -14,7 +14,13 @@ from .graph import model_bytes
 from .inputs import check_run_memory, model_inputs
 from .metrics import compare_outputs
 from .progress import silent
-from .runtime import paired_latency, run, session
+from .runtime import median_latency, paired_latency, run, session
+
+
+# Paired timing keeps both models' sessions (each about its model's weights) at once; past this many bytes of
+# the two models together each is timed alone, so validation holds one model at a time (issue 14: the bare
+# command on a 4 GB model within 2x its size). Models of about 1 GB and less are still timed in pairs.
+PAIRED_MAX_BYTES = 2 * 2**30
 
 
 # -- the report ---------------------------------------------------------------------------------------
@@ -84,8 +90,9 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
 
     {"macs": {"before", "after", "ratio"}, "params": {...}, "size_bytes": {...},
      "latency_ms": {"before", "after", "ratio", "ratio_iqr", "runs"} (only if `latency`; both models timed
-     in alternating blocks on feeds[0], see paired_latency), "outputs": compare_outputs(...)}. Ratios are after / before. MACs are at batch 1 unless
-    `input_shapes` say otherwise. `cost_reference` (an equivalent, normalized copy of the original) is what
+     in alternating blocks on feeds[0], see paired_latency; past PAIRED_MAX_BYTES {"before", "after",
+     "ratio", "timing": "sequential"}: each timed alone), "outputs": compare_outputs(...)}.
+    Ratios are after / before. MACs are at batch 1 unless `input_shapes` say otherwise. `cost_reference` (an equivalent, normalized copy of the original) is what
     the "before" MACs/params are counted on when given: shape inference sees more of it. `labels` (ints, one
     per sample of `feeds`) add top1_accuracy / top5_accuracy sections (see label_accuracy).
     Raises SlimError if the optimized model's input/output names differ.
@@ -99,12 +106,16 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
     report["size_bytes"] = {"before": size[0], "after": size[1], "ratio": _ratio(*size)}
 
     check_run_memory(original, {name: np.shape(value) for name, value in feeds[0].items()})  # before onnxruntime
+    paired = latency and sum(size) <= PAIRED_MAX_BYTES
+    timer = _Timer(feeds[0], latency_budget_s, progress)
     try:  # the original must run for a comparison to mean anything (custom domains, unfeedable types)
         sess_a = session(original, threads=threads)
         ref = [run(sess_a, [feed])[0] for feed in feeds]
     except SlimError as err:
         raise ValidationSkipped(f"the original model: {err}") from None
-    if not latency:  # one session at a time: each holds the model's weights
+    if not paired:  # one session at a time: each holds its model's weights
+        if latency:
+            timer.alone(sess_a)
         del sess_a
     sess_b = session(optimized, threads=threads)
     new = run(sess_b, feeds, progress=progress, label="validating")
@@ -113,8 +124,29 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, feeds:
         from .labels import label_accuracy  # noqa: PLC0415 - labels reads output kinds; only labelled runs need it
         report.update(label_accuracy(ref, new, labels))
     if latency:
-        with progress("timing", total=None):
-            before, after, runs, spread = paired_latency(sess_a, sess_b, feeds[0], budget_s=latency_budget_s)
-        report["latency_ms"] = {"before": before * 1e3, "after": after * 1e3, "ratio": _ratio(before, after),
-                                "ratio_iqr": [round(spread[0], 4), round(spread[1], 4)], "runs": runs}
+        report["latency_ms"] = timer.paired(sess_a, sess_b) if paired else timer.alone(sess_b)
     return report
+
+
+class _Timer:
+    """The latency section: both sessions timed in alternating blocks (`paired`), or, for models too large
+    to hold both sessions at once (PAIRED_MAX_BYTES), each timed alone, the original first (`alone`, called
+    once per session; the second call returns the section, marked `"timing": "sequential"`)."""
+
+    def __init__(self, feed: dict, budget_s: float, progress):
+        self.feed, self.budget_s, self.progress, self.before = feed, budget_s, progress, None
+
+    def paired(self, sess_a, sess_b) -> dict:
+        with self.progress("timing", total=None):
+            before, after, runs, spread = paired_latency(sess_a, sess_b, self.feed, budget_s=self.budget_s)
+        return {"before": before * 1e3, "after": after * 1e3, "ratio": _ratio(before, after),
+                "ratio_iqr": [round(spread[0], 4), round(spread[1], 4)], "runs": runs}
+
+    def alone(self, sess) -> dict | None:
+        with self.progress("timing", total=None):
+            seconds = median_latency(sess, self.feed, budget_s=self.budget_s / 2)
+        if self.before is None:
+            self.before = seconds
+            return None
+        return {"before": self.before * 1e3, "after": seconds * 1e3, "ratio": _ratio(self.before, seconds),
+                "timing": "sequential"}

@@ -15,6 +15,7 @@ _ROWS = (("macs", "MACs", si), ("params", "params", si), ("size_bytes", "size", 
          ("latency_ms", "latency", ms), ("top1_accuracy", "top-1 acc", pct), ("top5_accuracy", "top-5 acc", pct))
 
 
+_METRICS = (("cosine", "cosine {:.6f}"), ("max_abs_error", "max abs err {:.3g}"), ("sqnr_db", "SQNR {:.1f} dB"))
 _KIND_METRICS = (("top1_agreement", "top-1 agree"), ("top5_agreement", "in top-5"), ("nn_agreement", "nearest-neighbour agree"),
                  ("pixel_agreement", "pixel argmax agree"), ("token_cosine", "token cosine"))
 
@@ -33,6 +34,8 @@ def format_report_table(report: dict) -> str:
             notes.append(f"{unknown.get('before')}/{unknown.get('after')} nodes of unknown shape not counted")
         if section.get("error"):
             notes.append(str(section["error"]))
+        if section.get("timing") == "sequential":  # models too large to hold both sessions (validate.PAIRED_MAX_BYTES)
+            notes.append("timed one model after the other, not in alternating blocks")
         spread = section.get("ratio_iqr")
         if isinstance(spread, (list, tuple)) and len(spread) == 2:
             notes.append(f"middle half of the timing blocks {spread[0]:.3f}-{spread[1]:.3f}")
@@ -41,9 +44,8 @@ def format_report_table(report: dict) -> str:
                 notes.append("timing unstable on this machine: try --threads 1")
         lines.append(line + ("  (" + "; ".join(notes) + ")" if notes else ""))
 
-    known = set()
+    known = {key for key, _, _ in _ROWS}
     for key, label, fmt in _ROWS:
-        known.add(key)
         if isinstance(report.get(key), dict):
             row(label, report[key], fmt)
     for key, section in report.items():  # sections other passes add, e.g. accuracy
@@ -54,13 +56,7 @@ def format_report_table(report: dict) -> str:
     for name, metrics in (report.get("outputs") or {}).items():
         if not isinstance(metrics, dict):
             continue
-        parts = [f"output {name}:"]
-        if "cosine" in metrics:
-            parts.append(f"cosine {metrics['cosine']:.6f}")
-        if "max_abs_error" in metrics:
-            parts.append(f"max abs err {metrics['max_abs_error']:.3g}")
-        if "sqnr_db" in metrics:
-            parts.append(f"SQNR {metrics['sqnr_db']:.1f} dB")
+        parts = [f"output {name}:"] + [text.format(metrics[key]) for key, text in _METRICS if key in metrics]
         for key, label in _KIND_METRICS:
             if key in metrics:
                 parts.append(f"{label} {100 * metrics[key]:.1f}%" if key.endswith("agreement") else f"{label} {metrics[key]:.4f}")

@@ -4,7 +4,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxslim.errors import SlimError
-from onnxslim.inputs import batched, load_arrays, model_inputs, parse_input_shapes, random_feeds, resolve_shapes
+from onnxslim.inputs import load_arrays, model_inputs, parse_input_shapes, random_feeds, resolve_shapes
 
 
 def _model(*inputs, initializers=()):
@@ -160,9 +160,6 @@ def test_load_arrays_accepts_good_npz_and_npy(tmp_path):
     np.save(tmp_path / "images.npy", np.ones((3, 3, 4, 4), np.float64))
     images = load_arrays(tmp_path / "images.npy", _image_model())
     assert images["image"].dtype == np.float32 and images["image"].shape == (3, 3, 4, 4)
-    feeds = batched(images, 2)
-    assert [f["image"].shape[0] for f in feeds] == [2, 1]
-    assert len(batched(images, 1, limit=2)) == 2
 
 
 @pytest.mark.parametrize("arrays, match", [

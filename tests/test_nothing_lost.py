@@ -69,8 +69,10 @@ def _digest(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def _run(args, when="none", how="SIGTERM"):
-    return subprocess.run([sys.executable, "-c", HOOK, when, how, *map(str, args)], capture_output=True, text=True, timeout=300)
+def _run(args, when="none", how="SIGTERM", tmpdir=None):
+    env = {**os.environ, **({"TMPDIR": str(tmpdir)} if tmpdir else {})}  # where the pruned weights are spilled
+    return subprocess.run([sys.executable, "-c", HOOK, when, how, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)
 
 
 @pytest.fixture
@@ -84,10 +86,12 @@ def _prune_args(folder, out):
 
 
 @pytest.mark.slow
-def test_external_data_output_when_nothing_stops_it(folder):
-    proc = _run(_prune_args(folder, folder / "out.onnx"))
+def test_external_data_output_when_nothing_stops_it(folder, tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("scratch")
+    proc = _run(_prune_args(folder, folder / "out.onnx"), tmpdir=scratch)
     assert proc.returncode == 0, proc.stderr
     assert sorted(_digest(folder)) == ["in.onnx", "in.weights", "out.onnx", "out.onnx.data"]
+    assert not list(scratch.iterdir())  # the temp file of the pruned weights (ondisk.spill) is gone
 
 
 def _bare_args(folder, out):  # the weights stay on disk and are copied file to file (onnxslim.ondisk)
@@ -98,28 +102,33 @@ def _bare_args(folder, out):  # the weights stay on disk and are copied file to 
 @pytest.mark.parametrize("when", ["writing", "between"])
 @pytest.mark.parametrize("existing", [False, True])
 @pytest.mark.parametrize("command", ["prune", "bare"])
-def test_sigterm_while_writing_leaves_no_partial_output(folder, when, existing, command):
+def test_sigterm_while_writing_leaves_no_partial_output(folder, when, existing, command, tmp_path_factory):
     args = _prune_args if command == "prune" else _bare_args
+    scratch = tmp_path_factory.mktemp("scratch")
     if existing:  # an earlier output (model + data) that must survive the stopped run byte for byte
-        first = _run(args(folder, folder / "out.onnx") + (["--prune", "0.5"] if command == "bare" else []))
+        first = _run(args(folder, folder / "out.onnx") + (["--prune", "0.5"] if command == "bare" else []), tmpdir=scratch)
         assert first.returncode == 0, first.stderr
     before = _digest(folder)
-    proc = _run(args(folder, folder / "out.onnx") + (["--prune", "0.5"] if command == "prune" else []), when=when)
+    proc = _run(args(folder, folder / "out.onnx") + (["--prune", "0.5"] if command == "prune" else []), when=when,
+                tmpdir=scratch)
     assert proc.returncode == 130 and "interrupted; nothing written" in proc.stderr, proc.stderr
     assert _digest(folder) == before  # input untouched, no temp files, old output (if any) as it was
+    assert not list(scratch.iterdir())  # nor the pruned weights' temp file (ondisk.spill) where it was spilled
     if existing:
         back = onnx.load(str(folder / "out.onnx"))  # still loads with its own data
         assert all(t.name for t in back.graph.initializer)
 
 
 @pytest.mark.slow
-def test_sigkill_while_writing_never_exposes_a_partial_output(folder):
-    """A SIGKILL cannot be cleaned up after: the hidden temp files stay, but no output path holds a partial
-    model and the input is untouched."""
-    first = _run(_prune_args(folder, folder / "out.onnx"))
+def test_sigkill_while_writing_never_exposes_a_partial_output(folder, tmp_path_factory):
+    """A SIGKILL cannot be cleaned up after: the hidden temp files stay (and the pruned weights' temp file,
+    kept out of the system's temp folder here), but no output path holds a partial model and the input is
+    untouched."""
+    scratch = tmp_path_factory.mktemp("scratch")
+    first = _run(_prune_args(folder, folder / "out.onnx"), tmpdir=scratch)
     assert first.returncode == 0, first.stderr
     before = _digest(folder)
-    proc = _run(_prune_args(folder, folder / "out.onnx") + ["--prune", "0.5"], when="writing", how="SIGKILL")
+    proc = _run(_prune_args(folder, folder / "out.onnx") + ["--prune", "0.5"], when="writing", how="SIGKILL", tmpdir=scratch)
     assert proc.returncode == -9
     after = _digest(folder)
     assert {k: v for k, v in after.items() if not k.startswith(".")} == before

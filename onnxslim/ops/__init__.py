@@ -23,7 +23,7 @@ from . import heads
 from .attention import attention
 from .layers import conv, conv_transpose, gemm, matmul
 from .layout import concat, reduce, reshape, slice_, split, squeeze, transpose, unsqueeze
-from .space import BN_SCALE, PARAM
+from .helpers import BN_SCALE, PARAM
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 

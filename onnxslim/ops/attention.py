@@ -10,23 +10,14 @@ K (the first of its KV head), so a unit is one class. After pruning, the head-co
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .space import Frozen
-
-if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
-    from onnxslim.channels import Builder
-
-
-def _present(node, i) -> bool:
-    return i < len(node.inputs) and node.inputs[i].name != ""
+from .helpers import Builder, Frozen, present
 
 
 def _check_supported(node: gs.Node) -> None:
-    if _present(node, 4) or _present(node, 5):
+    if present(node, 4) or present(node, 5):
         raise Frozen("Attention with a KV cache (past_key/past_value)")
     if any(out.outputs for out in node.outputs[1:]):
         raise Frozen("Attention's present_key/present_value/qk_matmul_output are used")
@@ -34,7 +25,7 @@ def _check_supported(node: gs.Node) -> None:
 
 def _mask_broadcasts(node: gs.Node) -> None:
     """An attn_mask with a head axis of its own would have to be sliced per head: not taken."""
-    if not _present(node, 3):
+    if not present(node, 3):
         return
     shape = node.inputs[3].shape
     if shape is None:

@@ -2,17 +2,11 @@
 Resize, Pad, reductions over other axes."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .helpers import PARAM, Builder, Frozen, int_list, is_int, present, rank_of, replace_input, same_tensor, shape_of
 from .shape_values import dim_is_one
-from .helpers import int_list, is_int, present, rank_of, replace_input, same_tensor, shape_of
-from .space import BN_SCALE, PARAM, Frozen
-
-if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
-    from onnxslim.channels import Builder
 
 
 def elementwise(operands=None):

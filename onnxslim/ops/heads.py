@@ -21,15 +21,10 @@ A group holding such a MatMul's batch axis is a *head group*: `head_layout` name
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .space import EXIT, Frozen
-
-if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
-    from onnxslim.channels import Builder
+from .helpers import EXIT, Builder, Frozen
 
 # ops that keep every axis in place and may sit between the head Reshape and the MatMuls
 # (a scale by a scalar, a cast, a rotary-free bias)
@@ -37,12 +32,8 @@ _PASS_THROUGH = {"Mul", "Div", "Cast", "Identity", "Add", "Sub"}
 _MAX_HOPS = 6  # Reshape -> Transpose -> Mul -> MatMul is 3 hops; deeper chains are not the head form
 
 
-def _is_activation(t) -> bool:
-    return t is not None and not isinstance(t, gs.Constant)
-
-
 def _activation_matmul_node(node: gs.Node) -> bool:
-    return node.op == "MatMul" and len(node.inputs) == 2 and all(_is_activation(t) for t in node.inputs)
+    return node.op == "MatMul" and len(node.inputs) == 2 and not any(isinstance(t, gs.Constant) for t in node.inputs)
 
 
 # -- MatMul of two activations --------------------------------------------------------------------------
@@ -86,12 +77,8 @@ def split_carrier(b: Builder, node: gs.Node, outs: list[int]) -> int | None:
     """For a Reshape splitting one axis into `outs` (output axes), the head axis when the split is an
     attention head split: the innermost axis (D) reaches an activation MatMul as its contracted axis or as
     the column axis of the right operand (V), with the axis before it (H) a batch axis there."""
-    if len(outs) < 2:
-        return None
-    head, dim = outs[-2], outs[-1]
-    if _reaches_head_matmul(b, node.outputs[0], {head: "H", dim: "D"}, 0):
-        return head
-    return None
+    heads = len(outs) >= 2 and _reaches_head_matmul(b, node.outputs[0], {outs[-2]: "H", outs[-1]: "D"}, 0)
+    return outs[-2] if heads else None
 
 
 def merge_carrier(b: Builder, node: gs.Node, ins: list[int]) -> int | None:
@@ -177,10 +164,7 @@ def _reshape_axes(node: gs.Node, axes: dict) -> dict | None:
     if x.shape is None or y.shape is None:
         return None
     blocks = reshape_blocks(tuple(x.shape), tuple(y.shape)) or []
-    moved = {}
-    for ins, outs in blocks:
-        if len(ins) == 1 and len(outs) == 1 and ins[0] in axes:
-            moved[outs[0]] = axes[ins[0]]
+    moved = {outs[0]: axes[ins[0]] for ins, outs in blocks if len(ins) == 1 and len(outs) == 1 and ins[0] in axes}
     return moved if len(moved) == len(axes) else None
 
 
@@ -203,10 +187,6 @@ def gather(b: Builder, node: gs.Node, tensor, axis: int) -> None:
     if not drop and axis == gathered:
         raise Frozen("gathered axis")
     b.link(b.act(data, axis + (drop and axis >= gathered)), b.act(y, axis))
-
-
-def _same_rank(a, c) -> bool:
-    return a.shape is not None and c.shape is not None and len(a.shape) == len(c.shape)
 
 
 def _head_use(matmul: gs.Node, tensor, axes: dict) -> bool:
@@ -240,3 +220,7 @@ def _unit_width(group) -> int:
     """Input features of the output projection per unit (a packed QKV projection is 3x wider)."""
     exits = [s.size for s in group.spaces if s.role == EXIT]
     return (min(exits) if exits else group.channels) // max(group.n_classes, 1)
+
+
+def _same_rank(a, c) -> bool:
+    return a.shape is not None and c.shape is not None and len(a.shape) == len(c.shape)

@@ -1,10 +1,27 @@
-"""Small helpers the channel rules share: shapes, constant int lists, per-node constant copies."""
+"""What the channel rules and the analysis share: the roles of constant spaces, the Frozen signal, and small
+helpers (shapes, constant int lists, per-node constant copies)."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .space import Frozen
+if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
+    from onnxslim.channels import Builder
+else:
+    Builder = "onnxslim.channels.Builder"  # named in the rules' annotations only
+
+# roles of constant spaces
+SOURCE = "source"  # produces the channels (Conv weight axis 0, bias, Gemm/MatMul output features)
+EXIT = "exit"  # contracts the channels away (Conv weight axis 1, Gemm/MatMul input features)
+PARAM = "param"  # per-channel parameters that just follow (bias terms of Add, BN mean/var, PRelu slope)
+BN_SCALE = "bn_scale"  # BatchNormalization gamma: the `bn` importance reads it
+ACTIVATION = "activation"
+
+
+class Frozen(Exception):
+    """Raised inside a rule: the triggering space cannot be pruned, with the reason."""
 
 
 def shape_of(t: gs.Tensor) -> tuple:

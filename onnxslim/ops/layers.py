@@ -2,27 +2,17 @@
 and exits of channel groups."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import heads
-from .helpers import int_list, is_int, present, rank_of, replace_input, same_tensor, shape_of
-from .space import EXIT, PARAM, SOURCE, Frozen
-
-if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
-    from onnxslim.channels import Builder
-
-
-def _has_bias(node, index):
-    return present(node, index)
+from .helpers import EXIT, PARAM, SOURCE, Builder, Frozen, present, rank_of, same_tensor, shape_of
 
 
 def _outputs(b: Builder, node, ys, source_axis: int) -> None:
     """The output channels `ys` are the weight's `source_axis` and the bias."""
     b.link(ys, b.const(node, 1, source_axis, SOURCE))
-    if _has_bias(node, 2):
+    if present(node, 2):
         b.link(ys, b.const(node, 2, 0, PARAM))
 
 
@@ -129,6 +119,3 @@ def matmul(b: Builder, node, tensor, axis):
 
 matmul.seeds = lambda node: ([(node.outputs[0], -1)] if isinstance(node.inputs[1], gs.Constant)
                              and len(node.inputs[1].shape) == 2 and not isinstance(node.inputs[0], gs.Constant) else [])
-
-
-# -- layout ops ----------------------------------------------------------------------------------------

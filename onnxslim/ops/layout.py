@@ -2,17 +2,11 @@
 Transpose, Squeeze, Unsqueeze."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import heads
-from .helpers import int_list, is_int, present, rank_of, replace_input, same_tensor, shape_of
-from .space import PARAM, Frozen
-
-if TYPE_CHECKING:  # the rules receive the Builder; importing it at run time would be a cycle (channels imports ops)
-    from onnxslim.channels import Builder
+from .helpers import PARAM, Builder, Frozen, int_list, is_int, rank_of, replace_input, same_tensor, shape_of
 
 
 def concat(b: Builder, node, tensor, axis):
@@ -102,13 +96,10 @@ def slice_(b: Builder, node, tensor, axis):
     def fix(keep, node=node, xs=xs, k=k, start=start, end=end):
         if xs.id not in keep:
             return
-        kept = keep[xs.id]
-        new_starts = np.array(int_list(node, "starts", 1), dtype=np.int64)
-        new_ends = np.array(int_list(node, "ends", 2), dtype=np.int64)
-        new_starts[k] = np.searchsorted(kept, start)
-        new_ends[k] = np.searchsorted(kept, end)
-        replace_input(node, 1, new_starts, "starts")
-        replace_input(node, 2, new_ends, "ends")
+        for name, index, bound in (("starts", 1, start), ("ends", 2, end)):
+            values = np.array(int_list(node, name, index), dtype=np.int64)
+            values[k] = np.searchsorted(keep[xs.id], bound)
+            replace_input(node, index, values, name)
     b.on_rewrite(node, fix)
 
 

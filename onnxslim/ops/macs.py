@@ -28,33 +28,22 @@ def _shape_at(node, shapes, i):
     return shapes.get(node.input[i]) if len(node.input) > i and node.input[i] else None
 
 
+def _out(node, shapes):
+    return shapes.get(node.output[0]) if node.output else None
+
+
 def conv_counter(x: int, w: int):
     """MACs of a Conv-like op whose activation is input `x` and weight input `w` (QLinearConv: 0 and 3)."""
     def count(node, shapes):
-        out = shapes.get(node.output[0]) if node.output else None
-        return _conv_macs(attrs_of(node), _shape_at(node, shapes, x), _shape_at(node, shapes, w), out)
+        return _conv_macs(attrs_of(node), _shape_at(node, shapes, x), _shape_at(node, shapes, w), _out(node, shapes))
     return count
 
 
 def matmul_counter(a: int, b: int):
     """MACs of a MatMul-like op with operands at inputs `a` and `b` (QLinearMatMul: 0 and 3)."""
     def count(node, shapes):
-        out = shapes.get(node.output[0]) if node.output else None
-        return _matmul_macs(_shape_at(node, shapes, a), _shape_at(node, shapes, b), out)
+        return _matmul_macs(_shape_at(node, shapes, a), _shape_at(node, shapes, b), _out(node, shapes))
     return count
-
-
-def conv_transpose_macs(node, shapes):
-    return _conv_transpose_macs(attrs_of(node), _shape_at(node, shapes, 0), _shape_at(node, shapes, 1))
-
-
-def gemm_macs(node, shapes):
-    out = shapes.get(node.output[0]) if node.output else None
-    return _gemm_macs(attrs_of(node), _shape_at(node, shapes, 0), _shape_at(node, shapes, 1), out)
-
-
-def einsum_macs(node, shapes):
-    return _einsum_macs(attrs_of(node).get("equation", b""), [shapes.get(n) for n in node.input])
 
 
 def matmul_nbits_macs(node, shapes):
@@ -131,16 +120,18 @@ def _conv_macs(attrs, x, w, out) -> int | None:
     return elements(out) * int(c_per_group) * elements(kernel)
 
 
-def _conv_transpose_macs(attrs, x, w) -> int | None:
+def conv_transpose_macs(node, shapes) -> int | None:
     # every input element is multiplied by the (out_channels / group) x kernel weights of its channel
-    x, w = static_shape(x), static_shape(w)
+    x, w = static_shape(_shape_at(node, shapes, 0)), static_shape(_shape_at(node, shapes, 1))
     if x is None or w is None:
         return None
     return elements(x) * elements(w[1:])
 
 
-def _gemm_macs(attrs, a, b, out) -> int | None:
-    a, b, out = static_shape(a), static_shape(b), static_shape(out)
+def gemm_macs(node, shapes) -> int | None:
+    attrs = attrs_of(node)
+    a, b = static_shape(_shape_at(node, shapes, 0)), static_shape(_shape_at(node, shapes, 1))
+    out = static_shape(_out(node, shapes))
     m = k = n = None
     if a is not None and len(a) == 2:
         m, k = (a[1], a[0]) if attrs.get("transA", 0) else a
@@ -187,8 +178,9 @@ def _matmul_shape(a, b) -> tuple:
     return shape
 
 
-def _einsum_macs(equation, shapes) -> int | None:
+def einsum_macs(node, shapes) -> int | None:
     """Product of the sizes of all labels: each output element sums over the contracted labels."""
+    equation, shapes = attrs_of(node).get("equation", b""), [shapes.get(n) for n in node.input]
     if len(shapes) < 2:
         return 0
     eq = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")

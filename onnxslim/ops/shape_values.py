@@ -9,8 +9,12 @@ so shape vectors are evaluated here entry by entry (None = unknown), over the fe
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx_graphsurgeon as gs
+
+from .helpers import is_int
 
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Not", "And", "Or", "Equal", "Less", "Greater",
                 "LessOrEqual", "GreaterOrEqual", "Neg", "Identity", "Sqrt", "Pow", "Max", "Min"}
@@ -26,17 +30,13 @@ def dim_is_one(b, tensor, axis: int) -> bool:
         return False
 
 
-def _known(d) -> bool:
-    return isinstance(d, (int, np.integer))
-
-
 def _is_one(producer, tensor, axis: int, depth: int) -> bool:
     shape = tensor.shape
     if shape is None or depth > _DEPTH:
         return False
     rank = len(shape)
     axis %= rank
-    if _known(shape[axis]):
+    if is_int(shape[axis]):
         return shape[axis] == 1
     node = producer.get(tensor.name)
     if node is None:
@@ -85,6 +85,8 @@ def values(producer, tensor, depth: int = 0) -> list | None:
     """The entries of a small int tensor (a shape vector or a scalar), None where unknown; None if even
     its length is unknown."""
     if isinstance(tensor, gs.Constant):
+        if math.prod(tensor.shape) > 64:  # from the dims: `values` would read (and keep) a weight on disk
+            return None
         v = np.asarray(tensor.values)
         return [int(x) for x in v.reshape(-1)] if v.size <= 64 and v.dtype.kind in "iub" else None
     node = producer.get(tensor.name)
@@ -96,7 +98,7 @@ def values(producer, tensor, depth: int = 0) -> list | None:
         dims = node.inputs[0].shape
         if dims is None:
             return None
-        dims = [int(d) if _known(d) else None for d in dims]
+        dims = [int(d) if is_int(d) else None for d in dims]
         start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
         return dims[start:None if end is None else int(end)]
     if op in ("Identity", "Cast", "Squeeze", "Unsqueeze", "Reshape", "Flatten"):

@@ -20,7 +20,6 @@ from onnxslim.errors import SlimError
 from onnxslim import ondisk
 from onnxslim.graph import infer_shapes, size_upper_bound, to_graph, to_model
 from onnxslim.protocol import BATCHNORM, FLOAT32, FOLDED, NORMALIZED, Pass, option
-from onnxslim.summary import cleanup_lines
 
 from onnxslim.passes import rewrite
 
@@ -77,7 +76,11 @@ class CleanupPass(Pass):
         return run(model, config, ctx)
 
     def summary(self, report: dict) -> list[str]:
-        return cleanup_lines(report)
+        """What each cleanup rule did, and what was left unfolded."""
+        rules = report.get("rules") or {}
+        lines = ["  cleanup: " + ", ".join(f"{name} {count}" for name, count in rules.items())] if rules else []
+        notes = (report.get("left_unfolded_size") or [])[:3] + (report.get("fold_errors") or [])[:3]
+        return lines + [f"  not folded: {note}" for note in notes]
 
 
 def default_size_threshold(model: onnx.ModelProto) -> int:
@@ -101,16 +104,10 @@ def run(model: onnx.ModelProto, config: CleanupConfig | None = None, ctx: Contex
              "functions_inlined": folding.inlined_functions, "constants_to_initializers": folding.constants_lifted,
              "static_shape_reads": folding.shape_reads, **rules}
     rules["identity_removed"] = max(0, folding.passthrough) + rules.get("identity_removed", 0)
-    report = {
-        "nodes_before": nodes_before,
-        "nodes_after": len(model_out.graph.node),
-        "size_threshold": threshold,
-        "rules": {k: v for k, v in rules.items() if v},
-        # kept for readers of the reports before the "rules" section
-        "batchnorm_folded": rules.get("batchnorm_folded", 0),
-        "identity_removed": rules["identity_removed"],
-        "reshape_shapes_made_static": rules.get("reshape_shapes_made_static", 0),
-    }
+    report = {"nodes_before": nodes_before, "nodes_after": len(model_out.graph.node), "size_threshold": threshold,
+              "rules": {k: v for k, v in rules.items() if v},
+              # kept for readers of the reports before the "rules" section
+              **{k: rules.get(k, 0) for k in ("batchnorm_folded", "identity_removed", "reshape_shapes_made_static")}}
     if config.fp16:
         model_out, report["fp16"] = to_fp16(model_out)
         report["nodes_after"] = len(model_out.graph.node)
@@ -130,7 +127,9 @@ def _graph_steps(current: onnx.ModelProto, model: onnx.ModelProto, config: Clean
              "batchnorm_folded": fold_batchnorm(graph) if config.fold_bn else 0,
              "reshape_shapes_made_static": static_reshapes}
     if config.rules:
-        counts = _rewrite_rules(graph, model, config)
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        # keeping BN for the `bn` criterion also keeps it off ConvTranspose
+        counts = rewrite.apply_rules(graph, skip=set() if config.fold_bn else {"convtranspose_bn"}, opset=opset)
         rules.update(counts)
         if counts and _constant_only_nodes(graph):
             # a fusion can leave constant-only nodes behind: fold again with our folder, which keeps the
@@ -161,11 +160,8 @@ def _static_reshapes(model: onnx.ModelProto, threshold: int, folding, rounds: in
             # another round: the probes pin every dynamic dim, so a Reshape made static changes none of theirs
             break
         model, more = fold(model, threshold)
-        folding.folded_nodes += more.folded_nodes
-        folding.dead_nodes += more.dead_nodes
-        folding.passthrough += more.passthrough
-        folding.constants_lifted += more.constants_lifted
-        folding.shape_reads += more.shape_reads
+        for counter in ("folded_nodes", "dead_nodes", "passthrough", "constants_lifted", "shape_reads"):
+            setattr(folding, counter, getattr(folding, counter) + getattr(more, counter))
         folding.too_large = more.too_large or folding.too_large
     return to_graph(infer_shapes(model)), static
 
@@ -179,14 +175,6 @@ def _reads_shapes(graph: onnx.GraphProto) -> bool:
             if any(_reads_shapes(g) for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)):
                 return True
     return False
-
-
-def _rewrite_rules(graph: gs.Graph, model: onnx.ModelProto, config: CleanupConfig) -> dict[str, int]:
-    """The rewrite rules to a fixpoint."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    # keeping BN for the `bn` criterion also keeps it off ConvTranspose
-    skip = set() if config.fold_bn else {"convtranspose_bn"}
-    return dict(rewrite.apply_rules(graph, skip=skip, opset=opset))
 
 
 def _constant_only_nodes(graph: gs.Graph) -> bool:

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-
-from onnxslim.warn import quiet_logger
-
-from .shape_reads import fold_shape_reads
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.optimizer import fold_constants
+
+from onnxslim.units import first_line
+from onnxslim.warn import quiet_logger
+
+from .shape_reads import fold_shape_reads, new_initializer
 
 # ops left as they are: folding Q/DQ would drop the quantization a model was built with
 KEEP_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
@@ -61,10 +62,10 @@ def fold(model: onnx.ModelProto, size_threshold: int) -> tuple[onnx.ModelProto, 
         except Exception as err:  # the folder raises RuntimeError naming the node's op
             op = _failed_op(err)
             if op is None or op in skip:
-                report.errors.append(f"constant folding failed ({_first_line(err)}); model left unfolded")
+                report.errors.append(f"constant folding failed ({first_line(err)[:160]}); model left unfolded")
                 return model, report
             skip.add(op)
-            report.errors.append(f"{op}: the folder failed on it ({_first_line(err.__cause__ or err)}); left unfolded")
+            report.errors.append(f"{op}: the folder failed on it ({first_line(err.__cause__ or err)[:160]}); left unfolded")
             continue
         folded = _count(irm.graph)
         common.RemoveUnusedNodesPass()(irm)
@@ -77,8 +78,11 @@ def fold(model: onnx.ModelProto, size_threshold: int) -> tuple[onnx.ModelProto, 
         report.dead_nodes = max(0, folded - _count(irm.graph) - report.constants_lifted)
         report.too_large = too_large
         out = ir.serde.serialize_model(irm)
-        del out.opset_import[:]  # keep the model's own imports (the passes drop unused ones)
-        out.opset_import.extend(_opsets(model, out))
+        # keep the model's own imports (the passes drop unused ones)
+        have = {o.domain for o in model.opset_import}
+        opsets = list(model.opset_import) + [o for o in out.opset_import if o.domain not in have]
+        del out.opset_import[:]
+        out.opset_import.extend(opsets)
         return out, report
     return model, report
 
@@ -112,24 +116,11 @@ def _scalar_range_inputs(graph) -> None:
             tensor = value.const_value if value is not None else None
             if tensor is None or tensor.size != 1 or len(tensor.shape) == 0:
                 continue
-            name, k = f"{value.name}_scalar", 0
-            while name in graph.initializers:
-                k += 1
-                name = f"{value.name}_scalar{k}"
-            array = tensor.numpy().reshape(())
-            scalar = ir.Value(name=name, shape=ir.Shape([]), type=ir.TensorType(tensor.dtype),
-                              const_value=ir.tensor(array, dtype=tensor.dtype, name=name))
-            graph.register_initializer(scalar)
-            node.replace_input_with(i, scalar)
+            node.replace_input_with(i, new_initializer(graph, f"{value.name}_scalar", tensor.numpy().reshape(()), tensor.dtype))
 
 
 def _count(graph, ops=None) -> int:
     return sum(1 for node in graph if ops is None or node.op_type in ops)
-
-
-def _opsets(model: onnx.ModelProto, out: onnx.ModelProto) -> list:
-    have = {o.domain for o in model.opset_import}
-    return list(model.opset_import) + [o for o in out.opset_import if o.domain not in have]
 
 
 def _gate(threshold: int, skip: set, too_large: list):
@@ -168,7 +159,3 @@ def _failed_op(err: Exception) -> str | None:
     match = re.search(r"\(([\w.]*)::(\w+)\)", str(err))
     return match.group(2) if match else None
 
-
-def _first_line(err) -> str:
-    text = str(err).strip()
-    return (text.splitlines() or [type(err).__name__])[0][:160]

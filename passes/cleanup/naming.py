@@ -10,10 +10,7 @@ def name_nodes(graph) -> None:
     existing one (so a generated name never takes a name the user sees in the original). `graph`: a
     gs.Graph or an onnx.GraphProto."""
     nodes = graph.nodes if isinstance(graph, gs.Graph) else graph.node
-    counts: dict[str, int] = {}
-    for node in nodes:
-        counts[node.name] = counts.get(node.name, 0) + 1
-    taken = {name for name in counts if name}
+    taken = {node.name for node in nodes if node.name}
     kept: set[str] = set()
     for i, node in enumerate(nodes):
         if node.name and node.name not in kept:

@@ -25,8 +25,10 @@ def fold_shape_reads(graph) -> int:
         if all(isinstance(d, int) for d in dims):
             count += _replace(graph, out, np.array(dims, dtype=np.int64))
             continue
-        for user, _ in list(out.uses()):
-            values = _read(user, out, dims)
+        for user, _ in list(out.uses()):  # Gather or Slice reads of it, when every value they pick is static
+            if user.domain not in ("", "ai.onnx") or user.inputs[0] is not out:
+                continue
+            values = read_static(user.op_type, _attr(user, "axis", 0), [_const(v) for v in user.inputs[1:]], dims)
             if values is not None:
                 count += _replace(graph, user.outputs[0], values)
     return count
@@ -41,14 +43,6 @@ def _dims(value, shape_node) -> list | None:
     start = _attr(shape_node, "start", 0)
     end = _attr(shape_node, "end", None)
     return dims[start:end]  # Python slicing clamps like the spec: negative from the end, out of range to the ends
-
-
-def _read(user, out, dims: list) -> np.ndarray | None:
-    """The values a Gather or Slice takes from the shape, when they are all static."""
-    if user.domain not in ("", "ai.onnx") or user.inputs[0] is not out:
-        return None
-    consts = [_const(v) for v in user.inputs[1:]]
-    return read_static(user.op_type, _attr(user, "axis", 0), consts, dims)
 
 
 def read_static(op_type: str, axis: int, consts: list, dims: list) -> np.ndarray | None:
@@ -96,12 +90,17 @@ def _replace(graph, value, array: np.ndarray) -> int:
     """Point every use of `value` at a new initializer holding `array` (graph outputs keep their producer)."""
     if value.is_graph_output() or not value.uses():
         return 0
-    name, k = f"{value.name}_static", 0
+    ir.convenience.replace_all_uses_with(value, new_initializer(graph, f"{value.name}_static", array, ir.DataType.INT64))
+    return 1
+
+
+def new_initializer(graph, base: str, array: np.ndarray, dtype) -> ir.Value:
+    """An initializer of `graph` holding `array`, named `base` (or `base1`, `base2`... when that is taken)."""
+    name, k = base, 0
     while name in graph.initializers:
         k += 1
-        name = f"{value.name}_static{k}"
-    const = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
-                     const_value=ir.tensor(array, name=name))
-    graph.register_initializer(const)
-    ir.convenience.replace_all_uses_with(value, const)
-    return 1
+        name = f"{base}{k}"
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype),
+                     const_value=ir.tensor(array, dtype=dtype, name=name))
+    graph.register_initializer(value)
+    return value

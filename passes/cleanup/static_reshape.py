@@ -5,7 +5,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxslim.graph import infer_shapes, light_copy, to_graph, to_model
+from onnxslim.graph import infer_shapes, to_graph, to_model
+from onnxslim.light import light_copy, value_dims
 from onnxslim.shape_folding import fold_small_constants
 
 
@@ -69,12 +70,8 @@ def _unplug_generators(graph: gs.Graph, shapes: dict, limit: int) -> None:
 
 
 def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
-    shapes = {}
-    for vi in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
-        dims = vi.type.tensor_type.shape.dim
-        if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
-            shapes[vi.name] = tuple(d.dim_value for d in dims)
-    return shapes
+    values = list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)
+    return {vi.name: tuple(dims) for vi in values if (dims := value_dims(vi)) is not None and None not in dims}
 
 
 def static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
@@ -96,7 +93,7 @@ def static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
         x, y = node.inputs[0].name, node.outputs[0].name
         if not all(t in s for t in (x, y) for s in (first, second)):
             continue
-        dims, unknown = [], 0
+        dims = []
         for i, (a, b) in enumerate(zip(first[y], second[y])):
             if a == b:
                 dims.append(a)
@@ -105,8 +102,7 @@ def static_reshape_shapes(graph: gs.Graph, model: onnx.ModelProto) -> int:
                 dims.append(0)  # follows the input's dim i, and no other input dim looks the same
             else:
                 dims.append(-1)
-                unknown += 1
-        if unknown > 1 or (0 in dims and 0 in first[y]):
+        if dims.count(-1) > 1 or (0 in dims and 0 in first[y]):
             continue  # a true zero-sized dim would be read as "copy"
         node.inputs[1] = gs.Constant(f"{node.name}_static_shape", np.array(dims, dtype=np.int64))
         changed += 1

@@ -10,17 +10,17 @@ from onnx import helper
 
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
-from onnxslim.runtime import TensorTap
 from onnxslim.protocol import FLOAT32, NORMALIZED, Pass
 from onnxslim.report_text import lowrank_table
 
 from . import attention, factor, greedy, sensitivity
 from .config import ALL_OPS, LowRankConfig
 from .layers import Layer, find_layers
+from .opened import OpenWeights
 from .report import report_layers
 from .rewrite import Editor
 from .select import Option, allocate, by_energy, candidate_ranks, layer_macs, options_for, schemes_for, split_macs
-from .stats import MAX_PATCH, find_token_mask, layer_shapes, original_stats, paired_stats, patch_stats
+from .stats import MAX_PATCH, OriginalOutputs, find_token_mask, layer_shapes, original_stats, paired_stats, patch_stats
 
 def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = None) -> PassResult:
     config.check()
@@ -69,7 +69,7 @@ def run(model: onnx.ModelProto, config: LowRankConfig, ctx: Context | None = Non
         model_out, fitted_errors = _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx, layers)
     else:
         model_out = model
-    report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted_errors, config)
+    report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted_errors, config, fits)
     return PassResult(model_out, report, modified=bool(plan))
 
 
@@ -200,21 +200,18 @@ def _weight_dtypes(model: onnx.ModelProto, layers) -> dict:
 def _sensitivities(model, layers, options, stats, fits, patches, config, ctx) -> dict[str, float]:
     """Per layer, model output error per unit of layer error, each layer split alone near probe_error."""
     by_name = {layer.name: layer for layer in layers}
-    dtypes = _weight_dtypes(model, layers)
     probes = {}
     for name, opts in options.items():
         splits = [o for o in opts if o.scheme is not None and o.error > 0]
         if splits:
             probes[name] = min(splits, key=lambda o: abs(o.error - config.probe_error))
 
-    def split_one(name):
-        editor = Editor(model)
-        _split(editor, by_name[name], probes[name], stats.get(name), config, dtypes, {}, fits.get(name), patches.get(name))
-        return editor.finish()
-
+    opened = OpenWeights(model, [by_name[name] for name in probes], config.sensitivity_outputs)
+    effective = _effective_weights(layers, stats, fits, patches, config, opened)
     with ctx.progress("low-rank sensitivity", total=len(probes)) as bar:
-        return sensitivity.measure(model, {k: o.error for k, o in probes.items()}, split_one, ctx.calibration,
-                                   config.batch_size, config.sensitivity_batches, bar, outputs=config.sensitivity_outputs)
+        return sensitivity.measure(model, opened, {k: o.error for k, o in probes.items()},
+                                   lambda name: effective(name, probes[name]), ctx.calibration, config.batch_size,
+                                   config.sensitivity_batches, bar, outputs=config.sensitivity_outputs)
 
 
 def _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx, all_layers=()):
@@ -233,15 +230,15 @@ def _apply(model, plan, chosen, stats, fits, patches, data_aware, config, ctx, a
         if config.correct_unsplit else []
     dtypes.update(_weight_dtypes(model, corrected))
     work = plan + corrected
-    original = TensorTap(model, [layer.out_tensor for layer in work])
-    current = model
-    levels = sorted({layer.level for layer in work})
     first_level = min(layer.level for layer in plan)
-    with ctx.progress("low-rank sequential fit", total=len(levels)) as bar:
-        for level in levels:
-            group = [layer for layer in work if layer.level == level and
-                     (chosen[layer.name].scheme is not None or level > first_level)]  # nothing to correct before the first split
-            needs_data = [layer for layer in group if chosen[layer.name].scheme != "spatial"]
+    groups = [[layer for layer in work if layer.level == level and (chosen[layer.name].scheme is not None or level > first_level)]
+              for level in sorted({layer.level for layer in work})]  # nothing to correct before the first split
+    needs = [[layer for layer in group if chosen[layer.name].scheme != "spatial"] for group in groups]
+    original = OriginalOutputs(model, work, [layer for layers in needs for layer in layers],
+                               calib.batches(config.batch_size), mask) if any(needs) else None
+    current = model
+    with ctx.progress("low-rank sequential fit", total=len(groups)) as bar:
+        for group, needs_data in zip(groups, needs):
             paired = paired_stats(original, current, needs_data, calib.batches(config.batch_size), mask, stats) if needs_data else {}
             editor = Editor(current)
             for layer in group:

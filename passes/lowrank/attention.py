@@ -87,7 +87,7 @@ def head_layouts(model: onnx.ModelProto, pairs, feed: dict) -> list[tuple[Layer,
     if not pairs:
         return []
     names = [n for q, k, node in pairs for n in (q.out_tensor, k.out_tensor, node.input[0], node.input[1])]
-    values = TensorTap(model, names)(feed)
+    values = TensorTap(model, names, hand_over=True)(feed)
     out = []
     for q, k, node in pairs:
         a, b = values[node.input[0]], values[node.input[1]]

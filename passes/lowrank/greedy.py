@@ -25,14 +25,13 @@ import itertools
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from onnxslim import linear
 from onnxslim.errors import SlimError
 from onnxslim.metrics import ALLOCATION_LOSSES as LOSSES, allocation_loss
-from onnxslim.runtime import TensorTap, weights_as_inputs
+from onnxslim.runtime import TensorTap
 
 from .layers import Layer
+from .opened import OpenWeights
 from .select import Option, allocate
 
 class OpenModel:
@@ -47,50 +46,16 @@ class OpenModel:
         if unknown:
             raise SlimError(f"low-rank allocation: {unknown} are not outputs of the model; it has {known}")
         keep = set(outputs) or set(known)
-        opened = weights_as_inputs(model, self._open_slots(model, layers))
-        kept = [o for o in opened.graph.output if o.name in keep]
-        del opened.graph.output[:]
-        opened.graph.output.extend(kept)
-        self.layers = {layer.name: layer for layer in layers}
+        self.weights = OpenWeights(model, layers, keep)
+        self.layers = self.weights.layers
         self.feeds = feeds
-        self.tap = TensorTap(opened, [])
-        reference = TensorTap(model, [])
+        self.tap = TensorTap(self.weights.model, [], hand_over=True)
+        reference = TensorTap(model, [], hand_over=True)
         self.reference = [{k: v.astype(np.float64) for k, v in reference(feed).items() if k in keep} for feed in feeds]
-
-    def _open_slots(self, model: onnx.ModelProto, layers: list[Layer]) -> dict:
-        """weights_as_inputs' slots for every layer's weight and bias (the MatMul's bias on its Add); also
-        fills self.slots: layer name -> [(weight input, stored shape, dtype), (bias input, shape) or None]."""
-        inits = {t.name: t for t in model.graph.initializer}
-        by_output = {layer.node.output[0]: layer for layer in layers}
-        self.slots: dict[str, list] = {}
-        slots: dict[str, dict] = {}
-        for layer in (by_output[n.output[0]] for n in model.graph.node if n.output and n.output[0] in by_output):
-            node, w = layer.node, inits[layer.node.input[1]]
-            w_name = f"lowrank_open/{len(self.slots)}/W"
-            slots[node.output[0]] = {1: (w_name, w.data_type, w.dims)}
-            bias_slot = None
-            if layer.kind in ("gemm", "conv") and layer.bias is not None:
-                bias_slot = (f"lowrank_open/{len(self.slots)}/B", (layer.out_features,))
-                slots[node.output[0]][2] = (bias_slot[0], w.data_type, bias_slot[1])
-            elif layer.bias_add is not None and layer.bias is not None:
-                add = layer.bias_add
-                index = 1 if add.input[0] == node.output[0] else 0
-                b = inits[add.input[index]]
-                bias_slot = (f"lowrank_open/{layer.name}/bias", tuple(b.dims))
-                slots[add.output[0]] = {index: (bias_slot[0], b.data_type, b.dims)}
-            self.slots[layer.name] = [(w_name, tuple(w.dims), numpy_helper.to_array(w).dtype), bias_slot]
-        return slots
 
     def set(self, name: str, w: np.ndarray, bias: np.ndarray | None) -> dict:
         """Stored arrays for layer `name` with effective weight w [in, out] and bias [out]."""
-        layer = self.layers[name]
-        (w_name, w_shape, dtype), bias_slot = self.slots[name]
-        out = {w_name: _stored_weight(layer, w, w_shape).astype(dtype)}
-        if bias_slot is not None:
-            b_name, b_shape = bias_slot
-            b = bias if bias is not None else layer.bias
-            out[b_name] = linear.stored_bias(layer.node.op_type, b, layer.attrs).reshape(b_shape).astype(dtype)
-        return out
+        return self.weights.set(name, w, bias)
 
     def loss(self, arrays: dict[str, dict]) -> float:
         """Loss of the model whose layers use `arrays` ({layer: stored arrays}, every layer present)."""
@@ -101,10 +66,6 @@ class OpenModel:
             for name, value in ref.items():
                 losses.append(allocation_loss(self.loss_kind, value, out[name].astype(np.float64)))
         return float(np.mean(losses)) if losses else 0.0
-
-
-def _stored_weight(layer: Layer, w: np.ndarray, shape: tuple) -> np.ndarray:
-    return linear.stored(layer.node.op_type, w.T, shape, layer.attrs)
 
 
 def _tries(options, chosen, slope, wanted, per_layer, candidates, probe_error) -> list[tuple[str, Option]]:

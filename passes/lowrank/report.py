@@ -8,7 +8,9 @@ from . import factor
 from .select import candidate_ranks, layer_macs, split_macs
 
 
-def report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted, config) -> None:
+def report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted, config, fits=None) -> None:
+    """`fits`: the fits already made on `stats` (reused rather than recomputed)."""
+    fits = fits or {}
     before = after = 0
     ratios = []
     for layer in layers:
@@ -40,7 +42,7 @@ def report_layers(report, layers, shapes, curves, chosen, stats, patches, fitted
                     # output error: data-aware SVD without the metric, and the applied fit's plain error
                     plain = factor.OutputStats(st.czz, st.czy, st.cyy, st.mean_z, st.mean_y)
                     data_err = float(factor.reduced_rank_fit(plain, config.ridge).errors[option.rank])
-                    left, right, _ = factor.projection_at(factor.reduced_rank_fit(st, config.ridge), st, option.rank)
+                    left, right, _ = factor.projection_at(fits.get(layer.name) or factor.reduced_rank_fit(st, config.ridge), st, option.rank)
                     entry["error_attention_metric"] = round(option.error, 6)
                     entry["error_applied_plain"] = round(factor.plain_error(st, left, right), 6)
                 entry["error_weight_svd"] = round(weight_err, 6)

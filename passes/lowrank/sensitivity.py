@@ -4,6 +4,11 @@ A layer's relative output error says nothing about how far it travels: a Q proje
 an FFN output added to a wide residual stream differ a lot. We split each layer alone at a probe rank, run
 a few calibration batches, and take (model output error) / (layer error) as the layer's weight in the
 allocation. Model output error = mean over graph outputs of ||o' - o||^2 / ||o||^2.
+
+The tries run on the opened model (opened.py: the layer's W' = A B fed as an input, no model or session per
+layer), in network order, and each runs only the network after its layer: the part before is the original
+model's, computed once and carried from one layer's start to the next (slices of passes/prune/suffix.py).
+W' = A B instead of the split pair (x A) B changes the outputs by float rounding only.
 """
 from __future__ import annotations
 
@@ -13,19 +18,18 @@ import onnx
 
 from onnxslim.errors import SlimError
 from onnxslim.metrics import mean_relative_error
+from onnxslim.passes.prune.suffix import Slicer
 from onnxslim.runtime import TensorTap
 
-
-def output_error(reference: list[dict], model: onnx.ModelProto, feeds: list[dict]) -> float:
-    tap = TensorTap(model, [])
-    return mean_relative_error(reference, [tap(feed) for feed in feeds])
+from .opened import OpenWeights
 
 
-def measure(model: onnx.ModelProto, probes: dict, split_one, calib, batch_size: int, batches: int, progress=None,
-            outputs=()) -> dict[str, float]:
+def measure(model: onnx.ModelProto, opened: OpenWeights, probes: dict, arrays_of, calib, batch_size: int,
+            batches: int, progress=None, outputs=()) -> dict[str, float]:
     """{layer name: output error per unit of layer error}; `probes` = {name: layer error at the probe rank}.
 
-    `split_one(name) -> model` returns the model with only that layer split at its probe rank.
+    `opened` keeps only the compared outputs; `arrays_of(name)` returns the opened inputs of that layer split
+    alone at its probe rank (OpenWeights.set).
     """
     feeds = list(itertools.islice(calib.batches(batch_size), batches))
     known = [o.name for o in model.graph.output]
@@ -33,12 +37,20 @@ def measure(model: onnx.ModelProto, probes: dict, split_one, calib, batch_size: 
     if unknown:
         raise SlimError(f"low-rank sensitivity: {unknown} are not outputs of the model; it has {known}")
     outputs = list(outputs) or known
-    base = TensorTap(model, [])
+    base = TensorTap(model, [], hand_over=True)
     reference = [{k: v for k, v in base(feed).items() if k in outputs} for feed in feeds]
-    weights = {}
-    for name, layer_error in probes.items():
-        measured = output_error(reference, split_one(name), feeds)
-        weights[name] = measured / max(layer_error, 1e-12)
+    slicer = Slicer(opened.model, opened.names)
+    weights = opened.base()
+    starts = {name: slicer.start_of(opened.inputs_of(name)) if slicer.sliceable else 0 for name in probes}
+    carried = [{n: feed[n] for n in slicer.data_inputs} for feed in feeds]
+    at, measured = 0, {}
+    for name in sorted(probes, key=starts.get):
+        if starts[name] > at:  # the original model up to this layer, continued from the previous one's start
+            carried, at = [slicer.run(at, starts[name], c, weights) for c in carried], starts[name]
+        tried = {**weights, **arrays_of(name)}
+        error = mean_relative_error(reference, [slicer.run(at, len(slicer.nodes), c, tried) for c in carried])
+        measured[name] = error / max(probes[name], 1e-12)
         if progress is not None:
             progress.update(1)
-    return weights
+    return {name: measured[name] for name in probes}
+

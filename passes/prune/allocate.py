@@ -86,9 +86,20 @@ class PlanCost:
             for group, class_of in factors:
                 mask = plan.get(group.id)
                 if mask is not None:
-                    frac *= mask[class_of].mean()
+                    frac *= self._kept(mask, class_of)
             total -= base * (1.0 - frac)
         return total
+
+    def _kept(self, mask, class_of):
+        """mask[class_of].mean(), remembered: the sensitivity steps price ~100k (mask, space) pairs, most of
+        them again and again (a plan's unchanged groups)."""
+        memo = self.__dict__.setdefault("_memo", {})
+        key = (id(class_of), mask.dtype.str, mask.tobytes())  # class_of arrays live in self.terms: stable ids
+        if key not in memo:
+            if len(memo) > 200_000:
+                memo.clear()
+            memo[key] = mask[class_of].mean()
+        return memo[key]
 
     def fraction(self, plan: dict) -> float:
         return self.cost(plan) / max(self.total, 1e-30)

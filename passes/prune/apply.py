@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 
 from onnxslim.channels import EXIT, Analysis
 from onnxslim.graph import clear_intermediate_shapes, infer_shapes, to_model
-from onnxslim.ondisk import values_of
+from onnxslim.ondisk import disk_constant, is_on_disk, values_of
 
 Plan = dict  # group id -> bool mask over the group's classes (True = keep)
 
@@ -48,10 +48,13 @@ def apply_plan(analysis: Analysis, plan: Plan, like: onnx.ModelProto) -> onnx.Mo
             per_use.setdefault((space.node, space.input_index), []).append(space)
     for (node_name, index), spaces in per_use.items():
         node = twin[id(analysis.nodes[node_name])]
-        values = values_of(node.inputs[index])  # the original of a weight on disk is not kept once pruned
+        weight = node.inputs[index]
+        values = values_of(weight)  # the original of a weight on disk is not kept once pruned
         for space in spaces:
             values = np.take(values, keep[space.id], axis=space.axis)
-        node.inputs[index] = gs.Constant(f"{node.inputs[index].name}__{node_name}_pruned", np.ascontiguousarray(values))
+        name, values = f"{weight.name}__{node_name}_pruned", np.ascontiguousarray(values)
+        # a weight on disk is pruned to disk as it is produced: the pruned model is never held in memory
+        node.inputs[index] = disk_constant(name, values) if is_on_disk(weight) else gs.Constant(name, values)
     for node, fix in analysis.rewrites:
         fix(keep, node=twin[id(node)])
     clear_intermediate_shapes(graph)

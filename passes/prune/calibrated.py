@@ -15,6 +15,7 @@ from .exits import find_exits
 from .plan_state import plan_state, pruned_exits
 from .repair import collect, repair
 from .sensitivity import sensitivity_plan
+from .stats_cache import StepStats
 from .allocate import budget_plan
 from .search import search_plan
 
@@ -33,6 +34,7 @@ class Calibrated:
         self._original_stats = None
         self._evaluator = None
         self._parametric = None
+        self._step_stats = None
         self.state = None
         self.repaired_exits = []
         self.passes = 0
@@ -70,14 +72,18 @@ class Calibrated:
 
     def allocation_stats(self, state=None):
         batches, n = self._fit_batches()
+        if state is None and n == self._n_batches():  # fitting on every batch: the same pass as original_stats
+            return self.original_stats()
         with self.ctx.progress("calibrating", total=n) as bar:
             if state is None:
                 stats = collect(self.model, None, self.exits, None, batches,
                                 per_sample=self.config.positions_per_sample, seed=self.ctx.seed, progress=bar)
             else:
-                stats = collect(self.model, self.parametric(), self.exits, state, batches,
-                                per_sample=self.config.positions_per_sample, seed=self.ctx.seed, progress=bar,
-                                residual=self.config.residual_targets)
+                if self._step_stats is None:  # the sensitivity steps: only what a step changed is collected again
+                    self._step_stats = StepStats(self.model, self.parametric(), self.exits, list(batches),
+                                                 per_sample=self.config.positions_per_sample, seed=self.ctx.seed,
+                                                 residual=self.config.residual_targets)
+                stats = self._step_stats.stats(state, progress=bar)
         self.passes += 1
         return stats
 

@@ -69,31 +69,46 @@ class Exit:
 
     def rows(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, per_sample: int) -> tuple[np.ndarray, np.ndarray]:
         """(X [rows, features], Y [rows, outputs]) in float32 at up to `per_sample` output positions per sample."""
-        if self.op == "conv":
-            return self._conv_rows(x, y, rng, per_sample)
-        if self.op == "gemm":
-            return x.astype(np.float32), y.astype(np.float32)
-        x2 = x.reshape(-1, x.shape[-1])
-        y2 = y.reshape(-1, y.shape[-1])
-        if x2.shape[0] > per_sample * x.shape[0]:
-            pick = rng.choice(x2.shape[0], per_sample * x.shape[0], replace=False)
-            x2, y2 = x2[pick], y2[pick]
-        return x2.astype(np.float32), y2.astype(np.float32)
+        where = self.sample(x.shape, y.shape, rng, per_sample)
+        return self.take_x(x, where), self.take_y(y, where).astype(np.float32)
 
-    def _conv_rows(self, x, y, rng, per_sample):
-        b = x.shape[0]
-        oh, ow = y.shape[2], y.shape[3]
-        n = oh * ow
-        if n > per_sample:
-            flat = np.stack([rng.choice(n, per_sample, replace=False) for _ in range(b)])
-        else:
-            flat = np.tile(np.arange(n), (b, 1))
-        bi = np.repeat(np.arange(b), flat.shape[1])
-        pos = flat.reshape(-1)
-        py, px = pos // ow, pos % ow
-        ys = y[bi, :, py, px]
-        xs = linear.conv_patches(x, self.kernel, self.strides, self.pads, self.dilations, positions=(bi, py, px))
-        return xs.astype(np.float32), ys.astype(np.float32)
+    def sample(self, x_shape: tuple, y_shape: tuple, rng: np.random.Generator, per_sample: int) -> tuple:
+        """The output positions rows() takes, drawn from `rng`. The draws depend on the shapes only, so the
+        positions of a fixed set of batches can be drawn once and reused (stats_cache.py)."""
+        if self.op == "conv":
+            b, ow = x_shape[0], y_shape[3]
+            n = y_shape[2] * ow
+            if n > per_sample:
+                flat = np.stack([rng.choice(n, per_sample, replace=False) for _ in range(b)])
+            else:
+                flat = np.tile(np.arange(n), (b, 1))
+            pos = flat.reshape(-1)
+            return np.repeat(np.arange(b), flat.shape[1]), pos // ow, pos % ow
+        if self.op == "matmul":
+            n = int(np.prod(x_shape[:-1]))
+            if n > per_sample * x_shape[0]:
+                return (rng.choice(n, per_sample * x_shape[0], replace=False),)
+        return ()
+
+    def take_x(self, x: np.ndarray, where: tuple) -> np.ndarray:
+        """The feature rows of input `x` at the positions `where` (sample()), float32."""
+        if self.op == "conv":
+            xs = linear.conv_patches(x, self.kernel, self.strides, self.pads, self.dilations, positions=where)
+            return xs.astype(np.float32)
+        return self._take_flat(x, where).astype(np.float32)
+
+    def take_y(self, y: np.ndarray, where: tuple) -> np.ndarray:
+        """The output rows of `y` at the positions `where` (sample()), in y's dtype."""
+        if self.op == "conv":
+            bi, py, px = where
+            return y[bi, :, py, px]
+        return self._take_flat(y, where)
+
+    def _take_flat(self, a: np.ndarray, where: tuple) -> np.ndarray:
+        if self.op == "gemm":
+            return a
+        a2 = a.reshape(-1, a.shape[-1])
+        return a2[where[0]] if where else a2
 
 
 def _conv_exit(node: gs.Node) -> dict | None:

@@ -26,10 +26,14 @@ def set_group(state: State, exits: list[Exit], mask: np.ndarray, stats: dict[str
         if stats is not None and e.node in stats:
             state.w2[e.node], state.bias[e.node] = solve(e, stats[e.node], keep, ridge, prior_rows=prior_rows)
         else:
-            w2 = np.zeros_like(e.w2)
-            w2[:, keep] = e.w2[:, keep]
-            state.w2[e.node] = w2
-            state.bias[e.node] = e.bias.astype(np.float64).copy() if e.bias is not None else np.zeros(e.w2.shape[0])
+            state.w2[e.node], state.bias[e.node] = masked_weights(e, keep)
+
+
+def masked_weights(e: Exit, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exit's original (w2, bias) with the features outside `keep` zeroed."""
+    w2 = np.zeros_like(e.w2)
+    w2[:, keep] = e.w2[:, keep]
+    return w2, e.bias.astype(np.float64).copy() if e.bias is not None else np.zeros(e.w2.shape[0])
 
 
 def plan_state(exits: list[Exit], plan: dict, stats: dict[str, ExitStats] | None = None, ridge: float = 1e-2,

@@ -26,6 +26,7 @@ from onnxslim.errors import SlimError
 from onnxslim.runtime import tapped_session
 
 from .evaluate import State, parametric_model
+from .prefix import prefix_session
 from .exits import Exit
 
 
@@ -108,8 +109,9 @@ def collect(original_model, current_model, exits: list[Exit], state: State | Non
         sess, names = tapped_session(original_model, in_names + out_names)
         orig_sess = None
     else:
-        sess, names = tapped_session(current_model, in_names)
-        orig_sess, orig_names = tapped_session(original_model, out_names)
+        # a wave's tensors: only the network up to them runs (prefix.py); the same values as the whole model
+        sess, names = prefix_session(current_model, in_names)
+        orig_sess, orig_names = prefix_session(original_model, out_names)
     weights = state.feeds() if state is not None else {}
     rng = np.random.default_rng(seed)
     for feed in batches:

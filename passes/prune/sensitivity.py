@@ -16,9 +16,8 @@ import numpy as np
 from .allocate import Alignment, MacModel, choose
 from .evaluate import Evaluator, State
 from .exits import Exit
-from .plan_state import set_group
-from .repair import ExitStats
-from .repair import solve
+from .plan_state import masked_weights
+from .repair import ExitStats, solve
 
 
 def _next_keep(group, keep_now: int, plan: dict, base: float, macs: MacModel, align: Alignment, quantum: float,
@@ -52,6 +51,7 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
     for e in exits:
         by_group.setdefault(e.group.id, []).append(e)
     state = State(exits)
+    solves = Solves(ridge, prior_rows)
     stats: dict[str, ExitStats] = collect_stats(state)
     loss_now = evaluator.loss(state)
     goal = target * macs.total
@@ -74,8 +74,8 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
                 proxy = 0.0
                 for e in group_exits:
                     if e.node in stats:
-                        proxy += stats[e.node].relative_error(*_solved(e, mask, stats, ridge, prior_rows)) - \
-                            stats[e.node].relative_error(state.w2[e.node], state.bias[e.node])
+                        s = stats[e.node]
+                        proxy += solves.solved(e, mask, s)[2] - solves.error(e, s, state.w2[e.node], state.bias[e.node])
                 # savings past the budget earn nothing: a coarse last cut (a small group at round-to 16) must not
                 # win on MACs the target never asked for (digits at 50%: it went to 37% of the MACs for 2.5x the
                 # loss of the cut that just meets the budget)
@@ -84,7 +84,7 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
             if not tries:
                 break
             tries.sort(key=lambda t: t[0])
-            changes = [_change(state, group_exits, mask, stats, ridge, prior_rows) for _, _, mask, _, group_exits in tries[:candidates]]
+            changes = [_change(group_exits, mask, stats, solves) for _, _, mask, _, group_exits in tries[:candidates]]
             best = None
             for (proxy, g, mask, saved, _), change, loss in zip(tries, changes, evaluator.losses(state, changes)):
                 rate = (loss - loss_now) / min(saved, remaining)
@@ -103,15 +103,42 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
     return plan, state, trace
 
 
-def _change(state: State, group_exits: list[Exit], mask, stats, ridge: float, prior_rows: float) -> dict:
-    """{exit node: (w2, bias)}: the group's exits given `mask` (refit from `stats`), as set_group sets them."""
-    trial = State.__new__(State)
-    trial.exits = group_exits
-    trial.w2 = {e.node: state.w2[e.node] for e in group_exits}
-    trial.bias = {e.node: state.bias[e.node] for e in group_exits}
-    set_group(trial, group_exits, mask, stats, ridge, prior_rows)
-    return {e.node: (trial.w2[e.node], trial.bias[e.node]) for e in group_exits}
+def _change(group_exits: list[Exit], mask, stats, solves: "Solves") -> dict:
+    """{exit node: (w2, bias)}: the group's exits given `mask`, refit from `stats` where it has them, else the
+    original weights with the removed features zeroed (as plan_state.set_group sets them)."""
+    return {e.node: solves.solved(e, mask, stats[e.node])[:2] if e.node in stats else masked_weights(e, e.features_of(mask))
+            for e in group_exits}
 
 
-def _solved(e, mask, stats, ridge, prior_rows):
-    return solve(e, stats[e.node], e.features_of(mask), ridge, prior_rows=prior_rows)
+class Solves:
+    """solve() results and relative errors per exit, for its current statistics object. A step solves each
+    candidate's exits for the proxy and again for the change it evaluates; and an exit whose statistics a
+    step kept (stats_cache.py) is solved for the same masks and scored at the same weights again. The
+    arrays returned are read-only: states share them."""
+
+    def __init__(self, ridge: float, prior_rows: float):
+        self.ridge, self.prior_rows = ridge, prior_rows
+        self._by_exit: dict[str, tuple] = {}
+
+    def _entry(self, e: Exit, s: ExitStats) -> tuple:
+        entry = self._by_exit.get(e.node)
+        if entry is None or entry[0] is not s:
+            entry = self._by_exit[e.node] = (s, {}, [None])  # (stats, {mask: (w2, bias, error)}, [last scored weights])
+        return entry
+
+    def solved(self, e: Exit, mask: np.ndarray, s: ExitStats) -> tuple:
+        """(w2, bias, relative error) of the exit refit to keep the features of `mask`."""
+        solved = self._entry(e, s)[1]
+        key = mask.tobytes()
+        if key not in solved:
+            w2, bias = solve(e, s, e.features_of(mask), self.ridge, prior_rows=self.prior_rows)
+            w2.flags.writeable = bias.flags.writeable = False
+            solved[key] = (w2, bias, s.relative_error(w2, bias))
+        return solved[key]
+
+    def error(self, e: Exit, s: ExitStats, w2: np.ndarray, bias: np.ndarray) -> float:
+        """s.relative_error(w2, bias)."""
+        last = self._entry(e, s)[2]
+        if last[0] is None or not (np.array_equal(last[0][0], w2) and np.array_equal(last[0][1], bias)):
+            last[0] = (w2.copy(), bias.copy(), s.relative_error(w2, bias))
+        return last[0][2]

@@ -26,8 +26,9 @@ _KEEP = 48  # sessions kept: EfficientNet-Lite0 at 70% of the MACs uses about 40
 class Slicer:
     """Slices of `model` between node positions, and which tensors cross each position."""
 
-    def __init__(self, model: onnx.ModelProto, weight_inputs: set[str]):
+    def __init__(self, model: onnx.ModelProto, weight_inputs: set[str], basic: bool = False):
         self.model = model
+        self.basic = basic  # basic optimizations only, as the whole model's session has (runtime.tapped_session)
         self.nodes = list(model.graph.node)
         self.weights = weight_inputs
         self.data_inputs = [i.name for i in model.graph.input if i.name not in weight_inputs]
@@ -87,8 +88,9 @@ class Slicer:
             [self.initializers[n] for n in read if n in self.initializers])
         part = onnx.helper.make_model(graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
         part.functions.extend(self.model.functions)
-        # without the arena: ~40 sessions each keeping its peak activations doubled the pass's peak memory
-        entry = (session(part, arena=False), inputs, outputs)
+        # one arena shared by all: ~40 sessions each keeping its own peak activations doubled the pass's
+        # peak memory, and without an arena every run faulted its buffers in again
+        entry = (session(part, arena="shared", basic=self.basic), inputs, outputs)
         self._sessions[key] = entry
         while len(self._sessions) > _KEEP:
             self._sessions.popitem(last=False)

@@ -14,26 +14,27 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import onnx
+import onnx.version_converter
+from onnx import numpy_helper
 
+from onnxslim.calibration import load_calibration
 from onnxslim.context import Context, PassResult
 from onnxslim.errors import SlimError
 from onnxslim.graph import model_bytes, to_graph, to_model
-from onnxslim.protocol import FLOAT32, FOLDED, NORMALIZED, Pass
-
-from onnxslim.metrics import quantized_fidelity
-from onnxslim.runtime import median_latency
-from .config import FIDELITY_SAMPLES, WEIGHT_ONLY, QuantizeConfig, check_config
-from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
-from onnxslim.calibration import load_calibration
 from onnxslim.inputs import with_batch
-import onnx.version_converter
-from .bias_correction import dequantize
-from onnx import numpy_helper
+from onnxslim.metrics import quantized_fidelity
+from onnxslim.protocol import FLOAT32, FOLDED, NORMALIZED, Pass
+from onnxslim.runtime import median_latency
+
+from . import backend, bias_correction, equalize, fidelity, prepare, ranges, target, weight_only, weights
+from .bias_correction import dequantized
+from .config import FIDELITY_SAMPLES, WEIGHT_ONLY, QuantizeConfig
+
 
 def run(model: onnx.ModelProto, config: QuantizeConfig | None = None, ctx: Context | None = None) -> PassResult:
     config = config or QuantizeConfig()
     ctx = ctx or Context()
-    check_config(config)
+    config.check()
     dataset = ctx.calibration
     if dataset is None:
         dataset = load_calibration(None, model, input_shapes=ctx.input_shapes, seed=ctx.seed, size=16)
@@ -127,38 +128,30 @@ def _opset_13(model: onnx.ModelProto):
 
 def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report) -> onnx.ModelProto:
     graph, prepared = _prepare(model, config, report)
-    reduce_range = config.reduce_range
     vnni = target.cpu_has_vnni()
-    if reduce_range is None:
-        reduce_range = config.target == "onnxruntime" and vnni is False
+    reduce_range = config.target == "onnxruntime" and vnni is False if config.reduce_range is None else config.reduce_range
     report["kernels"] = {"cpu_vnni": vnni, "reduce_range": reduce_range,
                          "why": "7-bit weights (depthwise convs excepted) keep u8*s8 products from saturating int16 on CPUs without VNNI" if reduce_range else None}
     # 7-bit weights go per layer through the overrides (depthwise kernels do not saturate), not globally
     settings = target.settings_for(config.target, config.per_channel, reduce_range and not config.per_channel)
-    excluded = []
-    if config.target == "tensorrt":
-        excluded = target.tensorrt_float_convs(graph)
+    excluded = target.tensorrt_float_convs(graph) if config.target == "tensorrt" else []
     report["left_in_float"] = list(excluded)
+    base_exclude = [e["node"] for e in excluded]
     names = backend.float_activations(prepared)
-    mean_axes = {}
-    if config.bias_correction:
-        for node in prepared.graph.node:
-            if node.op_type == "Conv":
-                mean_axes[node.input[0]] = 1
-            elif node.op_type == "Gemm":
-                mean_axes[node.input[0]] = -1
+    channel_axis = {"Conv": 1, "Gemm": -1}  # of the layer inputs whose means bias correction needs
+    mean_axes = {n.input[0]: channel_axis[n.op_type] for n in prepared.graph.node
+                 if n.op_type in channel_axis and config.bias_correction}
     stats = ranges.collect(prepared, names, dataset, histogram=config.calib_method != "minmax",
                            batch_size=config.batch_size, mean_axes=mean_axes, progress=ctx.progress)
-    symmetric = settings.activation_symmetric
-    act_ranges = ranges.ranges_from_stats(stats, config.calib_method, symmetric=symmetric, percentile=config.percentile)
+    act_ranges = ranges.ranges_from_stats(stats, config.calib_method, symmetric=settings.activation_symmetric,
+                                          percentile=config.percentile)
     clipped = [n for n in act_ranges if stats[n].absmax > 0 and max(abs(v) for v in act_ranges[n]) < 0.999 * stats[n].absmax]
     report["ranges"] = {"method": config.calib_method, "tensors": len(act_ranges), "clipped_below_minmax": len(clipped)}
-    excluded_names = {e["node"] for e in excluded}
     # without VNNI every Conv/Gemm weight but the depthwise ones gets 7 bits (see weights.py); a 7-bit input
     # activation instead was tried and still saturates in onnxruntime's AVX2 kernels
     seven_weights = {n.name for n in prepared.graph.node if n.name not in set(config.eight_bit_nodes)} if reduce_range and config.per_channel else set()
     w_overrides, report["weights"] = weights.overrides(prepared, per_channel=config.per_channel, seven_bit_nodes=seven_weights,
-                                                       mse=config.weight_mse, exclude=excluded_names)
+                                                       mse=config.weight_mse, exclude=set(base_exclude))
     one = _one_sample(model, feeds[0])
     means = {n: s.channel_mean for n, s in stats.items() if s.channel_mean is not None}
 
@@ -168,7 +161,6 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
             report["bias_correction"] = bias_correction.correct(q, prepared, means)
         return q
 
-    base_exclude = [e["node"] for e in excluded]
     qmodel = build(base_exclude)
     if config.tolerance is not None:
         qmodel = _fallback(model, prepared, qmodel, build, base_exclude, feeds, config, report)
@@ -176,54 +168,22 @@ def _static(model, config: QuantizeConfig, ctx: Context, dataset, feeds, report)
 
 
 def _fallback(model, prepared, qmodel, build, base_exclude, feeds, config, report) -> onnx.ModelProto:
-    """Keep the nodes that add the most error in float, doubling their number until the tolerance holds."""
+    """Keep the nodes that add the most error in float (fidelity.fallback_search), as few as meet the tolerance."""
     ref = fidelity.outputs(model, feeds)
     names = [o.name for o in model.graph.output]
     optimize = config.target != "tensorrt"
     error = fidelity.error(ref, qmodel, feeds, names, optimize)
-    entry = {"tolerance": config.tolerance, "error_before": round(error, 6), "kept_in_float": [], "met": error <= config.tolerance}
-    report["fallback"] = entry
+    entry = fidelity.fallback_entry(report, config.tolerance, error)
     if entry["met"]:
         return qmodel
     ranking = _sensitivity(prepared, qmodel, feeds[:2], base_exclude)
-    entry["ranking_top"] = [{"node": n, "error_alone": round(d, 5)} for n, d in ranking[:10]]
-    top = min(config.max_fallback_nodes or len(ranking), len(ranking))
-    best = (error, qmodel, [])
-    tried = {}
 
-    def attempt(k):
-        chosen = [n for n, _ in ranking[:k]]
+    def measure(chosen):
         candidate = build(base_exclude + chosen)
-        err = fidelity.error(ref, candidate, feeds, names, optimize)
-        tried[k] = err
-        return err, candidate, chosen
+        return fidelity.error(ref, candidate, feeds, names, optimize), candidate
 
-    # double the number of float nodes until the tolerance holds, then bisect down to the fewest that do
-    lo, k, hit = 0, 1, None
-    while top and k <= top:
-        err, candidate, chosen = attempt(k)
-        if err < best[0] or (hit is None and err <= config.tolerance):
-            best = (err, candidate, chosen)
-        if err <= config.tolerance:
-            hit = (err, candidate, chosen)
-            break
-        lo = k
-        if k == top:
-            break
-        k = min(2 * k, top)
-    if hit is not None:
-        hi = k
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            err, candidate, chosen = attempt(mid)
-            if err <= config.tolerance:
-                hi, hit = mid, (err, candidate, chosen)
-            else:
-                lo = mid
-        best = hit
-    entry["tried"] = {str(k): round(v, 5) for k, v in sorted(tried.items())}
-    err, qmodel, chosen = best
-    entry.update({"error_after": round(err, 6), "met": err <= config.tolerance, "kept_in_float": chosen})
+    top = min(config.max_fallback_nodes or len(ranking), len(ranking))
+    _, qmodel, chosen = fidelity.fallback_search(entry, ranking, measure, config.tolerance, top=top, base=(error, qmodel, []), digits=5)
     report["left_in_float"] += [{"node": n, "reason": "accuracy fallback (--tolerance)"} for n in chosen]
     return qmodel
 
@@ -245,11 +205,9 @@ def _sensitivity(prepared, qmodel, feeds, base_exclude) -> list[tuple[str, float
         if node.op_type not in ("Conv", "Gemm", "MatMul") or node.name in base_exclude or node.name not in fnodes:
             continue
         dq = producers.get(node.input[1]) if len(node.input) > 1 else None
-        if dq is None or dq.op_type != "DequantizeLinear" or any(x not in inits for x in dq.input[:2]):
+        wq = dequantized(dq, inits) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if wq is None:
             continue
-        args = [numpy_helper.to_array(inits[x]) if x in inits else None for x in dq.input]
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        wq = dequantize(args[0], args[1], args[2] if len(args) > 2 else None, axis)
         trial = onnx.ModelProto()
         trial.CopyFrom(prepared)
         wname = fnodes[node.name].input[1]
@@ -275,8 +233,7 @@ def _measure(model, qmodel, feeds, config: QuantizeConfig, report: dict) -> None
     elif config.measure_latency:
         inputs = {i.name for i in model.graph.input}
         one = {k: v for k, v in _one_sample(model, feeds[0]).items() if k in inputs}
-        t_float = median_latency(model, one, runs=config.latency_runs, threads=1, budget_s=float("inf"))
-        t_int8 = median_latency(qmodel, one, runs=config.latency_runs, threads=1, budget_s=float("inf"))
+        t_float, t_int8 = (median_latency(m, one, runs=config.latency_runs, threads=1, budget_s=float("inf")) for m in (model, qmodel))
         report["latency"] = {"float_ms": round(t_float * 1e3, 3), "quantized_ms": round(t_int8 * 1e3, 3),
                              "ratio": round(t_int8 / t_float, 4), "batch": 1, "threads": 1}
 
@@ -307,11 +264,7 @@ class QuantizePass(Pass):
         how = f"{wo['bits']}-bit blocks of {wo['block_size']}, {len(wo.get('quantized', []))} weights" if wo else f"{method}, for {target}"
         lines = [f"quantize: {quantize.get('mode')} ({how}); {len(floats)} nodes left in float"]
         lines += [f"  float: {f.get('node')}: {f.get('reason')}" for f in floats[:4]]
-        if quantize.get("skipped"):
-            lines.append(f"  skipped: {quantize['skipped']}")
-        if quantize.get("warning"):
-            lines.append(f"  warning: {quantize['warning']}")
-        return lines
+        return lines + [f"  {key}: {quantize[key]}" for key in ("skipped", "warning") if quantize.get(key)]
 
 
 PASS = QuantizePass()

@@ -19,6 +19,7 @@ import onnx
 from onnxslim.errors import SlimError
 from onnxslim.graph import fits_protobuf
 from onnxslim.lazy_import import lazy_module
+from onnxslim.units import first_line
 
 ort = lazy_module("onnxruntime")
 
@@ -75,6 +76,18 @@ def quiet():
         logging.disable(previous)
 
 
+@contextlib.contextmanager
+def quantizing(which: str = ""):
+    """onnxruntime.quantization at work (`which` of its quantizers): quiet, and a failure as one line."""
+    try:
+        with quiet():
+            yield
+    except SlimError:
+        raise
+    except Exception as err:
+        raise SlimError(f"onnxruntime.quantization{which} failed: {type(err).__name__}: {first_line(err)}") from None
+
+
 def quantize_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], feed: dict, settings: QdqSettings,
                  *, nodes_to_exclude: list[str] | None = None, weight_overrides: dict | None = None) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -93,21 +106,15 @@ def quantize_qdq(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]],
         extra["QDQOpTypePerChannelSupportToAxis"] = dict(settings.per_channel_axis)
     with tempfile.TemporaryDirectory(prefix="onnxslim-q-") as tmp:
         out = os.path.join(tmp, "q.onnx")
-        try:
-            with quiet():
-                # quantize_static turns the proto it is given into external-data form in place: give it a copy
-                copy = onnx.ModelProto()
-                copy.CopyFrom(model)
-                quantize_static(copy, out, _OneBatch(feed), quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=settings.op_types, per_channel=settings.per_channel,
-                                activation_type=act_type, reduce_range=settings.reduce_range,
-                                weight_type=QuantType.QUInt8 if settings.weight_type == "uint8" else QuantType.QInt8,
-                                nodes_to_exclude=list(nodes_to_exclude or []), extra_options=extra)
-        except SlimError:
-            raise
-        except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise SlimError(f"onnxruntime.quantization failed: {type(err).__name__}: {first}") from None
+        with quantizing():
+            # quantize_static turns the proto it is given into external-data form in place: give it a copy
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            quantize_static(copy, out, _OneBatch(feed), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=settings.op_types, per_channel=settings.per_channel,
+                            activation_type=act_type, reduce_range=settings.reduce_range,
+                            weight_type=QuantType.QUInt8 if settings.weight_type == "uint8" else QuantType.QInt8,
+                            nodes_to_exclude=list(nodes_to_exclude or []), extra_options=extra)
         return onnx.load(out)
 
 
@@ -117,11 +124,7 @@ def quantize_dynamic_int8(model: onnx.ModelProto, *, per_channel: bool, op_types
     with tempfile.TemporaryDirectory(prefix="onnxslim-qd-") as tmp:
         src, out = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "q.onnx")
         onnx.save_model(model, src, save_as_external_data=not fits_protobuf(model))
-        try:
-            with quiet():
-                quantize_dynamic(src, out, op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
-                                 weight_type=QuantType.QInt8, nodes_to_exclude=list(nodes_to_exclude or []))
-        except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise SlimError(f"onnxruntime.quantization (dynamic) failed: {type(err).__name__}: {first}") from None
+        with quantizing(" (dynamic)"):
+            quantize_dynamic(src, out, op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=list(nodes_to_exclude or []))
         return onnx.load(out)

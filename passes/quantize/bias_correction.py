@@ -26,6 +26,15 @@ def dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: 
     return (q - zero) * scale
 
 
+def dequantized(dq: onnx.NodeProto, inits: dict) -> np.ndarray | None:
+    """What a DequantizeLinear of initializers computes (float64); None when its data or scale is not one."""
+    args = [numpy_helper.to_array(inits[x]) if x in inits else None for x in dq.input]
+    if args[0] is None or args[1] is None:
+        return None
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    return dequantize(args[0], args[1], args[2] if len(args) > 2 else None, axis)
+
+
 def correct(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, input_means: dict[str, np.ndarray]) -> dict:
     """Fix the int32 biases of every quantized Conv/Gemm whose float input mean is known; returns a report."""
     inits = {i.name: i for i in qmodel.graph.initializer}
@@ -49,11 +58,9 @@ def correct(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, input_means: dict[
             skipped.append({"node": node.name, "reason": "Gemm with alpha/beta/transA"})
             continue
         w = numpy_helper.to_array(float_inits[fnode.input[1]]).astype(np.float64)
-        wargs = [numpy_helper.to_array(inits[x]) if x in inits else None for x in wdq.input]
-        if wargs[0] is None or wargs[1] is None:
+        wq = dequantized(wdq, inits)
+        if wq is None:
             continue
-        wdq_axis = next((a.i for a in wdq.attribute if a.name == "axis"), 1)
-        wq = dequantize(wargs[0], wargs[1], wargs[2] if len(wargs) > 2 else None, wdq_axis)
         dw = wq - w
         if node.op_type == "Conv":
             groups = int(attrs.get("group", 1))
@@ -67,10 +74,8 @@ def correct(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, input_means: dict[
             delta = mean @ linear.matrix("Gemm", dw, attrs).T
         b = numpy_helper.to_array(float_inits[fnode.input[2]]).astype(np.float64)
         bq_init, bscale = inits[bdq.input[0]], numpy_helper.to_array(inits[bdq.input[1]]).astype(np.float64)
-        new_b = b - delta
-        q = np.round(new_b / bscale)
         info = np.iinfo(np.int32)
-        q = np.clip(q, info.min, info.max).astype(np.int32)
+        q = np.clip(np.round((b - delta) / bscale), info.min, info.max).astype(np.int32)
         bq_init.CopyFrom(numpy_helper.from_array(q.reshape(numpy_helper.to_array(bq_init).shape), bq_init.name))
         corrected.append(node.name)
         shifts.append(float(np.abs(delta).mean()))

@@ -72,19 +72,15 @@ class QuantizeConfig:
         "--exclude", multiple=True, convert=_weight_only_exclude, help="Node name to leave untouched (repeatable)."))
 
     def check(self) -> None:
-        check_config(self)
-
-
-def check_config(config: QuantizeConfig) -> None:
-    if config.mode not in MODES:
-        raise SlimError(f"--quantize {config.mode}: expected one of {', '.join(MODES)}")
-    if config.calib_method not in METHODS:
-        raise SlimError(f"--calib-method {config.calib_method}: expected one of {', '.join(METHODS)}")
-    if config.target not in TARGETS:
-        raise SlimError(f"--target {config.target}: expected one of {', '.join(TARGETS)}")
-    if config.tolerance is not None and not (config.tolerance > 0):
-        raise SlimError(f"--tolerance must be a positive number (max relative output error), got {config.tolerance}")
-    if config.mode in WEIGHT_ONLY and (config.block_size < 16 or config.block_size & (config.block_size - 1)):
-        raise SlimError(f"--block-size {config.block_size}: onnxruntime's kernels need a power of 2, at least 16")
-    if not 50 < config.percentile <= 100:
-        raise SlimError(f"percentile must be in (50, 100], got {config.percentile}")
+        if self.mode not in MODES:
+            raise SlimError(f"--quantize {self.mode}: expected one of {', '.join(MODES)}")
+        if self.calib_method not in METHODS:
+            raise SlimError(f"--calib-method {self.calib_method}: expected one of {', '.join(METHODS)}")
+        if self.target not in TARGETS:
+            raise SlimError(f"--target {self.target}: expected one of {', '.join(TARGETS)}")
+        if self.tolerance is not None and not (self.tolerance > 0):
+            raise SlimError(f"--tolerance must be a positive number (max relative output error), got {self.tolerance}")
+        if self.mode in WEIGHT_ONLY and (self.block_size < 16 or self.block_size & (self.block_size - 1)):
+            raise SlimError(f"--block-size {self.block_size}: onnxruntime's kernels need a power of 2, at least 16")
+        if not 50 < self.percentile <= 100:
+            raise SlimError(f"percentile must be in (50, 100], got {self.percentile}")

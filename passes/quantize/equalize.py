@@ -95,22 +95,17 @@ def equalize(graph: gs.Graph, relu6_as_relu: bool = False, iterations: int = 3) 
             w2 = conv2.inputs[1].values.astype(np.float64)
             channels = w1.shape[0]
             groups = int(conv2.attrs.get("group", 1))
-            per_group_in = w2.shape[1]
-            per_group_out = w2.shape[0] // groups
+            # conv2's weights by conv group: input channel i is (group i // per-group inputs, local index)
+            blocks = w2.reshape(groups, w2.shape[0] // groups, w2.shape[1], -1)
             r1 = np.abs(linear.matrix("Conv", w1)).max(axis=1)
-            r2 = np.empty(channels)
-            for i in range(channels):
-                g, local = divmod(i, per_group_in)
-                r2[i] = np.abs(w2[g * per_group_out:(g + 1) * per_group_out, local]).max()
+            r2 = np.abs(blocks).max(axis=(1, 3)).reshape(-1)
             if it == 0:
                 spread_before.append(float(r1.max() / max(r1.min(), 1e-12)))
             ok = (r1 > 0) & (r2 > 0)
             s = np.ones(channels)
             s[ok] = np.sqrt(r1[ok] / r2[ok])
             w1 = w1 / s.reshape(-1, *([1] * (w1.ndim - 1)))
-            for i in range(channels):
-                g, local = divmod(i, per_group_in)
-                w2[g * per_group_out:(g + 1) * per_group_out, local] *= s[i]
+            w2 = (blocks * s.reshape(groups, 1, -1, 1)).reshape(w2.shape)
             conv1.inputs[1].values = w1.astype(conv1.inputs[1].values.dtype)
             conv2.inputs[1].values = w2.astype(conv2.inputs[1].values.dtype)
             if len(conv1.inputs) > 2:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-
-def _const(tensor):
-    return tensor.values if isinstance(tensor, gs.Constant) else None
+from onnxslim.passes.rewrite.util import const
 
 
 def fold_pads(graph: gs.Graph) -> list[str]:
@@ -25,9 +23,9 @@ def fold_pads(graph: gs.Graph) -> list[str]:
         conv = consumers[0]
         if pad.attrs.get("mode", "constant") != "constant" or len(pad.inputs) < 2:
             continue
-        pads = _const(pad.inputs[1])
-        value = _const(pad.inputs[2]) if len(pad.inputs) > 2 and pad.inputs[2].name else np.zeros(1)
-        axes = _const(pad.inputs[3]) if len(pad.inputs) > 3 and pad.inputs[3].name else None
+        pads = const(pad.inputs[1])
+        value = const(pad.inputs[2]) if len(pad.inputs) > 2 and pad.inputs[2].name else np.zeros(1)
+        axes = const(pad.inputs[3]) if len(pad.inputs) > 3 and pad.inputs[3].name else None
         if pads is None or value is None or np.any(np.asarray(value) != 0) or axes is not None:
             continue
         pads = np.asarray(pads).astype(int).reshape(-1)

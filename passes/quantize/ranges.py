@@ -46,32 +46,28 @@ def collect(model, names: list[str], dataset, *, histogram: bool, bins: int = 20
     names = list(dict.fromkeys(names))
     stats = {n: TensorStats(mean_axis=mean_axes.get(n)) for n in names}
     batches = -(-len(dataset) // batch_size)
-    with progress("calibrating ranges", total=batches) if progress else nullcontext() as bar:
-        for values in stream_tensors(model, names, dataset.batches(batch_size), progress=bar):
-            for name in names:
-                x = values[name]
-                if x.size == 0 or not np.issubdtype(x.dtype, np.floating):
-                    continue
-                s = stats[name]
-                s.lo, s.hi = min(s.lo, float(x.min())), max(s.hi, float(x.max()))
-                if s.mean_axis is not None and x.ndim > s.mean_axis:
-                    axis = s.mean_axis % x.ndim
-                    part = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64)
-                    s.channel_sum = part.sum(axis=1) if s.channel_sum is None else s.channel_sum + part.sum(axis=1)
-                    s.count += part.shape[1]
-    if histogram:
-        with progress("calibrating histograms", total=batches) if progress else nullcontext() as bar:
+
+    def streamed(label: str):
+        """(stats, values) of every non-empty float tensor of every batch, one pass over the data."""
+        with progress(label, total=batches) if progress else nullcontext() as bar:
             for values in stream_tensors(model, names, dataset.batches(batch_size), progress=bar):
-                for name in names:
-                    s = stats[name]
-                    x = values[name]
-                    if x.size == 0 or not np.isfinite(s.absmax) or s.absmax == 0 or not np.issubdtype(x.dtype, np.floating):
-                        continue
-                    # exact zeros (ReLU's half of the data) are represented exactly by any range; left in,
-                    # their spike dominates the divergence and drags every threshold down
-                    magnitude = np.abs(x[x != 0])
-                    counts, _ = np.histogram(magnitude, bins=bins, range=(0.0, s.absmax))
-                    s.hist = counts.astype(np.float64) if s.hist is None else s.hist + counts
+                yield from ((stats[n], values[n]) for n in names
+                            if values[n].size and np.issubdtype(values[n].dtype, np.floating))
+
+    for s, x in streamed("calibrating ranges"):
+        s.lo, s.hi = min(s.lo, float(x.min())), max(s.hi, float(x.max()))
+        if s.mean_axis is not None and x.ndim > s.mean_axis:
+            axis = s.mean_axis % x.ndim
+            part = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64)
+            s.channel_sum = part.sum(axis=1) if s.channel_sum is None else s.channel_sum + part.sum(axis=1)
+            s.count += part.shape[1]
+    for s, x in streamed("calibrating histograms") if histogram else ():
+        if not np.isfinite(s.absmax) or s.absmax == 0:
+            continue
+        # exact zeros (ReLU's half of the data) are represented exactly by any range; left in,
+        # their spike dominates the divergence and drags every threshold down
+        counts, _ = np.histogram(np.abs(x[x != 0]), bins=bins, range=(0.0, s.absmax))
+        s.hist = counts.astype(np.float64) if s.hist is None else s.hist + counts
     return stats
 
 
@@ -119,8 +115,8 @@ def _kl_for_threshold(hist: np.ndarray, i: int, levels: int) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-10))))
 
 
-def ranges_from_stats(stats: dict[str, TensorStats], method: str, *, symmetric: bool, percentile: float = 99.99,
-                      bins: int = 2048) -> dict[str, tuple[float, float]]:
+def ranges_from_stats(stats: dict[str, TensorStats], method: str, *, symmetric: bool,
+                      percentile: float = 99.99) -> dict[str, tuple[float, float]]:
     """(rmin, rmax) per tensor for `method` in minmax | percentile | entropy."""
     out = {}
     for name, s in stats.items():

@@ -18,54 +18,36 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxslim import ondisk
-from onnxslim.errors import SlimError
+from onnxslim.ops.macs import attrs_of
 
 from . import fidelity
-from .backend import quiet
+from .backend import quantizing, quiet
 
 MS_DOMAIN = "com.microsoft"
 RANKING_BATCHES = 2  # calibration batches that rank the layers for the fallback (as int8's does)
 
 
-def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    return {t.name: t for t in model.graph.initializer}
-
-
-def _attr(node, name, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def gemms_to_matmul(model: onnx.ModelProto) -> list[str]:
     """Rewrite Gemm(A, B const[, C]) without transA as MatMul(A, alpha*B') (+ Add beta*C): the same
     numbers, and a form MatMulNBits can take. Returns the rewritten nodes' names."""
-    inits = _initializers(model)
-    users = {}
-    for n in model.graph.node:
-        for name in n.input:
-            users[name] = users.get(name, 0) + 1
+    inits = {t.name: t for t in model.graph.initializer}
     nodes, done = [], []
     for node in model.graph.node:
         b = inits.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) > 1 else None
         c_ok = len(node.input) < 3 or not node.input[2] or node.input[2] in inits
-        if b is None or _attr(node, "transA", 0) or not c_ok or b.data_type != onnx.TensorProto.FLOAT:
+        attrs = attrs_of(node)
+        if b is None or attrs.get("transA", 0) or not c_ok or b.data_type != onnx.TensorProto.FLOAT:
             nodes.append(node)
             continue
         w = ondisk.to_array(b)
-        w = (w.T if _attr(node, "transB", 0) else w) * np.float32(_attr(node, "alpha", 1.0))
-        wname = _fresh(inits, f"{node.name or node.output[0]}.weight_kn")
-        inits[wname] = numpy_helper.from_array(np.ascontiguousarray(w, np.float32), wname)
-        model.graph.initializer.append(inits[wname])
+        w = (w.T if attrs.get("transB", 0) else w) * np.float32(attrs.get("alpha", 1.0))
+        wname = _add(model, inits, f"{node.name or node.output[0]}.weight_kn", np.ascontiguousarray(w, np.float32))
         has_c = len(node.input) > 2 and node.input[2]
         mm_out = node.output[0] + ".matmul" if has_c else node.output[0]
         nodes.append(helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=node.name))
         if has_c:
-            c = ondisk.to_array(inits[node.input[2]]) * np.float32(_attr(node, "beta", 1.0))
-            cname = _fresh(inits, f"{node.name or node.output[0]}.bias")
-            inits[cname] = numpy_helper.from_array(c.astype(np.float32), cname)
-            model.graph.initializer.append(inits[cname])
+            c = ondisk.to_array(inits[node.input[2]]) * np.float32(attrs.get("beta", 1.0))
+            cname = _add(model, inits, f"{node.name or node.output[0]}.bias", c.astype(np.float32))
             nodes.append(helper.make_node("Add", [mm_out, cname], [node.output[0]], name=f"{node.name}.bias_add"))
         done.append(node.name)
     if done:
@@ -75,10 +57,13 @@ def gemms_to_matmul(model: onnx.ModelProto) -> list[str]:
     return done
 
 
-def _fresh(taken, base: str) -> str:
+def _add(model: onnx.ModelProto, inits: dict, base: str, array: np.ndarray) -> str:
+    """A new initializer holding `array`, named `base` (or `base.1`, `base.2`... when taken); its name."""
     name, k = base, 1
-    while name in taken:
+    while name in inits:
         name, k = f"{base}.{k}", k + 1
+    inits[name] = numpy_helper.from_array(array, name)
+    model.graph.initializer.append(inits[name])
     return name
 
 
@@ -92,7 +77,7 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 def candidates(model: onnx.ModelProto, min_elements: int, exclude=()) -> tuple[list[dict], list[dict]]:
     """The MatMuls and Gathers whose constant float weight can be quantized, and those left in float (why)."""
-    inits = _initializers(model)
+    inits = {t.name: t for t in model.graph.initializer}
     take, skip = [], []
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gather"):
@@ -104,7 +89,7 @@ def candidates(model: onnx.ModelProto, min_elements: int, exclude=()) -> tuple[l
         entry = {"node": node.name, "op": node.op_type, "shape": list(w.dims)}
         if node.name in exclude:
             skip.append({**entry, "reason": "excluded (--exclude)"})
-        elif node.op_type == "Gather" and _attr(node, "axis", 0) != 0:
+        elif node.op_type == "Gather" and attrs_of(node).get("axis", 0) != 0:
             skip.append({**entry, "reason": "Gather along an axis other than 0 (GatherBlockQuantized needs gather_axis 0)"})
         elif int(np.prod(w.dims)) < min_elements:
             skip.append({**entry, "reason": f"too small to gain ({int(np.prod(w.dims))} weights < {min_elements})"})
@@ -127,14 +112,11 @@ def quantize_matmuls(model: onnx.ModelProto, names: set[str], bits: int, block_s
         config = mq.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, bits=bits,
                                                  accuracy_level=accuracy_level, quant_format=QuantFormat.QOperator,
                                                  op_types_to_quantize=("MatMul",))
-        try:
-            quantizer = mq.MatMulNBitsQuantizer(copy, bits=bits, block_size=block_size, is_symmetric=symmetric,
-                                                accuracy_level=accuracy_level, nodes_to_exclude=others, algo_config=config)
-            quantizer.process()
-        except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise SlimError(f"onnxruntime.quantization (MatMulNBits) failed: {type(err).__name__}: {first}") from None
-        return quantizer.model.model
+    with quantizing(" (MatMulNBits)"):
+        quantizer = mq.MatMulNBitsQuantizer(copy, bits=bits, block_size=block_size, is_symmetric=symmetric,
+                                            accuracy_level=accuracy_level, nodes_to_exclude=others, algo_config=config)
+        quantizer.process()
+    return quantizer.model.model
 
 
 def blockwise(table: np.ndarray, bits: int, block_size: int, symmetric: bool):
@@ -180,7 +162,7 @@ def pack(codes: np.ndarray, bits: int) -> np.ndarray:
 
 def quantize_gathers(model: onnx.ModelProto, names: set[str], bits: int, block_size: int, symmetric: bool) -> None:
     """Replace each named Gather over a constant [rows, cols] table with GatherBlockQuantized (in place)."""
-    inits = _initializers(model)
+    inits = {t.name: t for t in model.graph.initializer}
     nodes = []
     for node in model.graph.node:
         if node.op_type != "Gather" or node.name not in names:
@@ -189,14 +171,10 @@ def quantize_gathers(model: onnx.ModelProto, names: set[str], bits: int, block_s
         table = ondisk.to_array(inits[node.input[0]]).astype(np.float32)
         codes, scale, zero = blockwise(table, bits, block_size, symmetric)
         base = node.input[0]
-        qname, sname, zname = (_fresh(inits, f"{base}_Q{bits}"), _fresh(inits, f"{base}_scales"), _fresh(inits, f"{base}_zp"))
-        new = [numpy_helper.from_array(pack(codes, bits), qname), numpy_helper.from_array(scale, sname)]
+        inputs = [_add(model, inits, f"{base}_Q{bits}", pack(codes, bits)), node.input[1], _add(model, inits, f"{base}_scales", scale)]
         if zero is not None:
-            new.append(numpy_helper.from_array(pack(zero, bits), zname))
-        for t in new:
-            inits[t.name] = t
-        model.graph.initializer.extend(new)
-        nodes.append(helper.make_node("GatherBlockQuantized", [qname, node.input[1], sname] + ([zname] if zero is not None else []),
+            inputs.append(_add(model, inits, f"{base}_zp", pack(zero, bits)))
+        nodes.append(helper.make_node("GatherBlockQuantized", inputs,
                                       list(node.output), name=node.name, domain=MS_DOMAIN, bits=bits,
                                       block_size=block_size, gather_axis=0, quantize_axis=1))
     model.graph.ClearField("node")
@@ -217,9 +195,9 @@ def build(model: onnx.ModelProto, chosen: list[dict], bits: int, block_size: int
     return out
 
 
-def fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: float, report: dict) -> tuple[onnx.ModelProto, list[dict]]:
-    """Keep the candidates whose quantization alone hurts the outputs most in float, as few as reach
-    `tolerance` (worst relative output error on `feeds`); `make(subset) -> model`."""
+def _fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: float, report: dict) -> tuple[onnx.ModelProto, list[dict]]:
+    """Keep the candidates whose quantization alone hurts the outputs most in float (fidelity.fallback_search), as few
+    as reach `tolerance` (worst relative output error on `feeds`); `make(subset) -> model`."""
     names = [o.name for o in model.graph.output]
     ref = fidelity.outputs(model, feeds)
 
@@ -228,38 +206,17 @@ def fallback(model, chosen: list[dict], make, feeds: list[dict], tolerance: floa
         return fidelity.error(ref[:batches], candidate, feeds[:batches], names)
 
     full = make(chosen)
-    err = error(full)
-    entry = {"tolerance": tolerance, "error_before": round(err, 6), "kept_in_float": [], "met": err <= tolerance}
-    report["fallback"] = entry
+    entry = fidelity.fallback_entry(report, tolerance, error(full))
     if entry["met"]:
         return full, chosen
     # one layer quantized alone: a direct measurement of each layer's damage, one inference each
     damage = sorted(((error(make([c]), RANKING_BATCHES), c["node"]) for c in chosen), reverse=True)
-    entry["ranking_top"] = [{"node": n, "error_alone": round(e, 6)} for e, n in damage[:10]]
-    ranked = [n for _, n in damage]
-    tried: dict[int, tuple] = {}
 
-    def attempt(k):
-        if k not in tried:
-            keep = set(ranked[:k])
-            candidate = make([c for c in chosen if c["node"] not in keep])
-            tried[k] = (error(candidate), candidate)
-        return tried[k][0] <= tolerance
+    def measure(floats):
+        candidate = make([c for c in chosen if c["node"] not in set(floats)])
+        return error(candidate), candidate
 
-    # double the number of float layers until the tolerance holds, then bisect down to the fewest
-    lo, k = 0, 1
-    while k < len(ranked) and not attempt(k):
-        lo, k = k, min(2 * k, len(ranked))
-    hi = k
-    if attempt(hi):
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if attempt(mid) else (mid, hi)
-    k = hi if tried[hi][0] <= tolerance else min(tried, key=lambda j: tried[j][0])
-    best = (tried[k][0], tried[k][1], ranked[:k])
-    entry["tried"] = {str(j): round(v[0], 6) for j, v in sorted(tried.items())}
-    err, qmodel, floats = best
-    entry.update({"error_after": round(err, 6), "met": err <= tolerance, "kept_in_float": floats})
+    _, qmodel, floats = fidelity.fallback_search(entry, [(n, e) for e, n in damage], measure, tolerance)
     return qmodel, [c for c in chosen if c["node"] not in set(floats)]
 
 
@@ -288,7 +245,7 @@ def run(model: onnx.ModelProto, config, feeds: list[dict], report: dict) -> onnx
     if config.tolerance is not None and take and not feeds:
         report["warning"] = "--tolerance needs inputs the model runs with; none found, so every candidate was quantized"
     if config.tolerance is not None and take and feeds:
-        qmodel, take = fallback(work, take, make, feeds, config.tolerance, report)
+        qmodel, take = _fallback(work, take, make, feeds, config.tolerance, report)
         floats = set(report["fallback"]["kept_in_float"])
         skip += [{"node": n, "reason": "accuracy fallback (--tolerance)"} for n in floats]
     else:

@@ -10,9 +10,13 @@ Two things its defaults do not do:
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from onnxslim.ops.macs import attrs_of
 
 GRID = np.linspace(0.5, 1.0, 26)
 
@@ -43,20 +47,15 @@ def overrides(model: onnx.ModelProto, *, per_channel: bool, seven_bit_nodes: set
     if not per_channel:
         return {}, {"weights": 0}
     inits = {i.name: i for i in model.graph.initializer}
-    users = {}
-    for node in model.graph.node:
-        for x in node.input:
-            users.setdefault(x, []).append(node)
+    users = Counter(x for node in model.graph.node for x in node.input)
     out, seven, eight = {}, 0, 0
     for node in model.graph.node:
         if node.name in exclude or node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
             continue
-        if node.op_type == "Gemm":
-            attrs = {a.name: a.i for a in node.attribute if a.type == onnx.AttributeProto.INT}
-            if not attrs.get("transB", 0):
-                continue  # per-channel axis 1 there; leave it to onnxruntime's defaults
+        if node.op_type == "Gemm" and not attrs_of(node).get("transB", 0):
+            continue  # per-channel axis 1 there; leave it to onnxruntime's defaults
         name = node.input[1]
-        if len(users.get(name, [])) != 1 or name in out:
+        if users[name] != 1 or name in out:
             continue
         w = numpy_helper.to_array(inits[name])
         narrow = node.name in seven_bit_nodes and not is_depthwise(node, w)

@@ -72,10 +72,8 @@ def apply_rules(graph: gs.Graph, skip: set[str] | frozenset = frozenset(), opset
     """Apply RULES (minus those named in `skip`) to a fixpoint; the graph is edited in place and left
     cleaned up and topologically sorted. Returns {rule name: times fired} (rules that never fired omitted).
     `reasons`, when given, receives (rule, node, why it did not apply) tuples."""
-    if opset is None:
-        opset = int(graph.opset or 0) if getattr(graph, "opset", None) else 0
-    ctx = RewriteContext(graph, opset)
-    counts = run_rules(graph, [r for r in RULES if r.name not in skip], opset, ctx=ctx)
+    ctx = RewriteContext(graph, int(getattr(graph, "opset", None) or 0) if opset is None else opset)
+    counts = run_rules(ctx, [r for r in RULES if r.name not in skip])
     if reasons is not None:
         reasons.extend(ctx.reasons)
     return counts

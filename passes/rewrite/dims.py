@@ -83,13 +83,10 @@ class Dims:
 
     def _step(self, node, out, axis: int, depth: int):
         """The origin of `out`'s dim `axis` one op up, or None when the op does not pass it on."""
-        op = node.op
-        if node.domain == "com.microsoft":  # contrib ops named like standard ones: only those known to match
-            if op not in SAME_SHAPE and op not in RECURRENT:
-                return None
-        elif node.domain not in ("", None, "ai.onnx"):
+        contrib = node.domain == "com.microsoft"  # ops named like standard ones: only those known to match
+        if node.domain not in ("", None, "ai.onnx") and not (contrib and (node.op in SAME_SHAPE or node.op in RECURRENT)):
             return None
-        src = _source(node, out, axis, op, self)
+        src = _source(node, out, axis, self)
         if src == "broadcast":
             return self._broadcast(node, out, axis, depth)
         if isinstance(src, tuple):
@@ -120,9 +117,9 @@ class Dims:
         return found[0] if all(o == found[0] for o in found) else None
 
 
-def _source(node, out, axis: int, op: str, dims: Dims):
+def _source(node, out, axis: int, dims: Dims):
     """(tensor, axis) or int the dim comes from, "broadcast", or None."""
-    x = node.inputs[0] if node.inputs else None
+    op, x = node.op, node.inputs[0] if node.inputs else None
     first_out = node.outputs[0] is out
     if op in SAME_SHAPE and first_out:
         return (x, axis)

@@ -95,10 +95,9 @@ class RemoveNode(Rule):
         bypass(node, node.inputs[0], ctx)
 
 
-def run_rules(graph: gs.Graph, rules: list[Rule], opset: int, rounds: int = 8,
-              ctx: RewriteContext | None = None) -> dict[str, int]:
+def run_rules(ctx: RewriteContext, rules: list[Rule], rounds: int = 8) -> dict[str, int]:
     """Apply every rule until a round changes nothing (at most `rounds`); returns {rule name: times fired}."""
-    ctx = ctx or RewriteContext(graph, opset)
+    graph = ctx.graph
     counts: dict[str, int] = {}
     for _ in range(rounds):
         changed = 0

@@ -58,11 +58,7 @@ def _const_problem(t: gs.Constant) -> str | None:
 def _formals(schema, n: int, outputs: bool) -> list[str]:
     """The type string (a type variable or a concrete type) of each of n actual inputs/outputs."""
     params = schema.outputs if outputs else schema.inputs
-    out = []
-    for i in range(n):
-        p = params[min(i, len(params) - 1)]
-        out.append(p.type_str)
-    return out
+    return [params[min(i, len(params) - 1)].type_str for i in range(n)]
 
 
 def _convertible_vars(node: gs.Node, opset: int) -> tuple[set[str], list[str], list[str]] | str:

@@ -44,10 +44,8 @@ def only_consumer(t, ctx) -> bool:
 
 
 def rank(t) -> int | None:
-    shape = getattr(t, "shape", None)
-    if isinstance(t, gs.Constant):
-        return len(static_dims(t))
-    return len(shape) if shape is not None else None
+    dims = static_dims(t)
+    return None if dims is None else len(dims)
 
 
 def static_dims(t) -> list | None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..util import NoMatch, const, dtype, only_consumer
+from ..util import NoMatch, const, dtype, only_consumer, producer
 
 CONVS = ("Conv", "ConvTranspose")
 
 
 def conv_producer(x, ctx) -> gs.Node:
     """The Conv/ConvTranspose producing x, with constant weight (and bias), when x feeds nothing else."""
-    if not isinstance(x, gs.Variable) or len(x.inputs) != 1 or x.inputs[0].op not in CONVS:
+    conv = producer(x, CONVS)
+    if conv is None:
         raise NoMatch("input is not produced by a Conv or ConvTranspose")
-    conv = x.inputs[0]
     if not only_consumer(x, ctx):
         raise NoMatch("the conv output has other consumers or is a graph output")
     if const(conv.inputs[1]) is None:

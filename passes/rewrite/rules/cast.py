@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 
 from ..engine import RemoveNode, Rule
 from ..util import dtype, produced_by

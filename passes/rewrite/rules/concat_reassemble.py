@@ -10,7 +10,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..engine import Rule
-from ..util import axes_of, bypass, const, only_consumer, producer, replace_check, static_dims
+from ..util import NoMatch, axes_of, bypass, const, only_consumer, producer, replace_check, static_dims
+from .slice_noop import slice_params
 
 
 def _length(s) -> int | None:
@@ -53,16 +54,14 @@ def _from(s, indices: list[int], node) -> tuple[object, list[int]] | None:
 def _slice_elements(node) -> tuple[object, list[int]] | None:
     if "starts" in node.attrs or len(node.inputs) < 3:
         return None
-    params = [const(t) if t.name else None for t in node.inputs[1:5]]
-    if params[0] is None or params[1] is None or any(p is None for p, t in zip(params[2:], node.inputs[3:5]) if t.name):
-        return None
-    axes, steps = params[2] if len(params) > 2 else None, params[3] if len(params) > 3 else None
-    if (axes is not None and axes.reshape(-1).tolist() not in ([0], [-1])) or (steps is not None and steps.reshape(-1).tolist() != [1]):
+    try:
+        starts, ends, axes, steps = slice_params(node)
+    except NoMatch:
         return None
     n = _length(node.inputs[0])
-    if n is None or params[0].size != 1:
+    if n is None or starts is None or ends is None or len(starts) != 1 or axes not in (None, [0], [-1]) or steps not in (None, [1]):
         return None
-    start, stop, _ = slice(int(params[0].reshape(-1)[0]), int(params[1].reshape(-1)[0])).indices(n)
+    start, stop, _ = slice(starts[0], ends[0]).indices(n)
     return node.inputs[0], list(range(start, max(start, stop)))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..engine import Rule
-from ..util import NoMatch, const, dtype, static_dims, take_output
+from ..util import NoMatch, const, dtype, only_consumer, produced_by, static_dims, take_output
 from ._conv import const_operand
 
 
@@ -15,11 +15,10 @@ def gemm_and_constant(node, ctx):
     x, c = const_operand(node, commutative=True)
     if x is None:
         raise NoMatch("no constant operand")
-    if not isinstance(x, gs.Variable) or len(x.inputs) != 1 or x.inputs[0].op != "Gemm":
-        raise NoMatch("input is not produced by a Gemm")
-    if len(x.outputs) != 1 or id(x) in ctx.output_ids():
+    gemm = produced_by(x, "Gemm")
+    if not only_consumer(x, ctx):
         raise NoMatch("the Gemm output has other consumers")
-    return x.inputs[0], x, c
+    return gemm, x, c
 
 
 class GemmMul(Rule, name="gemm_mul", anchors=("Mul",)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..engine import Rule
-from ..util import const, dtype, only_consumer, producer, rank, static_dims
+from ..util import dtype, only_consumer, producer, rank, static_dims
 
 GEMM_TYPES = ("float16", "float32", "float64", "bfloat16")
 

@@ -34,9 +34,7 @@ class SliceNoop(RemoveNode, name="slice_noop", anchors=("Slice",)):
         for s, e, a, st in zip(starts, ends, axes, steps):
             if st != 1:
                 return "a step is not 1"
-            known = None
-            if dims is not None and -len(dims) <= a < len(dims):
-                known = dims[a]
+            known = dims[a] if dims is not None and -len(dims) <= a < len(dims) else None
             if not (s == 0 or (known is not None and s <= -known)):
                 return "a start is not at the beginning"
             if not (e >= BIG or (known is not None and e >= known)):

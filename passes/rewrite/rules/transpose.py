@@ -52,15 +52,9 @@ class TransposeAsReshape(Rule, name="transpose_as_reshape", anchors=("Transpose"
         if moved != sorted(moved):
             return "axes that may be larger than 1 change order"
         out = [dims[p] for p in perm]
-        target, unknown = [], 0
-        for j, d in enumerate(out):
-            if d is not None and d > 0:
-                target.append(d)
-            elif d is None and perm[j] == j:
-                target.append(0)  # copies the input's dim j, which is this very dim
-            else:
-                target.append(-1)
-                unknown += 1
+        # a known size as it is; an unknown dim that stays in place copies the input's (0); else -1
+        target = [d if d is not None and d > 0 else (0 if d is None and perm[j] == j else -1) for j, d in enumerate(out)]
+        unknown = target.count(-1)
         if unknown > 1 or 0 in [d for d in out if d is not None]:
             return "more than one dynamic dim moves (or a zero-size dim): no constant target shape"
         if unknown == 1 and 0 in target:
