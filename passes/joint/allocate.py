@@ -16,12 +16,12 @@ import numpy as np
 from onnxslim.passes.prune.allocate import Alignment, MacModel, choose
 from onnxslim.passes.prune.evaluate import State, exit_feeds
 from onnxslim.passes.prune.exits import Exit
-from onnxslim.passes.prune.sensitivity import _change, _next_keep, _solved
+from onnxslim.passes.prune.sensitivity import Solves, _change, _next_keep
 
 from .units import JointState, SplitUnit
 
 
-def _prune_tries(groups, plan, scores, by_group, state, stats, macs, align, wanted, remaining, blocked, ridge, prior_rows):
+def _prune_tries(groups, plan, scores, by_group, state, stats, macs, align, wanted, remaining, blocked, solves):
     tries = []
     base = macs.cost(plan)
     for g in groups:
@@ -32,8 +32,7 @@ def _prune_tries(groups, plan, scores, by_group, state, stats, macs, align, want
         if k >= keep_now or saved <= 0:
             continue
         mask = choose(g, scores[g.id], k)
-        proxy = sum(stats[e.node].relative_error(*_solved(e, mask, stats, ridge, prior_rows))
-                    - stats[e.node].relative_error(state.w2[e.node], state.bias[e.node])
+        proxy = sum(solves.solved(e, mask, stats[e.node])[2] - solves.error(e, stats[e.node], state.w2[e.node], state.bias[e.node])
                     for e in by_group.get(g.id, []) if e.node in stats)
         tries.append((proxy / min(saved, remaining), "prune", g, mask, saved))
     return tries
@@ -71,7 +70,7 @@ def joint_plan(groups, scores: dict, exits: list[Exit], units: list[SplitUnit], 
     for e in exits:
         by_group.setdefault(e.group.id, []).append(e)
     by_node = {e.node: e for e in exits}
-    state, splits, trace = State(exits), {}, []
+    state, splits, trace, solves = State(exits), {}, [], Solves(ridge, prior_rows)
     current = lambda: JointState(state, splits, units, whole)  # noqa: E731
     cost = lambda: macs.cost(plan) - sum(u.macs - u.macs_at(splits[u.name]) for u in units if u.name in splits)  # noqa: E731
     stats, loss_now = collect_stats(current()), evaluator.loss(current())
@@ -84,14 +83,14 @@ def joint_plan(groups, scores: dict, exits: list[Exit], units: list[SplitUnit], 
             cut = {gid for gid, m in plan.items() if not m.all()}
             blocked = {gid for u in units if u.name in splits for gid in u.touches}
             pt = sorted(_prune_tries(groups, plan, scores, by_group, state, stats, macs, align, wanted, remaining, blocked,
-                                     ridge, prior_rows), key=lambda t: t[0])[:candidates]
+                                     solves), key=lambda t: t[0])[:candidates]
             st = sorted(_split_tries(units, splits, cut, wanted, remaining), key=lambda t: t[0])[:candidates]
             if not pt and not st:
                 break
             changes, overrides = [], []
             for _, kind, unit, choice, _ in pt + st:
                 if kind == "prune":
-                    change = _change(state, by_group.get(unit.id, []), choice, stats, ridge, prior_rows)
+                    change = _change(by_group.get(unit.id, []), choice, stats, solves)
                     changes.append(change)
                     overrides.append({k: v for node, (w2, b) in change.items() for k, v in exit_feeds(by_node[node], w2, b).items()})
                 else:
