@@ -2,10 +2,12 @@
 importance (reconstruction), allocation (sensitivity), least-squares repair, on the shared sentences.
 
 Parts: `heads` (FFN frozen by --exclude of the FFN up-projections), `ffn` (heads frozen by --exclude of the
-Q projections), `both`. Calibration: the first --calib sentences; evaluation: all the others (held out).
+Q projections), `both`, `joint` (both, and low-rank splits of the weight MatMuls in the same budget:
+--lowrank-in-budget, passes/joint). Calibration: the first --calib sentences; evaluation: all the others (held out).
 One JSON line per run: MACs fraction of the whole model (batch 1, 64 tokens), mean / min cosine of
 sentence_embedding to the original's, nearest-neighbour agreement, heads and FFN features kept per layer,
-latency ratio (batch 1, 1 thread, interleaved), wall time of the pass.
+latency ratio (batch 1, 1 thread, interleaved), wall time and CPU time (user+sys of this process) of the pass;
+for `joint` also the layers split and their ranks.
 
     python benchmarks/bench_heads_minilm.py --targets 0.9,0.7,0.5 --parts heads,ffn,both
 """
@@ -55,7 +57,7 @@ def main():
     ap.add_argument("--tokens", default=str(ROOT / "../shared/data/sentences/minilm_tokens.npz"))
     ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--targets", default="0.9,0.7,0.5")
-    ap.add_argument("--parts", default="heads,ffn,both")
+    ap.add_argument("--parts", default="heads,ffn,both", help="heads, ffn, both, joint")
     ap.add_argument("--importance", default="reconstruction")
     ap.add_argument("--allocation", default="sensitivity")
     ap.add_argument("--round-to", type=int, default=16, help="FFN widths; a head group (12 units) is never rounded")
@@ -76,15 +78,16 @@ def main():
     for part in args.parts.split(","):
         for target in (float(t) for t in args.targets.split(",")):
             config = PruneConfig(target_macs=target, importance=args.importance, allocation=args.allocation,
-                                 repair=True, round_to=args.round_to, exclude=excluded(model, part))
+                                 repair=True, round_to=args.round_to, exclude=excluded(model, part),
+                                 lowrank_in_budget=part == "joint")
             head = {"part": part, "target_macs": target, "importance": args.importance, "allocation": args.allocation}
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 result = run(model, config, Context(calibration=calib, progress=silent, input_shapes=shapes))
             except Exception as err:  # one failing run must not hide the others
                 print(json.dumps({**head, "error": f"{type(err).__name__}: {err}"}), flush=True)
                 continue
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
             for repaired, pruned in ((True, result.model), (False, result.extras["unrepaired"])):
                 emb = embeddings(pruned, evaluation)
                 cos = np.sum(emb * base, 1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(base, axis=1)
@@ -92,9 +95,15 @@ def main():
                 line = {**head, "repair": repaired, "macs_fraction": round(model_cost(pruned, shapes)["macs"] / base_macs, 4),
                         "mean_cosine": round(float(cos.mean()), 4), "min_cosine": round(float(cos.min()), 4),
                         "nn_agreement": round(float((nearest(emb) == base_nn).mean()), 4),
-                        "seconds": round(seconds, 1) if repaired else None,
+                        "seconds": round(seconds, 1) if repaired else None, "cpu_seconds": round(cpu, 1) if repaired else None,
                         "heads_kept": {g["trace"].split("/")[3]: g["after"] for g in groups if g["before"] == 12},
                         "ffn_kept": {g["trace"].split("/")[3]: g["after"] for g in groups if g["before"] == 1536}}
+                if "lowrank_in_budget" in result.report:
+                    line["splits"] = {s["layer"]: s["rank"] for s in result.report["lowrank_in_budget"]["splits"]}
+                    line["macs_reported"] = result.report["lowrank_in_budget"]["macs_after"]
+                    if repaired:  # the allocation's steps: tool, group or layer, kept or rank, MACs fraction, calibration loss
+                        line["steps"] = [[t["tool"], t.get("group", t.get("layer")), t.get("kept", t.get("rank")), t["macs_fraction"],
+                                          t["loss"]] for t in result.report["allocation_trace"]]
                 if repaired and args.latency:
                     a, b, _, _ = paired_latency(session(model, threads=1), session(pruned, threads=1), one, budget_s=6)
                     line["latency_ratio_b1"] = round(b / a, 3)

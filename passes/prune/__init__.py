@@ -31,6 +31,9 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     ctx = ctx or Context()
     real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
     config = config.resolved(real, can_choose(ctx.calibration))
+    if config.lowrank_in_budget:  # one budget with low-rank splits: passes/joint (imported here: it imports this)
+        from onnxslim.passes.joint import run as joint_run
+        return joint_run(model, config, ctx)
     if config.importance == "auto":
         check_can_choose(ctx.calibration)
         return best_of(model, config, ctx, run)
@@ -176,6 +179,9 @@ class PrunePass(Pass):
         if fidelity.get("after_repair"):
             b, a = fidelity.get("before_repair", {}), fidelity["after_repair"]
             lines.append(f"  repair on {fidelity.get('samples')} calibration samples: loss {b.get('loss')} -> {a.get('loss')}")
+        if report.get("lowrank_in_budget"):  # --lowrank-in-budget: which tool was chosen where (passes/joint)
+            from onnxslim.passes.joint import summary_lines
+            lines += summary_lines(report["lowrank_in_budget"])
         lines += [f"  note: {note}" for note in report.get("notes") or []]
         lines += [f"  frozen {f['frozen_channels']}/{f['channels']} ch: {f['reasons'][0]}" for f in frozen[:6]]
         if len(frozen) > 6:

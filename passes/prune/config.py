@@ -61,6 +61,11 @@ class PruneConfig:
     fidelity_samples: int = 32  # calibration samples the allocation's loss and the fidelity report use
     search_time: float = field(default=60.0, metadata=option(  # seconds for allocation=search
         "--search-time", type=float, default=None, help="Seconds for --allocation search."))
+    # one budget with low-rank splits (passes/joint): a weight MatMul/Gemm no cut group touches may be split instead
+    lowrank_in_budget: bool = field(default=False, metadata=option(
+        "--lowrank-in-budget", is_flag=True, default=None,
+        help="With --target-macs and --calib: the allocation may also split weight MatMul/Gemm layers into two low-rank "
+             "factors, choosing per step a cut or a split by calibration loss per MAC saved."))
     sensitivity_step: float = 0.02  # fraction of the total MACs removed per sensitivity step
     sensitivity_candidates: int = 8  # tries per sensitivity step measured through the network (4 -> 8: 69.9 -> 73.3% at 80% MACs)
 
