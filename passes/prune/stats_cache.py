@@ -101,7 +101,7 @@ class StepStats:
     def _collect(self, feeds: dict, exits: list[Exit], stats: dict, progress, start: int | None) -> None:
         part = self._suffix(start, exits)
         for b, feed in enumerate(self.batches):
-            got = self._current(b, feed, feeds, part)
+            got = {**feed, **self._current(b, feed, feeds, part)}  # an exit or its skip may read a graph input
             targets = self._remember(b, feed, got) if b == len(self._targets) else self._targets[b]
             if targets is None:  # past the memory cap: the original model again, as repair.collect does
                 targets = self._sampled_targets(b, _run(*self._original(), feed))
@@ -142,6 +142,8 @@ class StepStats:
             per_batch = self.tap_bytes / max(len(self.batches), 1)
             self._kept_taps, used = set(), 0
             for name in sorted(self.in_names, key=lambda n: -self.produced.get(n, -1)):
+                if name not in got:  # a graph input an exit reads: every run is fed it anyway
+                    continue
                 used += got[name].nbytes
                 if used > per_batch:
                     break
