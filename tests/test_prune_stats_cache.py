@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxslim.calibration import load_calibration
+from onnxslim.calibration import ArrayDataset, load_calibration
 from onnxslim.context import Context
 from onnxslim.passes import cleanup
 from onnxslim.passes.prune import PruneConfig, run
@@ -18,6 +18,7 @@ from onnxslim.passes.prune.repair import collect
 from onnxslim.passes.prune.stats_cache import StepStats
 from onnxslim.progress import silent
 
+from attention_blocks import encoder_block, feed
 from test_prune_suffix import MODELS, digits  # noqa: F401 (the digits ResNet fixture: model, exits, 24 samples)
 
 
@@ -25,6 +26,13 @@ def _scaled(state: State, exits, rng) -> State:
     """`state` with the weights of one exit changed."""
     e = exits[int(rng.integers(len(exits)))]
     return state.with_changes({e.node: (state.w2[e.node] * rng.uniform(0.5, 1.5, e.w2.shape), state.bias[e.node] + 0.1)})
+
+
+class _FromScratch(StepStats):
+    """Every step's statistics collected from scratch (repair.collect): what the cache must equal."""
+    def stats(self, state, progress=None):
+        return collect(self.original_model, self.current_model, self.exits, state, self.batches,
+                       per_sample=self.per_sample, seed=self.seed, residual=bool(self.skips), progress=progress)
 
 
 def _assert_same(a, b):
@@ -68,11 +76,7 @@ def test_sensitivity_and_repair_unchanged_by_the_cache(digits, monkeypatch):
     config = PruneConfig(target_macs=0.6, importance="l1", round_to=4, sensitivity_step=0.05, repair_passes=2)
     cached = run(model, config, Context(calibration=calib, progress=silent))
 
-    class FromScratch(StepStats):
-        def stats(self, state, progress=None):
-            return collect(self.original_model, self.current_model, self.exits, state, self.batches,
-                           per_sample=self.per_sample, seed=self.seed, residual=bool(self.skips), progress=progress)
-    monkeypatch.setattr(calibrated_module, "StepStats", FromScratch)
+    monkeypatch.setattr(calibrated_module, "StepStats", _FromScratch)
     scratch = run(model, config, Context(calibration=calib, progress=silent))
     assert cached.report["allocation_trace"] == scratch.report["allocation_trace"]
     assert cached.model.SerializeToString() == scratch.model.SerializeToString()
@@ -125,12 +129,6 @@ def test_an_exit_reading_a_graph_input_in_a_sensitivity_run(monkeypatch):
     """A transformer whose first projections (and their residual skip) read the graph input itself: the
     default sensitivity prune runs (it raised KeyError on the input's name) and gives the plan and, to float
     rounding, the weights that collecting every step from scratch gives."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).parent))
-    from attention_blocks import encoder_block, feed
-    from onnxslim.calibration import ArrayDataset
-
     model = cleanup.run(encoder_block(width=32, heads=4, ffn=96, layers=2, batch=8, seq=6)).model
     batches = [feed(8, 6, 32, seed=s) for s in range(4)]
     calib = ArrayDataset({k: np.concatenate([b[k] for b in batches]) for k in batches[0]}, source="test")
@@ -138,11 +136,7 @@ def test_an_exit_reading_a_graph_input_in_a_sensitivity_run(monkeypatch):
     cached = run(model, config, Context(calibration=calib, progress=silent))
     assert cached.report["estimated_macs_fraction"] <= 0.6
 
-    class FromScratch(StepStats):
-        def stats(self, state, progress=None):
-            return collect(self.original_model, self.current_model, self.exits, state, self.batches,
-                           per_sample=self.per_sample, seed=self.seed, residual=bool(self.skips), progress=progress)
-    monkeypatch.setattr(calibrated_module, "StepStats", FromScratch)
+    monkeypatch.setattr(calibrated_module, "StepStats", _FromScratch)
     scratch = run(model, config, Context(calibration=calib, progress=silent))
     assert cached.report["allocation_trace"] == scratch.report["allocation_trace"]
     # the same plan; the repaired weights to float rounding (on this graph onnxruntime fuses the repair
