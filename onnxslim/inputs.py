@@ -15,7 +15,7 @@ from . import budget
 from .errors import SlimError, SlimWarning
 
 
-def _np_type(elem_type: int) -> np.dtype | None:
+def np_type(elem_type: int) -> np.dtype | None:
     """The numpy dtype of an ONNX element type (every tensor type: strings are object arrays, bfloat16,
     float8/float4 and int4 come from ml_dtypes through onnx), None for UNDEFINED or a non-tensor input."""
     if not elem_type:
@@ -46,7 +46,7 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        dtype = _np_type(tt.elem_type) if vi.type.HasField("tensor_type") else None
+        dtype = np_type(tt.elem_type) if vi.type.HasField("tensor_type") else None
         if dtype is None:
             kind = vi.type.WhichOneof("value") or "no"
             raise SlimError(f"input '{vi.name}' has {kind} type ({_type_name(tt.elem_type)}), which onnxslim cannot feed")

@@ -40,12 +40,12 @@ def infer_at(model: onnx.ModelProto, resolved: dict) -> onnx.ModelProto | None:
 
 def largest_tensor_bytes(inferred: onnx.ModelProto) -> int:
     """Bytes of the largest tensor whose dims shape inference knows (the least a run allocates at once)."""
-    from .inputs import _np_type
+    from .inputs import np_type
     largest = 0
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
         dims = value_dims(vi)
         if dims and all(d is not None and d > 0 for d in dims):
-            itemsize = (_np_type(vi.type.tensor_type.elem_type) or np.dtype(np.float32)).itemsize
+            itemsize = (np_type(vi.type.tensor_type.elem_type) or np.dtype(np.float32)).itemsize
             largest = max(largest, math.prod(dims) * itemsize)
     return largest
 

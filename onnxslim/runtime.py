@@ -159,7 +159,7 @@ def outputs_on(model: onnx.ModelProto, feeds: list[dict], *, basic: bool = False
 
 # -- inner tensors ------------------------------------------------------------------------------------
 
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+def elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor we can learn about (inputs, outputs, initializers, inferred value_info)."""
     types = {}
     try:
@@ -186,7 +186,7 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     present = {o.name for o in copy.graph.output}
     extra = [n for n in dict.fromkeys(names) if n not in present]
     if extra:
-        types = _elem_types(model)
+        types = elem_types(model)
         for name in extra:
             copy.graph.output.append(onnx.helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
     return copy
@@ -233,7 +233,7 @@ def tapped_session(model: onnx.ModelProto, names: list[str]):
         _TAPPED[key] = entry
         return entry[1], entry[2]
     tapped = with_outputs(model, names)
-    entry = (model, session(tapped, basic=_fusion_loses_tap(model, names)), [o.name for o in tapped.graph.output])
+    entry = (model, session(tapped, basic=fusion_loses_tap(model, names)), [o.name for o in tapped.graph.output])
     _TAPPED[key] = entry
     while len(_TAPPED) > _TAPPED_KEEP:
         _TAPPED.pop(next(iter(_TAPPED)))
@@ -245,7 +245,7 @@ def clear_tapped() -> None:
     _TAPPED.clear()
 
 
-def _fusion_loses_tap(model: onnx.ModelProto, names: list[str]) -> bool:
+def fusion_loses_tap(model: onnx.ModelProto, names: list[str]) -> bool:
     """True when a tapped tensor is the output of a Conv whose weight is a graph input and that feeds an Add
     (a projection shortcut in the parametric model): onnxruntime's Conv+Add fusion then fails to load the
     session ("Failed to find node output"), so such a session gets basic optimizations only."""

@@ -28,7 +28,7 @@ from .units import JointState, find_units, joint_model, whole_feeds
 
 def run(model: onnx.ModelProto, config, ctx: Context) -> PassResult:
     """The prune pass's run with low-rank splits in its budget (config: a resolved PruneConfig)."""
-    from onnxslim.passes.prune import _analysis, _pruned_groups, _repair_on, _scores  # the prune pass imports us lazily
+    from onnxslim.passes.prune import group_scores, prune_analysis, pruned_groups, wants_repair  # the prune pass imports us lazily
     real = ctx.calibration is not None and getattr(ctx.calibration, "real", False)
     if config.target_macs is None:
         raise SlimError("--lowrank-in-budget needs --target-macs (a split's latency is not modelled yet)")
@@ -38,14 +38,14 @@ def run(model: onnx.ModelProto, config, ctx: Context) -> PassResult:
     importance = "reconstruction" if config.importance in (None, "auto") else config.importance
     config = dataclasses.replace(config, importance=importance, allocation="sensitivity")
     started = time.perf_counter()
-    analysis = _analysis(model, config)
+    analysis = prune_analysis(model, config)
     node_macs = {c.name: c.macs or 0 for c in node_costs(model, ctx.input_shapes)}
     macs = MacModel(analysis, node_macs)
     notes = []
-    repair_on = _repair_on(config, real, notes)
+    repair_on = wants_repair(config, real, notes)
     clear_tapped()
     calibrated = Calibrated(model, analysis, analysis.prunable_groups, ctx, config, real)
-    scores, used = _scores(analysis, config, calibrated, np.random.default_rng(ctx.seed))
+    scores, used = group_scores(analysis, config, calibrated, np.random.default_rng(ctx.seed))
     units = find_units(model, analysis, node_macs, ctx.calibration, ctx, config.exclude, progress=ctx.progress)
     joint = joint_model(model, calibrated.exits, units)
     whole = whole_feeds(units, calibrated.exits)
@@ -74,7 +74,7 @@ def run(model: onnx.ModelProto, config, ctx: Context) -> PassResult:
     cost = macs.cost(plan) - sum(u.macs - u.macs_at(splits[u.name]) for u in units if u.name in splits)
     report = {"importance": config.importance, "allocation": "sensitivity, low-rank splits in the budget", "round_to": config.round_to,
               "estimated_macs_fraction": round(cost / macs.total, 4), "repair": bool(targets), **analysis.report(),
-              "pruned_groups": _pruned_groups(analysis, plan, used, None, calibrated),
+              "pruned_groups": pruned_groups(analysis, plan, used, None, calibrated),
               "lowrank_in_budget": choices(analysis, plan, units, splits, macs.total, cost),
               "fidelity": fidelity, "allocation_trace": trace, "calibration": calibrated.describe()}
     clear_tapped()

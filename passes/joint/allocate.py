@@ -16,7 +16,7 @@ import numpy as np
 from onnxslim.passes.prune.allocate import Alignment, MacModel, choose
 from onnxslim.passes.prune.evaluate import State, exit_feeds
 from onnxslim.passes.prune.exits import Exit
-from onnxslim.passes.prune.sensitivity import Solves, _change, _next_keep
+from onnxslim.passes.prune.sensitivity import Solves, exit_change, next_keep
 
 from .units import JointState, SplitUnit
 
@@ -28,7 +28,7 @@ def _prune_tries(groups, plan, scores, by_group, state, stats, macs, align, want
         keep_now = int(plan[g.id].sum())
         if g.id in blocked:
             continue
-        k, saved = _next_keep(g, keep_now, plan, base, macs, align, wanted, scores)
+        k, saved = next_keep(g, keep_now, plan, base, macs, align, wanted, scores)
         if k >= keep_now or saved <= 0:
             continue
         mask = choose(g, scores[g.id], k)
@@ -90,7 +90,7 @@ def joint_plan(groups, scores: dict, exits: list[Exit], units: list[SplitUnit], 
             changes, overrides = [], []
             for _, kind, unit, choice, _ in pt + st:
                 if kind == "prune":
-                    change = _change(by_group.get(unit.id, []), choice, stats, solves)
+                    change = exit_change(by_group.get(unit.id, []), choice, stats, solves)
                     changes.append(change)
                     overrides.append({k: v for node, (w2, b) in change.items() for k, v in exit_feeds(by_node[node], w2, b).items()})
                 else:

@@ -40,21 +40,21 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     if config.importance == "bn" and not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         raise SlimError("--importance bn needs BatchNormalization nodes; this model has none (BN was folded at export)")
     started = time.perf_counter()
-    analysis = _analysis(model, config)
+    analysis = prune_analysis(model, config)
     notes = list(check_something_prunable(model, analysis))
     macs_model = MacModel(analysis, {c.name: c.macs or 0 for c in node_costs(model, ctx.input_shapes)})
     latency_model = None
     if config.target_latency is not None:
         with ctx.progress("profiling", total=None):
             latency_model = measured_latency_model(model, analysis, ctx.input_shapes, threads=ctx.threads or config.latency_threads)
-    repair_on = _repair_on(config, real, notes)
+    repair_on = wants_repair(config, real, notes)
     calibrated = None
     if config.needs_data or repair_on:
         clear_tapped()  # a session of an earlier model of the same id must not be reused
         calibrated = Calibrated(model, analysis, analysis.prunable_groups, ctx, config, real)
         if not real:
             notes.append("no real calibration data: statistics come from random inputs, accuracy claims need real data")
-    scores, used = _scores(analysis, config, calibrated, np.random.default_rng(ctx.seed))
+    scores, used = group_scores(analysis, config, calibrated, np.random.default_rng(ctx.seed))
     plan, state, allocation_trace = _plan(analysis, config, scores, latency_model or macs_model, calibrated)
     estimated = macs_model.fraction(plan)
     repair_report = calibrated.finish(plan, repair_on, start=state) if calibrated is not None else None
@@ -70,7 +70,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
         **({"latency_model": latency_model.describe(plan)} if latency_model is not None else {}),
         "repair": bool(repair_on),
         **analysis.report(),
-        "pruned_groups": _pruned_groups(analysis, plan, used, repair_report, calibrated),
+        "pruned_groups": pruned_groups(analysis, plan, used, repair_report, calibrated),
     }
     _finish_report(report, calibrated, repair_report, allocation_trace, notes)
     report["seconds"] = round(time.perf_counter() - started, 2)
@@ -78,7 +78,7 @@ def run(model: onnx.ModelProto, config: PruneConfig, ctx: Context | None = None)
     return PassResult(pruned, report, extras={"unrepaired": unrepaired})
 
 
-def _analysis(model: onnx.ModelProto, config: PruneConfig):
+def prune_analysis(model: onnx.ModelProto, config: PruneConfig):
     """The channel groups of the model, `--exclude` checked against its node names."""
     graph = to_graph(infer_shapes(model))
     names = {n.name for n in graph.nodes}
@@ -88,7 +88,7 @@ def _analysis(model: onnx.ModelProto, config: PruneConfig):
     return analyze_graph(graph, config.exclude)
 
 
-def _repair_on(config: PruneConfig, real: bool, notes: list[str]) -> bool:
+def wants_repair(config: PruneConfig, real: bool, notes: list[str]) -> bool:
     """Whether the least-squares repair runs: asked for (default: with real data) and real data given."""
     repair_on = config.repair if config.repair is not None else real
     if repair_on and not real:
@@ -99,7 +99,7 @@ def _repair_on(config: PruneConfig, real: bool, notes: list[str]) -> bool:
     return repair_on
 
 
-def _scores(analysis, config: PruneConfig, calibrated, rng) -> tuple[dict, dict]:
+def group_scores(analysis, config: PruneConfig, calibrated, rng) -> tuple[dict, dict]:
     """({group id: channel scores}, {group id: the criterion used}): a data criterion where it has a modelled
     exit, the weight criterion (l1 for a data one) elsewhere."""
     scores, used = {}, {}
@@ -123,7 +123,7 @@ def _plan(analysis, config: PruneConfig, scores: dict, budget, calibrated):
     return calibrated.allocate(config.allocation, scores, budget, align)
 
 
-def _pruned_groups(analysis, plan, used: dict, repair_report, calibrated) -> list[dict]:
+def pruned_groups(analysis, plan, used: dict, repair_report, calibrated) -> list[dict]:
     exit_errors = (repair_report or {}).get("exits", {})
     return [
         {"group": g.id, "before": g.n_classes, "after": int(plan[g.id].sum()), "importance": used[g.id], "trace": g.trace(),

@@ -6,14 +6,14 @@ ancestors, nodes in their order. So that onnxruntime optimizes it as it does the
 tensor that the whole model reads elsewhere (a removed node) or returns stays a graph output: its kept
 consumers then see it shared or returned, as in the whole model, and no fusion is formed that the whole
 model's session would not form (a fusion takes a tensor with one consumer that is not a graph output). The
-session gets the whole model's optimization level (runtime._fusion_loses_tap), so the tapped values are the
+session gets the whole model's optimization level (runtime.fusion_loses_tap), so the tapped values are the
 whole model's (tests/test_prune_stats_cache.py compares them bit for bit).
 """
 from __future__ import annotations
 
 import onnx
 
-from onnxslim.runtime import _fusion_loses_tap, session, tapped_session, with_outputs
+from onnxslim.runtime import fusion_loses_tap, session, tapped_session, with_outputs
 
 
 def prefix_model(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto | None:
@@ -48,4 +48,4 @@ def prefix_session(model: onnx.ModelProto, names: list[str]):
     part = prefix_model(model, names)
     if part is None:
         return tapped_session(model, names)
-    return session(part, basic=_fusion_loses_tap(model, names)), [o.name for o in part.graph.output]
+    return session(part, basic=fusion_loses_tap(model, names)), [o.name for o in part.graph.output]

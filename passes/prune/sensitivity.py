@@ -20,7 +20,7 @@ from .plan_state import masked_weights
 from .repair import ExitStats, solve
 
 
-def _next_keep(group, keep_now: int, plan: dict, base: float, macs: MacModel, align: Alignment, quantum: float,
+def next_keep(group, keep_now: int, plan: dict, base: float, macs: MacModel, align: Alignment, quantum: float,
                scores) -> tuple[int, float]:
     """The largest aligned keep count below keep_now that saves at least `quantum` of the cost `base` of
     `plan` (or the minimum)."""
@@ -66,7 +66,7 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
             wanted = min(quantum, remaining)  # the last step cuts only what is still over budget
             for g in groups:
                 keep_now = int(plan[g.id].sum())
-                k, saved = _next_keep(g, keep_now, plan, now, macs, align, wanted, scores)
+                k, saved = next_keep(g, keep_now, plan, now, macs, align, wanted, scores)
                 if k >= keep_now or saved <= 0:
                     continue
                 mask = choose(g, scores[g.id], k)
@@ -84,7 +84,7 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
             if not tries:
                 break
             tries.sort(key=lambda t: t[0])
-            changes = [_change(group_exits, mask, stats, solves) for _, _, mask, _, group_exits in tries[:candidates]]
+            changes = [exit_change(group_exits, mask, stats, solves) for _, _, mask, _, group_exits in tries[:candidates]]
             best = None
             for (proxy, g, mask, saved, _), change, loss in zip(tries, changes, evaluator.losses(state, changes)):
                 rate = (loss - loss_now) / min(saved, remaining)
@@ -103,7 +103,7 @@ def sensitivity_plan(groups, scores: dict, exits: list[Exit], evaluator: Evaluat
     return plan, state, trace
 
 
-def _change(group_exits: list[Exit], mask, stats, solves: "Solves") -> dict:
+def exit_change(group_exits: list[Exit], mask, stats, solves: "Solves") -> dict:
     """{exit node: (w2, bias)}: the group's exits given `mask`, refit from `stats` where it has them, else the
     original weights with the removed features zeroed (as plan_state.set_group sets them)."""
     return {e.node: solves.solved(e, mask, stats[e.node])[:2] if e.node in stats else masked_weights(e, e.features_of(mask))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxslim.errors import SlimError
-from onnxslim.runtime import _fusion_loses_tap, run_once, session, tapped_session, with_outputs
+from onnxslim.runtime import fusion_loses_tap, run_once, session, tapped_session, with_outputs
 
 from .evaluate import State
 from .exits import Exit
@@ -167,7 +167,7 @@ class StepStats:
         if self._slicer is None:
             tapped = with_outputs(self.current_model, self.in_names)
             weights = {i.name for i in self.current_model.graph.input} - set(self.data_inputs)
-            self._slicer = Slicer(tapped, weights, basic=_fusion_loses_tap(self.current_model, self.in_names))
+            self._slicer = Slicer(tapped, weights, basic=fusion_loses_tap(self.current_model, self.in_names))
         return self._slicer
 
     def _whole(self, feed: dict, feeds: dict) -> dict:
@@ -185,7 +185,7 @@ class StepStats:
         but not kept there: once the targets are kept it is dropped with its arena."""
         if self._orig is None:
             tapped = with_outputs(self.original_model, self.out_names)
-            self._orig = (session(tapped, basic=_fusion_loses_tap(self.original_model, self.out_names)),
+            self._orig = (session(tapped, basic=fusion_loses_tap(self.original_model, self.out_names)),
                           [o.name for o in tapped.graph.output])
         return self._orig
 

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import onnx
 
-from onnxslim.runtime import _elem_types, run_once, session
+from onnxslim.runtime import elem_types, run_once, session
 
 _KEEP = 48  # sessions kept: EfficientNet-Lite0 at 70% of the MACs uses about 40 (start, end) pairs
 
@@ -34,7 +34,7 @@ class Slicer:
         self.data_inputs = [i.name for i in model.graph.input if i.name not in weight_inputs]
         self.outputs = [o.name for o in model.graph.output]
         self.initializers = {t.name: t for t in model.graph.initializer}
-        self.types = _elem_types(model)
+        self.types = elem_types(model)
         produced = {name: -1 for name in self.data_inputs}
         last_use: dict[str, int] = {}
         first_use: dict[str, int] = {}
