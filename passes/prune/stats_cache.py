@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxslim.errors import SlimError
 from onnxslim.runtime import fusion_loses_tap, run_once, session, tapped_session, with_outputs
 
 from .evaluate import State
@@ -155,8 +154,8 @@ class StepStats:
         every tensor it and `exits` read from before `start`; else None (the whole model runs)."""
         if start is None or not self._taps or self._kept_taps is None or not self._tapped_slicer().sliceable:
             return None
-        sess, inputs, outputs = self._slicer._session(start, len(self._slicer.nodes))
-        needed = {n for n in inputs if n not in self._slicer.weights and n not in self.data_inputs}
+        sess, inputs, outputs = self._slicer.part(start, len(self._slicer.nodes))
+        needed = {n for n in inputs if n not in self._slicer.weights}
         needed |= {n for e in exits for n in self._reads(e) if self.produced.get(n, -1) < start}
         needed -= set(self.data_inputs)
         if not needed <= self._kept_taps:
@@ -176,7 +175,7 @@ class StepStats:
         slicer = self._tapped_slicer()
         if not slicer.sliceable:
             return _run(*tapped_session(self.current_model, self.in_names), {**feed, **feeds})
-        sess, inputs, outputs = slicer._session(0, len(slicer.nodes))
+        sess, inputs, outputs = slicer.part(0, len(slicer.nodes))
         known = {**feed, **feeds}
         return dict(zip(outputs, run_once(sess, {n: known[n] for n in inputs}, outputs, "onnxruntime failed on a calibration batch")))
 
@@ -213,8 +212,6 @@ class StepStats:
         return out
 
 
+
 def _run(sess, names, feed) -> dict:
-    try:
-        return dict(zip(names, sess.run(names, feed)))
-    except Exception as err:
-        raise SlimError(f"onnxruntime failed on a calibration batch: {str(err).splitlines()[0]}") from None
+    return dict(zip(names, run_once(sess, feed, names, "onnxruntime failed on a calibration batch")))

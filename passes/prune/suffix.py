@@ -63,14 +63,15 @@ class Slicer:
     def run(self, start: int, end: int, carried: dict, weights: dict) -> dict:
         """Run nodes [start, end) on `carried` (the cut at start) and `weights`; returns the cut at `end`
         (at the end: the graph outputs)."""
-        sess, inputs, outputs = self._session(start, end)
+        sess, inputs, outputs = self.part(start, end)
         feed = {n: carried[n] if n in carried else weights[n] for n in inputs}
         values = run_once(sess, feed, outputs, "onnxruntime failed on the parametric model")
         got = dict(zip(outputs, values))
         wanted = self.outputs if end >= len(self.nodes) else self.cut(end)
         return {n: got[n] if n in got else carried[n] for n in wanted}
 
-    def _session(self, start: int, end: int):
+    def part(self, start: int, end: int):
+        """(session, inputs, outputs) of nodes [start, end), built once and kept (the last few)."""
         key = (start, end)
         if key in self._sessions:
             self._sessions.move_to_end(key)
