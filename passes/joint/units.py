@@ -29,6 +29,7 @@ class SplitUnit:
     touches: frozenset       # prunable group ids whose cut changes this node (it is then not split)
     ranks: list = field(default_factory=list)  # ranks that save MACs, ascending
     names: tuple = ("", None)  # (weight input, bias input or None) in the joint model
+    _fed: dict = field(default_factory=dict)  # the last two ranks' feeds: the split as made and the one tried
 
     @property
     def name(self) -> str:
@@ -53,7 +54,15 @@ class SplitUnit:
         return a, b, None if self.layer.bias is None else self.layer.bias + shift
 
     def feeds(self, rank: int | None) -> dict:
-        """The joint model's inputs for this node whole (None) or split at `rank` (the product A B)."""
+        """The joint model's inputs for this node whole (None) or split at `rank` (the product A B); every
+        evaluation of a state feeds every split made, so the last two ranks' arrays are kept."""
+        if rank not in self._fed:
+            self._fed[rank] = self._feeds(rank)
+            while len(self._fed) > 2:
+                del self._fed[next(iter(self._fed))]
+        return self._fed[rank]
+
+    def _feeds(self, rank: int | None) -> dict:
         if rank is None:
             w, bias = self.layer.weight, self.layer.bias
         else:
